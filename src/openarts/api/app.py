@@ -1,0 +1,114 @@
+"""The application: wires settings, store, catalog, executor, supervisor and routes together.
+
+Start-up order matters: the supervisor's first full pass re-adopts every job the previous server left
+behind before the first request is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openarts import __version__
+from openarts.api import errors as api_errors
+from openarts.api.openapi import build_openapi
+from openarts.api.routes import ROUTES
+from openarts.config import Settings
+from openarts.core.errors import OpenartsError
+from openarts.core.resources import build_catalog
+from openarts.executors.local import LocalExecutor
+from openarts.service.catalog import CatalogService
+from openarts.service.jobs import JobService
+from openarts.service.observe import ObserveService
+from openarts.storage.obs import LocalObjectStore
+from openarts.store.db import open_db
+from openarts.supervisor.loop import Supervisor
+from openarts.supervisor.metrics import MetricsSampler
+
+log = logging.getLogger("openarts")
+
+
+class RequestId:
+    """Adds X-Request-Id to every response (the SDK reads it into its exceptions), and answers an
+    unexpected exception with the ModelArts error body instead of a traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex.encode()
+
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            if started:
+                raise
+            body = api_errors.error_body("ModelArts.0050", "Internal error; see the server log.")
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings) -> Starlette:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    settings.obs_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = open_db(settings.db_path)
+        catalog = build_catalog(settings.raw)
+        executor = LocalExecutor(asyncio.get_running_loop())
+        store = LocalObjectStore(settings.obs_dir)
+        supervisor = Supervisor(settings, db, catalog, executor, store)
+        sampler = MetricsSampler(settings, db, catalog, settings.metrics_interval_seconds)
+        await supervisor.reconcile(full=True)  # re-adopt before serving
+        app.state.supervisor = supervisor
+        app.state.jobs = JobService(settings, db, catalog, supervisor.poke)
+        app.state.observe = ObserveService(settings, db)
+        app.state.catalog = CatalogService(catalog)
+        tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
+                 asyncio.create_task(sampler.run(), name="metrics")]
+        log.info("openarts %s ready: data in %s", __version__, settings.data_dir)
+        try:
+            yield
+        finally:
+            supervisor.stop()
+            sampler.stop()
+            for t in tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(t, timeout=5)
+            executor.close()
+            db.dispose()
+
+    exception_handlers: dict[Any, Any] = {
+        OpenartsError: api_errors.domain_error,
+        HTTPException: api_errors.http_error,
+    }
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=exception_handlers)
+    app.state.version = __version__
+    app.state.openapi = build_openapi(ROUTES, __version__)
+    app.add_middleware(RequestId)
+    return app

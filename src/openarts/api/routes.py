@@ -1,0 +1,177 @@
+"""HTTP routes. Each handler parses the request, calls a service, and returns JSON: nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from openarts.core import errors
+from openarts.service.catalog import CatalogService
+from openarts.service.jobs import JobService
+from openarts.service.observe import ObserveService
+
+MAX_BODY = 1024 * 1024
+
+
+def ok(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def empty(status: int) -> Response:
+    return Response(b"", status_code=status)
+
+
+async def body_json(request: Request, required: bool = True) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise errors.InvalidJsonBody(f"The request body is larger than {MAX_BODY} bytes.")
+    if not raw.strip():
+        if required:
+            raise errors.InvalidJsonBody("The request body is empty; a JSON object is required.")
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidJsonBody(f"The request body is not valid JSON: {exc}.") from exc
+
+
+def _jobs(request: Request) -> JobService:
+    svc: JobService = request.app.state.jobs
+    return svc
+
+
+def _observe(request: Request) -> ObserveService:
+    svc: ObserveService = request.app.state.observe
+    return svc
+
+
+def _catalog(request: Request) -> CatalogService:
+    svc: CatalogService = request.app.state.catalog
+    return svc
+
+
+def _user(request: Request) -> str:
+    return str(request.scope.get("openarts.user", ""))
+
+
+async def create_job(request: Request) -> Response:
+    body = await body_json(request)
+    return ok(_jobs(request).create(request.path_params["project_id"], _user(request), body), 201)
+
+
+async def show_job(request: Request) -> Response:
+    p = request.path_params
+    return ok(_jobs(request).get(p["project_id"], p["job_id"]))
+
+
+async def search_jobs(request: Request) -> Response:
+    body = await body_json(request, required=False)
+    return ok(_jobs(request).search(request.path_params["project_id"], body))
+
+
+async def update_job(request: Request) -> Response:
+    p = request.path_params
+    _jobs(request).update(p["project_id"], p["job_id"], await body_json(request))
+    return empty(200)
+
+
+async def delete_job(request: Request) -> Response:
+    p = request.path_params
+    _jobs(request).delete(p["project_id"], [p["job_id"]])
+    return empty(202)
+
+
+async def batch_delete(request: Request) -> Response:
+    body = await body_json(request)
+    items = body.get("jobs") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items or len(items) > 1000:
+        raise errors.InvalidRequest("Invalid parameter jobs: an array of 1 to 1000 {metadata: {id}} objects.")
+    ids = []
+    for item in items:
+        meta = item.get("metadata") if isinstance(item, dict) else None
+        job_id = meta.get("id") if isinstance(meta, dict) else None
+        if not isinstance(job_id, str):
+            raise errors.InvalidRequest("Invalid parameter jobs[].metadata.id: a job id is required.")
+        ids.append(job_id)
+    _jobs(request).delete(request.path_params["project_id"], ids)
+    return empty(202)
+
+
+async def job_action(request: Request) -> Response:
+    p = request.path_params
+    return ok(_jobs(request).terminate(p["project_id"], p["job_id"], await body_json(request)), 202)
+
+
+async def list_tasks(request: Request) -> Response:
+    p = request.path_params
+    return ok(_observe(request).tasks(p["project_id"], p["job_id"], request.query_params.get("schedule_count")))
+
+
+async def log_preview(request: Request) -> Response:
+    p = request.path_params
+    return ok(_observe(request).log_preview(p["project_id"], p["job_id"], p["task_id"]))
+
+
+async def log_lines(request: Request) -> Response:
+    p, qp = request.path_params, request.query_params
+    return ok(_observe(request).log_lines(p["project_id"], p["job_id"], p["task_id"], qp.get("base_line"),
+                                          qp.get("lines"), qp.get("order")))
+
+
+async def job_events(request: Request) -> Response:
+    p = request.path_params
+    return ok(_observe(request).events(p["project_id"], p["job_id"], dict(request.query_params)))
+
+
+async def job_metrics(request: Request) -> Response:
+    p = request.path_params
+    return ok(_observe(request).metrics(p["project_id"], p["job_id"], p["task_id"]))
+
+
+async def flavors(request: Request) -> Response:
+    return ok(_catalog(request).flavors(request.query_params.get("flavor_type")))
+
+
+async def engines(request: Request) -> Response:
+    return ok(_catalog(request).engines())
+
+
+async def job_names(request: Request) -> Response:
+    name = request.query_params.get("job_name")
+    if not name:
+        raise errors.QueryParamsError("job_name is required.")
+    return ok({"is_duplicate": _jobs(request).name_taken(request.path_params["project_id"], name)})
+
+
+async def health(request: Request) -> Response:
+    return ok({"status": "ok", "version": request.app.state.version})
+
+
+async def openapi(request: Request) -> Response:
+    return ok(request.app.state.openapi)
+
+
+P = "/v2/{project_id}"
+ROUTES = [
+    Route("/health", health, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route(f"{P}/training-jobs", create_job, methods=["POST"]),
+    Route(f"{P}/training-jobs/batch-delete", batch_delete, methods=["POST"]),
+    Route(f"{P}/training-jobs/{{job_id}}", show_job, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}", update_job, methods=["PUT"]),
+    Route(f"{P}/training-jobs/{{job_id}}", delete_job, methods=["DELETE"]),
+    Route(f"{P}/training-jobs/{{job_id}}/actions", job_action, methods=["POST"]),
+    Route(f"{P}/training-jobs/{{job_id}}/tasks", list_tasks, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/tasks/{{task_id}}/logs/preview", log_preview, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/logs/{{task_id}}", log_lines, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/events", job_events, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/metrics/{{task_id}}", job_metrics, methods=["GET"]),
+    Route(f"{P}/training-job-searches", search_jobs, methods=["POST"]),
+    Route(f"{P}/training-job-flavors", flavors, methods=["GET"]),
+    Route(f"{P}/training-job-engines", engines, methods=["GET"]),
+    Route(f"{P}/training-job-names", job_names, methods=["GET"]),
+]

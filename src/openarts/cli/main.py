@@ -1,0 +1,49 @@
+"""The `openarts` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("OPENARTS_DATA_DIR", "~/.openarts")).expanduser()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openarts", description="Self-hosted ModelArts training jobs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the service in the foreground")
+    s.add_argument("--host", default=os.environ.get("OPENARTS_HOST", "127.0.0.1"))
+    s.add_argument("--port", type=int, default=int(os.environ.get("OPENARTS_PORT", "8080")))
+    s.add_argument("--data-dir", type=Path, default=default_data_dir())
+    s.add_argument("--config", type=Path, default=None, help="TOML config (default: DATA_DIR/config.toml)")
+    s.add_argument("--log-level", default="info")
+    try:
+        from openarts.cli import client
+    except ImportError:  # pragma: no cover - the client commands are optional while being built
+        client = None  # type: ignore[assignment]
+    if client is not None:
+        client.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from openarts.cli.serve import serve
+
+        return serve(args.host, args.port, args.data_dir, args.config, args.log_level)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

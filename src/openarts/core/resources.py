@@ -1,0 +1,209 @@
+"""Nodes, flavors and engines: what the service can run jobs on, and with what.
+
+Pure data plus `build_catalog()`, which derives the defaults from the machine (CPU cores, memory,
+NVIDIA GPUs through NVML) and merges what the config file adds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+DEFAULT_POOL = "pool-local"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    cpu_milli: int
+    memory_mb: int
+    gpus: tuple[int, ...] = ()
+    pool: str = DEFAULT_POOL
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ip: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    flavor_id: str
+    flavor_type: str  # "CPU" | "GPU"
+    cpu_cores: float
+    memory_gb: int
+    gpus: int = 0
+    gpu_product: str = ""
+    gpu_memory: str = ""
+    arch: str = "x86"
+    disk_gb: int = 0
+    flavor_name: str = ""
+
+    @property
+    def cpu_milli(self) -> int:
+        return round(self.cpu_cores * 1000)
+
+    @property
+    def memory_mb(self) -> int:
+        return self.memory_gb * 1024
+
+
+@dataclass(frozen=True)
+class Engine:
+    engine_id: str
+    engine_name: str
+    engine_version: str
+    python: str  # interpreter that runs boot files
+    run_user: str = ""
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    product: str
+    memory_gb: int
+
+
+@dataclass
+class Catalog:
+    nodes: list[Node]
+    flavors: dict[str, Flavor]
+    engines: dict[str, Engine]
+    default_engine: str
+
+    def max_num(self, flavor: Flavor, pool: str = DEFAULT_POOL) -> int:
+        """How many workers of this flavor the pool can hold at once (0: it never fits)."""
+        total = 0
+        for node in self.nodes:
+            if node.pool != pool:
+                continue
+            fits = [
+                node.cpu_milli // flavor.cpu_milli if flavor.cpu_milli else 10**6,
+                node.memory_mb // flavor.memory_mb if flavor.memory_mb else 10**6,
+                len(node.gpus) // flavor.gpus if flavor.gpus else 10**6,
+            ]
+            total += min(fits)
+        return total
+
+    def pools(self) -> set[str]:
+        return {n.pool for n in self.nodes}
+
+    def find_engine(self, engine_id: str | None, name: str | None, version: str | None) -> Engine | None:
+        if engine_id:
+            return self.engines.get(engine_id)
+        if name:
+            for e in self.engines.values():
+                if e.engine_name.lower() == name.lower() and (
+                    not version or e.engine_version.lower() == version.lower()
+                ):
+                    return e
+            return None
+        return self.engines[self.default_engine]
+
+
+def detect_gpus() -> list[GpuInfo]:
+    """NVIDIA GPUs through NVML, without a Python binding; [] when there is no driver."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return []
+    try:
+        if nvml.nvmlInit_v2() != 0:
+            return []
+        count = ctypes.c_uint(0)
+        if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
+            return []
+        gpus = []
+        for i in range(count.value):
+            handle = ctypes.c_void_p()
+            if nvml.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle)) != 0:
+                continue
+            name = ctypes.create_string_buffer(96)
+            nvml.nvmlDeviceGetName(handle, name, 96)
+
+            class _Mem(ctypes.Structure):
+                _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                            ("used", ctypes.c_ulonglong)]
+
+            mem = _Mem()
+            nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem))
+            gpus.append(GpuInfo(i, name.value.decode(errors="replace"), round(mem.total / 2**30)))
+        nvml.nvmlShutdown()
+        return gpus
+    except (AttributeError, OSError):
+        return []
+
+
+def _arch() -> str:
+    machine = platform.machine().lower()
+    return "arm" if machine in ("aarch64", "arm64") else "x86"
+
+
+def _local_node(gpus: list[GpuInfo]) -> Node:
+    cores = os.cpu_count() or 1
+    mem_mb = psutil.virtual_memory().total // 2**20
+    return Node("local", cores * 1000, mem_mb, tuple(g.index for g in gpus))
+
+
+def _derived_flavors(node: Node, gpus: list[GpuInfo]) -> list[Flavor]:
+    cores = node.cpu_milli // 1000 or 1
+    mem_gb_per_core = max(1, node.memory_mb // 1024 // cores)
+    sizes = sorted({n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= cores} | {cores})
+    flavors = [
+        Flavor(f"modelarts.local.cpu.{n}u", "CPU", n, n * mem_gb_per_core, arch=_arch(),
+               flavor_name=f"CPU: {n} vCPUs {n * mem_gb_per_core}GB")
+        for n in sizes
+    ]
+    if gpus:
+        product = gpus[0].product
+        per_gpu_cores = max(1, cores // len(gpus))
+        for k in sorted({k for k in (1, 2, 4, 8) if k <= len(gpus)} | {len(gpus)}):
+            flavors.append(Flavor(
+                f"modelarts.local.gpu.{k}x", "GPU", k * per_gpu_cores, k * per_gpu_cores * mem_gb_per_core,
+                gpus=k, gpu_product=product, gpu_memory=f"{gpus[0].memory_gb}GB", arch=_arch(),
+                flavor_name=f"GPU: {k}*{product} | CPU: {k * per_gpu_cores} vCPUs",
+            ))
+    return flavors
+
+
+def build_catalog(raw: Mapping[str, Any], gpus: list[GpuInfo] | None = None) -> Catalog:
+    """The nodes, flavors and engines from the machine plus the config file's sections."""
+    gpus = detect_gpus() if gpus is None else gpus
+    local = _local_node(gpus)
+    nodes = [
+        Node(
+            name=str(n.get("name", f"node-{i}")),
+            cpu_milli=round(float(n.get("cpu_cores", local.cpu_milli / 1000)) * 1000),
+            memory_mb=round(float(n.get("memory_gb", local.memory_mb / 1024)) * 1024),
+            gpus=tuple(int(g) for g in n.get("gpus", ())),
+            pool=str(n.get("pool", DEFAULT_POOL)),
+            labels={str(k): str(v) for k, v in n.get("labels", {}).items()},
+        )
+        for i, n in enumerate(raw.get("nodes", []))
+    ] or [local]
+    flavors = {f.flavor_id: f for f in _derived_flavors(local, gpus)}
+    for f in raw.get("flavors", []):
+        fl = Flavor(
+            flavor_id=str(f["flavor_id"]),
+            flavor_type="GPU" if int(f.get("gpus", 0)) else "CPU",
+            cpu_cores=float(f.get("cpu_cores", 1)),
+            memory_gb=int(f.get("memory_gb", 1)),
+            gpus=int(f.get("gpus", 0)),
+            gpu_product=str(f.get("gpu_product", gpus[0].product if gpus else "")),
+            gpu_memory=str(f.get("gpu_memory", f"{gpus[0].memory_gb}GB" if gpus else "")),
+            arch=_arch(),
+            flavor_name=str(f.get("flavor_name", f["flavor_id"])),
+        )
+        flavors[fl.flavor_id] = fl
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    own = Engine("local-python3", "Python", f"python{ver}", sys.executable)
+    engines = {own.engine_id: own}
+    for e in raw.get("engines", []):
+        eng = Engine(str(e["engine_id"]), str(e.get("engine_name", e["engine_id"])),
+                     str(e.get("engine_version", "")), str(e.get("python", sys.executable)))
+        engines[eng.engine_id] = eng
+    return Catalog(nodes=nodes, flavors=flavors, engines=engines, default_engine=own.engine_id)

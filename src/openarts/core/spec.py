@@ -1,0 +1,312 @@
+"""The job spec: validate a ModelArts create body and normalise it into what the executor needs.
+
+`parse_job(body, catalog)` raises a domain error (core/errors.py) naming the offending field, or
+returns a `JobSpec`. The normalised body (`JobSpec.request`) is what the store keeps; parsing it again
+later gives the same spec, unless the catalog changed (then preparation fails: Abnormal/CreateFailed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from openarts.core import errors
+from openarts.core.resources import DEFAULT_POOL, Catalog, Engine, Flavor
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+PARAM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+MAX_ENVIRONMENTS = 100
+MAX_DESCRIPTION = 256
+MAX_PARAMETERS = 500
+MAX_CHANNELS = 100
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    index: int  # position among channels of the same name: data_url_0, data_url_1 ...
+    obs_url: str
+    local_dir: str | None  # as the user gave it (a container path), or None for the default
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    description: str
+    workspace_id: str
+    annotations: dict[str, str]
+    command: str | None
+    code_dir: str | None
+    boot_file: str | None  # relative to code_dir
+    engine: Engine
+    parameters: list[tuple[str, str]]
+    inputs: list[Channel]
+    outputs: list[Channel]
+    environments: dict[str, str]
+    working_dir: str | None
+    flavor: Flavor
+    node_count: int
+    pool_id: str
+    priority: int
+    preemptible: bool
+    request: dict[str, Any] = field(repr=False)  # the normalised body, as stored
+
+
+def _bad(path: str, why: str) -> errors.InvalidRequest:
+    return errors.InvalidRequest(f"Invalid parameter {path}: {why}.")
+
+
+def _obj(parent: dict[str, Any], key: str, path: str, required: bool = False) -> dict[str, Any]:
+    value = parent.get(key)
+    if value is None:
+        if required:
+            raise _bad(f"{path}.{key}", "it is required")
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(f"{path}.{key}", "must be an object")
+    return value
+
+
+def _list(parent: dict[str, Any], key: str, path: str, limit: int) -> list[Any]:
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(f"{path}.{key}", "must be an array")
+    if len(value) > limit:
+        raise _bad(f"{path}.{key}", f"at most {limit} items are allowed")
+    return value
+
+
+def _str(parent: dict[str, Any], key: str, path: str, required: bool = False, limit: int = 4096) -> str | None:
+    value = parent.get(key)
+    if value is None or (value == "" and not required):
+        if required:
+            raise _bad(f"{path}.{key}", "it is required")
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{path}.{key}", "must be a string")
+    if required and not value:
+        raise _bad(f"{path}.{key}", "must not be empty")
+    if len(value) > limit:
+        raise _bad(f"{path}.{key}", f"must be at most {limit} characters")
+    if "\x00" in value:
+        raise _bad(f"{path}.{key}", "must not contain NUL characters")
+    return value
+
+
+def _int(parent: dict[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
+    value = parent.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"{path}.{key}", "must be an integer")
+    if not lo <= value <= hi:
+        raise _bad(f"{path}.{key}", f"must be between {lo} and {hi}")
+    return value
+
+
+def _scalar_str(value: Any, path: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        s = str(value)
+        if "\x00" in s:
+            raise _bad(path, "must not contain NUL characters")
+        return s
+    raise _bad(path, "must be a string")
+
+
+def check_obs_url(url: str, path: str) -> str:
+    """An OBS location: obs://bucket/key or /bucket/key. No '..' segments, no NULs."""
+    rest = url[len("obs://"):] if url.startswith("obs://") else url[1:] if url.startswith("/") else None
+    if rest is None or not rest or rest.startswith("/"):
+        raise errors.InvalidObsPath(f"Invalid OBS path {path}={url!r}: use obs://bucket/path or /bucket/path.")
+    if any(seg in ("..", ".") for seg in rest.split("/")) or "\\" in rest:
+        raise errors.InvalidObsPath(f"Invalid OBS path {path}={url!r}: '.' and '..' segments are not allowed.")
+    return url
+
+
+def _channels(algorithm: dict[str, Any], key: str, path: str) -> list[Channel]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, item in enumerate(_list(algorithm, key, path, MAX_CHANNELS)):
+        p = f"{path}.{key}[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(p, "must be an object")
+        name = _str(item, "name", p, required=True, limit=64)
+        assert name is not None
+        if not PARAM_NAME_RE.match(name):
+            raise _bad(f"{p}.name", "use letters, digits, '_', '-' and '.'")
+        remote = _obj(item, "remote", p, required=True)
+        obs = _obj(remote, "obs", f"{p}.remote")
+        dataset = _obj(remote, "dataset", f"{p}.remote")
+        url = _str(obs, "obs_url", f"{p}.remote.obs") or _str(dataset, "obs_url", f"{p}.remote.dataset")
+        if not url:
+            raise errors.InvalidRequest(
+                f"Inputs/outputs error: {p}.remote needs obs.obs_url"
+                + (" (datasets are resolved only through their obs_url)." if dataset else ".")
+            )
+        check_obs_url(url, f"{p}.remote.obs.obs_url")
+        local_dir = _str(item, "local_dir", p, limit=1024)
+        if local_dir is not None and not local_dir.startswith("/"):
+            raise _bad(f"{p}.local_dir", "must be an absolute path")
+        index = seen.get(name, 0)
+        seen[name] = index + 1
+        out.append(Channel(name, index, url, local_dir))
+    return out
+
+
+def _split_boot_file(code_dir: str, boot_file: str) -> str:
+    """boot_file relative to code_dir; ModelArts accepts it either full or relative."""
+    base = code_dir.rstrip("/") + "/"
+    rel = boot_file[len(base):] if boot_file.startswith(base) else boot_file
+    if rel.startswith("/") or "://" in rel:
+        raise errors.InvalidRequest(f"Boot file {boot_file!r} is not inside code_dir {code_dir!r}.")
+    if any(seg == ".." for seg in rel.split("/")) or not rel:
+        raise errors.InvalidRequest(f"Boot file {boot_file!r} must name a file inside code_dir.")
+    return rel
+
+
+def parse_job(body: Any, catalog: Catalog) -> JobSpec:
+    if not isinstance(body, dict):
+        raise errors.InvalidJsonBody("The request body must be a JSON object.")
+    kind = body.get("kind", "job")
+    if kind != "job":
+        raise _bad("kind", f"{kind!r} is not supported; use 'job'")
+    if body.get("tasks") is not None and body.get("spec") is not None:
+        raise _bad("tasks", "use either spec or tasks, not both")
+    if body.get("tasks") is not None:
+        raise _bad("tasks", "heterogeneous jobs (tasks) are not supported; describe the job with spec")
+
+    metadata = _obj(body, "metadata", "", required=True)
+    name = _str(metadata, "name", "metadata", required=True, limit=64)
+    assert name is not None
+    if not NAME_RE.match(name):
+        raise _bad("metadata.name", "use 1 to 64 letters, digits, '_' or '-'")
+    description = _str(metadata, "description", "metadata", limit=MAX_DESCRIPTION) or ""
+    workspace_id = _str(metadata, "workspace_id", "metadata", limit=64) or "0"
+    annotations_raw = _obj(metadata, "annotations", "metadata")
+    annotations = {str(k): _scalar_str(v, f"metadata.annotations.{k}") for k, v in annotations_raw.items()}
+
+    algorithm = _obj(body, "algorithm", "", required=True)
+    if algorithm.get("id") or algorithm.get("subscription_id") or algorithm.get("item_version_id"):
+        raise errors.InvalidRequest(
+            "AI algorithm not found: algorithm.id and subscriptions are not available here; "
+            "use code_dir + boot_file or command."
+        )
+    command = _str(algorithm, "command", "algorithm", limit=65536)
+    code_dir = _str(algorithm, "code_dir", "algorithm", limit=1024)
+    boot_file = _str(algorithm, "boot_file", "algorithm", limit=1024)
+    if boot_file and not code_dir:
+        raise errors.InvalidRequest("Code directory error: algorithm.boot_file needs algorithm.code_dir.")
+    if not command and not boot_file:
+        raise errors.InvalidRequest("algorithm needs either command, or code_dir and boot_file.")
+    if code_dir:
+        if code_dir.startswith("obs://"):
+            check_obs_url(code_dir, "algorithm.code_dir")
+        elif not (code_dir.startswith("/") or code_dir.startswith("file://")):
+            raise errors.InvalidRequest(
+                f"Code directory error: algorithm.code_dir {code_dir!r} must be obs://, file:// or an absolute path."
+            )
+    boot_rel = _split_boot_file(code_dir, boot_file) if boot_file and code_dir else None
+
+    engine_req = _obj(algorithm, "engine", "algorithm")
+    if engine_req.get("image_url"):
+        raise errors.EngineNotFound(
+            "Custom images are not supported: the local executor runs no container images "
+            f"(algorithm.engine.image_url={engine_req['image_url']!r}); use an engine from "
+            "GET /training-job-engines."
+        )
+    engine = catalog.find_engine(
+        _str(engine_req, "engine_id", "algorithm.engine"),
+        _str(engine_req, "engine_name", "algorithm.engine"),
+        _str(engine_req, "engine_version", "algorithm.engine"),
+    )
+    if engine is None:
+        raise errors.EngineNotFound(
+            f"Engine {engine_req.get('engine_id') or engine_req.get('engine_name')!r} not found; "
+            f"available: {', '.join(sorted(catalog.engines))}."
+        )
+
+    parameters = []
+    for i, p in enumerate(_list(algorithm, "parameters", "algorithm", MAX_PARAMETERS)):
+        path = f"algorithm.parameters[{i}]"
+        if not isinstance(p, dict):
+            raise _bad(path, "must be an object")
+        pname = _str(p, "name", path, required=True, limit=128)
+        assert pname is not None
+        if not PARAM_NAME_RE.match(pname):
+            raise _bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
+        parameters.append((pname, _scalar_str(p.get("value", ""), f"{path}.value")))
+
+    inputs = _channels(algorithm, "inputs", "algorithm")
+    outputs = _channels(algorithm, "outputs", "algorithm")
+
+    env_raw = algorithm.get("environments") or {}
+    if isinstance(env_raw, list):  # the response form: a list of maps
+        merged: dict[str, Any] = {}
+        for item in env_raw:
+            if not isinstance(item, dict):
+                raise _bad("algorithm.environments", "must be a map of strings")
+            merged.update(item)
+        env_raw = merged
+    if not isinstance(env_raw, dict):
+        raise _bad("algorithm.environments", "must be a map of strings")
+    if len(env_raw) > MAX_ENVIRONMENTS:
+        raise _bad("algorithm.environments", f"at most {MAX_ENVIRONMENTS} variables are allowed")
+    environments = {}
+    for k, v in env_raw.items():
+        if not ENV_NAME_RE.match(k) or len(k) > 256:
+            raise _bad(f"algorithm.environments.{k}", "is not a valid variable name")
+        value = _scalar_str(v, f"algorithm.environments.{k}")
+        if "$" in value:
+            raise _bad(f"algorithm.environments.{k}", "values must not contain '$'")
+        environments[k] = value
+    working_dir = _str(algorithm, "working_dir", "algorithm", limit=1024)
+    if working_dir is not None and not working_dir.startswith("/"):
+        raise _bad("algorithm.working_dir", "must be an absolute path")
+
+    spec = _obj(body, "spec", "", required=True)
+    resource = _obj(spec, "resource", "spec", required=True)
+    flavor_id = _str(resource, "flavor_id", "spec.resource", required=True, limit=128)
+    assert flavor_id is not None
+    flavor = catalog.flavors.get(flavor_id)
+    if flavor is None:
+        raise errors.FlavorNotFound(
+            f"Flavor {flavor_id!r} not found; available: {', '.join(sorted(catalog.flavors))}."
+        )
+    pool_id = _str(resource, "pool_id", "spec.resource", limit=128) or DEFAULT_POOL
+    if pool_id not in catalog.pools():
+        raise _bad("spec.resource.pool_id", f"pool {pool_id!r} does not exist")
+    node_count = _int(resource, "node_count", "spec.resource", 1, 1, 10**6)
+    max_num = catalog.max_num(flavor, pool_id)
+    if node_count > max_num:
+        raise errors.FlavorOutOfRange(
+            f"spec.resource.node_count={node_count} is out of range for flavor {flavor_id}: "
+            f"at most {max_num} node(s) of it fit in pool {pool_id}."
+        )
+    policy = _obj(spec, "schedule_policy", "spec")
+    priority = _int(policy, "priority", "spec.schedule_policy", 1, 1, 3)
+    preemptible = policy.get("preemptible", False)
+    if not isinstance(preemptible, bool):
+        raise _bad("spec.schedule_policy.preemptible", "must be a boolean")
+
+    endpoints = _obj(body, "endpoints", "")
+    request = {
+        "kind": "job",
+        "metadata": {**metadata, "name": name, "description": description, "workspace_id": workspace_id,
+                     "annotations": annotations},
+        "algorithm": algorithm,
+        "spec": spec,
+        **({"endpoints": endpoints} if endpoints else {}),
+    }
+    return JobSpec(
+        name=name, description=description, workspace_id=workspace_id, annotations=annotations,
+        command=command, code_dir=code_dir, boot_file=boot_rel, engine=engine, parameters=parameters,
+        inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
+        flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
+        preemptible=preemptible, request=request,
+    )

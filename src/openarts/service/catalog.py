@@ -1,0 +1,39 @@
+"""Flavors and engines as the API lists them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openarts.api.render import flavor_info
+from openarts.core import errors
+from openarts.core.resources import Catalog
+
+
+class CatalogService:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def flavors(self, flavor_type: str | None) -> dict[str, Any]:
+        if flavor_type and flavor_type not in ("CPU", "GPU", "Ascend"):
+            raise errors.QueryParamsError("flavor_type must be CPU, GPU or Ascend.")
+        items = []
+        for pool in sorted(self.catalog.pools()):
+            for f in self.catalog.flavors.values():
+                if flavor_type and f.flavor_type != flavor_type:
+                    continue
+                max_num = self.catalog.max_num(f, pool)
+                if max_num == 0:
+                    continue
+                items.append({
+                    "pool_id": pool, "flavor_id": f.flavor_id, "flavor_name": f.flavor_name or f.flavor_id,
+                    "flavor_type": f.flavor_type, "max_num": max_num,
+                    "support_engines": sorted(self.catalog.engines),
+                    "flavor_info": flavor_info(f, max_num),
+                })
+        return {"total_count": len(items), "flavors": items}
+
+    def engines(self) -> dict[str, Any]:
+        items = [{"engine_id": e.engine_id, "engine_name": e.engine_name, "engine_version": e.engine_version,
+                  "v1_compatible": False, "run_user": e.run_user}
+                 for e in self.catalog.engines.values()]
+        return {"total": len(items), "items": items}

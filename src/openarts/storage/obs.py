@@ -1,0 +1,60 @@
+"""obs:// locations backed by a local directory: `obs://bucket/key` is `ROOT/bucket/key`.
+
+`/bucket/key` (ModelArts' scheme-less form) means the same. Every resolved path is checked to stay
+inside ROOT. Copies are plain file copies; an S3-compatible store implements the same three calls.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from openarts.core.errors import InvalidObsPath
+from openarts.core.spec import check_obs_url
+
+
+class LocalObjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def resolve(self, url: str) -> Path:
+        check_obs_url(url, "obs_url")
+        rest = url[len("obs://"):] if url.startswith("obs://") else url[1:]
+        path = (self.root / rest).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise InvalidObsPath(f"OBS path {url!r} leaves the object store.")
+        return path
+
+    def download(self, url: str, dest: Path) -> int:
+        """Copy an object or a 'directory' prefix into `dest` (a directory). Returns files copied."""
+        src = self.resolve(url)
+        dest.mkdir(parents=True, exist_ok=True)
+        if src.is_file():
+            shutil.copy2(src, dest / src.name)
+            return 1
+        if not src.is_dir():
+            raise FileNotFoundError(f"{url} does not exist in the object store ({src})")
+        count = 0
+        for item in src.rglob("*"):
+            target = dest / item.relative_to(src)
+            if item.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif item.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item, target)
+                count += 1
+        return count
+
+    def upload(self, src: Path, url: str) -> int:
+        """Copy the contents of local directory `src` under the prefix `url`. Returns files copied."""
+        dest = self.resolve(url)
+        if not src.is_dir():
+            return 0
+        count = 0
+        for item in src.rglob("*"):
+            if item.is_file() and not item.is_symlink():
+                target = dest / item.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item, target)
+                count += 1
+        return count

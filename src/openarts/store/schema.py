@@ -1,0 +1,123 @@
+"""SQLAlchemy Core tables. Times: *_ms columns are epoch milliseconds, *_at columns epoch seconds."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("workspace_id", String(64), nullable=False, default="0"),
+    Column("name", String(64), nullable=False),
+    Column("kind", String(16), nullable=False, default="job"),
+    Column("description", Text, nullable=False, default=""),
+    Column("user_name", String(128), nullable=False, default=""),
+    Column("create_ms", Integer, nullable=False),
+    Column("update_ms", Integer, nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("secondary_phase", String(32), nullable=False),
+    Column("start_ms", Integer, nullable=False, default=0),  # first time it ran
+    Column("end_ms", Integer, nullable=False, default=0),
+    Column("running_since_ms", Integer, nullable=False, default=0),  # current attempt, 0 if not running
+    Column("run_ms", Integer, nullable=False, default=0),  # running time of finished attempts
+    Column("flavor_id", String(128), nullable=False),
+    Column("node_count", Integer, nullable=False),
+    Column("pool_id", String(128), nullable=False),
+    Column("priority", Integer, nullable=False, default=1),
+    Column("engine_id", String(128), nullable=False, default=""),
+    Column("request", Text, nullable=False),  # normalised create body (JSON), parsed again to run
+    Column("doc", Text, nullable=False),  # the static parts of the job document (JSON)
+    Column("message", Text, nullable=False, default=""),
+    Column("terminate_requested", Boolean, nullable=False, default=False),
+    Column("delete_requested", Boolean, nullable=False, default=False),
+    Column("attempt", Integer, nullable=False, default=0),  # seq of the latest attempt
+    Column("queue_seq", Integer, nullable=False, default=0),  # FIFO order among pending jobs
+)
+# A name is unique among a project's jobs that are not being deleted.
+Index("uq_jobs_project_name", jobs.c.project_id, jobs.c.name, unique=True,
+      sqlite_where=jobs.c.delete_requested.is_(False))
+Index("ix_jobs_project_create", jobs.c.project_id, jobs.c.create_ms)
+Index("ix_jobs_project_phase_create", jobs.c.project_id, jobs.c.phase, jobs.c.create_ms)
+Index("ix_jobs_phase", jobs.c.phase)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("start_at", Integer, nullable=False, default=0),
+    Column("end_at", Integer, nullable=False, default=0),
+    Column("start_type", String(32), nullable=False, default="init_or_rescheduled"),
+    Column("end_reason", Text, nullable=False, default=""),
+    Column("end_related_task", String(64), nullable=False, default=""),
+    Column("end_recover", String(64), nullable=False, default=""),
+    Column("end_recover_before_downgrade", String(64), nullable=False, default=""),
+    Column("recover_records", Text, nullable=False, default="[]"),
+    Column("master_port", Integer, nullable=False, default=0),
+    Column("started", Boolean, nullable=False, default=False),  # every worker was spawned
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("task", String(64), primary_key=True),
+    Column("idx", Integer, nullable=False),
+    Column("node", String(128), nullable=False, default="local"),
+    Column("ip", String(64), nullable=False, default="127.0.0.1"),
+    Column("gpus", String(256), nullable=False, default=""),
+    Column("pid", Integer, nullable=False, default=0),  # the shim's pid
+    Column("pid_start", Float, nullable=False, default=0.0),  # its start time, against pid reuse
+    Column("worker_pid", Integer, nullable=False, default=0),  # the worker's pid = its process group
+    Column("exit_code", Integer),
+    Column("message", Text, nullable=False, default=""),
+    Column("start_ms", Integer, nullable=False, default=0),
+    Column("end_ms", Integer, nullable=False, default=0),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), nullable=False),
+    Column("time_ms", Integer, nullable=False),
+    Column("level", String(16), nullable=False, default="Info"),
+    Column("source", String(32), nullable=False, default="Job"),
+    Column("message", Text, nullable=False),
+)
+Index("ix_events_job", events.c.job_id, events.c.id)
+
+node_counts = Table(
+    "node_counts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), nullable=False),
+    Column("time_ms", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+Index("ix_node_counts_job", node_counts.c.job_id, node_counts.c.id)
+
+metrics = Table(
+    "metrics", metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("task", String(64), primary_key=True),
+    Column("minute", Integer, primary_key=True),  # epoch minute
+    Column("cpu_sum", Float, nullable=False, default=0.0),
+    Column("mem_sum", Float, nullable=False, default=0.0),
+    Column("samples", Integer, nullable=False, default=0),
+)
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, primary_key=True),
+)

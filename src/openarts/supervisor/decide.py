@@ -1,0 +1,76 @@
+"""Pure decisions for a job's current attempt, from what was observed. No I/O here.
+
+The supervisor loads the job and its tasks, polls the executor, and asks `decide_attempt` what to do;
+it then carries the answer out. Level-triggered: the same state always gives the same answer, so a
+restarted server picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from openarts.core.reasons import EndKind, Termination, classify_exit
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task: str
+    idx: int
+    exit_code: int | None  # recorded exit
+    end_ms: int
+    lost: bool = False  # recorded as lost (exit code -1 with the lost marker)
+
+
+class Act(StrEnum):
+    WAIT = "wait"  # nothing to do
+    STOP_OTHERS = "stop_others"  # a task failed: SIGTERM the rest
+    KILL_OTHERS = "kill_others"  # the grace period is over: SIGKILL the rest
+    FINISH = "finish"  # every task ended: close the attempt with `termination`
+
+
+@dataclass(frozen=True)
+class Decision:
+    act: Act
+    termination: Termination | None = None
+
+
+LOST_EXIT = -1
+
+
+def first_failure(tasks: list[TaskView]) -> TaskView | None:
+    failed = [t for t in tasks if t.exit_code is not None and t.exit_code != 0]
+    return min(failed, key=lambda t: (t.end_ms, t.idx)) if failed else None
+
+
+def termination_of(t: TaskView) -> Termination:
+    assert t.exit_code is not None
+    if t.lost or t.exit_code == LOST_EXIT:
+        return Termination(EndKind.LOST, "task lost", t.task, None)
+    return classify_exit(t.task, t.exit_code)
+
+
+def decide_attempt(tasks: list[TaskView], now_ms: int, grace_ms: int, terminating_since_ms: int | None
+                   ) -> Decision:
+    """What to do with a running (or terminating) attempt.
+
+    `terminating_since_ms` is set when the user asked to terminate: then every task is stopped and the
+    attempt ends as terminated, whatever the exit codes.
+    """
+    live = [t for t in tasks if t.exit_code is None]
+    if terminating_since_ms is not None:
+        if not live:
+            return Decision(Act.FINISH, Termination(EndKind.TERMINATED, "job terminated by user"))
+        if now_ms - terminating_since_ms >= grace_ms:
+            return Decision(Act.KILL_OTHERS)
+        return Decision(Act.WAIT)
+    failed = first_failure(tasks)
+    if failed is None:
+        if live:
+            return Decision(Act.WAIT)
+        return Decision(Act.FINISH, Termination(EndKind.COMPLETED, "job completed"))
+    if not live:
+        return Decision(Act.FINISH, termination_of(failed))
+    if now_ms - failed.end_ms >= grace_ms:
+        return Decision(Act.KILL_OTHERS)
+    return Decision(Act.STOP_OTHERS)
