@@ -1,0 +1,163 @@
+"""Shared fixtures: a real `openarts serve` process on an ephemeral port, and the official SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PROJECT = "0123456789abcdef0123456789abcdef"
+
+# Enough virtual capacity that tests never queue behind each other unless they mean to.
+DEFAULT_CONFIG = """
+[server]
+terminate_grace_seconds = 3
+metrics_interval_seconds = 1
+reconcile_interval_seconds = 0.5
+
+[[nodes]]
+name = "local"
+cpu_cores = 64
+memory_gb = 256
+"""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last value: {last!r})")
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    config: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self) -> Server:
+        (self.data_dir / "server.json").unlink(missing_ok=True)
+        (self.data_dir / "config.toml").write_text(self.config)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openarts.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir),
+             "--log-level", "warning"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            info = self.data_dir / "server.json"
+            if not info.exists():
+                return False
+            self.url = json.loads(info.read_text())["url"]
+            try:
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=30, message="server health")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/v2/{PROJECT}"
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(config: str = DEFAULT_CONFIG, data_dir: Path | None = None) -> Server:
+        d = data_dir or tmp_path / f"data{len(servers)}"
+        d.mkdir(parents=True, exist_ok=True)
+        s = Server(d, config, tmp_path / f"server{len(servers)}.log").start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+        _kill_leftover_workers(s.data_dir)
+
+
+def _kill_leftover_workers(data_dir: Path) -> None:
+    """Tests must not leave processes behind, even when they fail half-way."""
+    for pid_file in (data_dir / "jobs").glob("*/attempts/*/*/worker.pid"):
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.api, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def _sdk_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK writes ~/.huaweicloud on import; keep it out of the real HOME."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture
+def sdk(server: Server) -> Any:
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkmodelarts.v1 import ModelArtsClient
+
+    creds = BasicCredentials("TESTAK0000000000", "TESTSK0000000000000000000000000000000000", PROJECT)
+    return ModelArtsClient.new_builder().with_credentials(creds).with_endpoint(server.url).build()
+
+
+def job_body(name: str, command: str | None = None, node_count: int = 1, **algorithm: Any) -> dict[str, Any]:
+    algo: dict[str, Any] = dict(algorithm)
+    if command is not None:
+        algo["command"] = command
+    return {
+        "kind": "job",
+        "metadata": {"name": name, "description": "test job"},
+        "algorithm": algo,
+        "spec": {"resource": {"flavor_id": "modelarts.local.cpu.1u", "node_count": node_count}},
+    }
