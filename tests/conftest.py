@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -119,10 +120,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 def _kill_leftover_workers(data_dir: Path) -> None:
     """Tests must not leave processes behind, even when they fail half-way."""
     for pid_file in (data_dir / "jobs").glob("*/attempts/*/*/worker.pid"):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
 
 
 @pytest.fixture

@@ -21,7 +21,11 @@ import psutil
 from openarts.executors.base import StartError, TaskHandle, TaskLaunch, TaskState
 
 SHIM = r"""
-d=$1; cd "$2" || { echo "[ModelArts Service Log] cannot enter working directory $2" >>"$d/log"; echo 126 >"$d/exit.tmp"; mv "$d/exit.tmp" "$d/exit"; exit 0; }
+d=$1
+if ! cd "$2"; then
+  echo "[ModelArts Service Log] cannot enter working directory $2" >>"$d/log"
+  echo 126 >"$d/exit.tmp"; mv "$d/exit.tmp" "$d/exit"; exit 0
+fi
 shift 2
 setsid -w "$@" </dev/null >>"$d/log" 2>&1 &
 echo $! >"$d/worker.pid"

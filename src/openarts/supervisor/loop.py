@@ -284,7 +284,11 @@ class Supervisor:
                 self.executor.signal(h, signal.SIGKILL)
             return
         for h in handles:
-            self.executor.watch(h, lambda job_id=row.id: self.poke(job_id))
+            self._watch(h)
+
+    def _watch(self, handle: TaskHandle) -> None:
+        job_id = handle.job_id
+        self.executor.watch(handle, lambda: self.poke(job_id))
 
     # -- Running / Terminating -------------------------------------------------------------------
     async def _supervise(self, row: Row[Any], tasks: list[Row[Any]], poll: bool) -> None:
@@ -297,7 +301,7 @@ class Supervisor:
                 h = handles[t.task]
                 state = self.executor.poll(h)
                 if state.running:
-                    self.executor.watch(h, lambda job_id=row.id: self.poke(job_id))
+                    self._watch(h)
                 else:
                     lost = state.lost
                     exit_code = LOST_EXIT if lost else state.exit_code

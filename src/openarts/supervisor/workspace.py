@@ -126,8 +126,8 @@ def check_code(spec: JobSpec, store: LocalObjectStore) -> None:
 def stage(spec: JobSpec, lay: Layout, store: LocalObjectStore) -> None:
     """Create the directories and copy code and inputs in. Runs off the event loop."""
     check_code(spec, store)
-    for d in (lay.home, lay.job_dir, lay.log_dir, lay.root / "cache"):
-        d.mkdir(parents=True, exist_ok=True)
+    for path in (lay.home, lay.job_dir, lay.log_dir, lay.root / "cache"):
+        path.mkdir(parents=True, exist_ok=True)
     if spec.code_dir and lay.code is not None and not lay.code_in_place:
         local = _local_code_dir(spec.code_dir)
         if lay.code.exists():
