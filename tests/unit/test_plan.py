@@ -18,13 +18,13 @@ def nodes(cpus: int = 2, gpus: int = 0) -> list[NodeFree]:
 def test_fifo_fills_capacity_then_waits() -> None:
     p = plan([job("a", seq=1), job("b", seq=2), job("c", seq=3)], nodes(2))
     assert [x.job_id for x in p.placements] == ["a", "b"]
-    assert "insufficient resources" in p.waiting["c"]
+    assert "insufficient resources" in p.waiting["c"].message
 
 
 def test_gang_all_or_nothing_and_head_blocks() -> None:
     p = plan([job("big", n=3, seq=1), job("small", seq=2)], nodes(2))
     assert p.placements == []  # big never holds partial capacity; small does not jump the queue
-    assert "queued behind job big" in p.waiting["small"]
+    assert "queued behind job big" in p.waiting["small"].message
 
 
 def test_priority_orders_before_fifo() -> None:

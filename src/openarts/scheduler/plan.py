@@ -61,9 +61,15 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Wait:
+    key: str  # stable while the cause is the same (the message's numbers may change)
+    message: str
+
+
+@dataclass(frozen=True)
 class Plan:
     placements: list[Placement]
-    waiting: dict[str, str]  # job_id -> why it waits
+    waiting: dict[str, Wait]  # job_id -> why it waits
 
 
 def _place(job: PendingJob, nodes: list[NodeFree]) -> list[WorkerPlacement] | None:
@@ -96,16 +102,16 @@ def plan(pending: list[PendingJob], free: list[NodeFree]) -> Plan:
     """Decide which pending jobs start now and where. `free` is consumed (pass a copy to keep it)."""
     order = sorted(pending, key=lambda j: (-j.priority, j.queue_seq))
     placements: list[Placement] = []
-    waiting: dict[str, str] = {}
+    waiting: dict[str, Wait] = {}
     blocked: dict[str, str] = {}  # pool -> id of the head job that does not fit
     for job in order:
         head = blocked.get(job.pool)
         if head is not None:
-            waiting[job.job_id] = f"queued behind job {head}"
+            waiting[job.job_id] = Wait(f"behind:{head}", f"queued behind job {head}")
             continue
         workers = _place(job, free)
         if workers is None:
-            waiting[job.job_id] = _shortage(job, free)
+            waiting[job.job_id] = Wait(f"shortage:{job.pool}", _shortage(job, free))
             blocked[job.pool] = job.job_id
             continue
         placements.append(Placement(job.job_id, tuple(workers)))

@@ -216,11 +216,11 @@ class Supervisor:
                                       r.node_count, r.priority, r.queue_seq))
         result = plan(demands, self._free_capacity(rows, tasks))
         now = w.now_ms()
-        for job_id, reason in result.waiting.items():
-            if self._waiting_reason.get(job_id) != reason:
-                self._waiting_reason[job_id] = reason
+        for job_id, why in result.waiting.items():
+            if self._waiting_reason.get(job_id) != why.key:
+                self._waiting_reason[job_id] = why.key
                 with self.db.begin() as conn:
-                    w.add_event(conn, job_id, f"Job is waiting: {reason}.", now, source="Scheduler")
+                    w.add_event(conn, job_id, f"Job is waiting: {why.message}.", now, source="Scheduler")
         for placement in result.placements:
             self._waiting_reason.pop(placement.job_id, None)
             try:
