@@ -141,3 +141,17 @@ def test_terminate_after_restart_stops_readopted_workers(make_server: Any) -> No
     wait_for(lambda: _job(server, job_id)["status"]["phase"] == "Terminated", message="Terminated")
     for pid in pids.values():
         assert not _alive(pid)
+
+
+def test_graceful_stop_leaves_jobs_running(make_server: Any, tmp_path: Path) -> None:
+    server = make_server()
+    gate = tmp_path / "gate"
+    job_id = _create(server, job_body("graceful", command=f'while [ ! -e "{gate}" ]; do sleep 0.05; done'))
+    wait_for(lambda: _job(server, job_id)["status"]["phase"] == "Running", message="Running")
+    pid = wait_for(lambda: _worker_pids(server, job_id).get("worker-0"), message="worker pid")
+    server.stop()  # SIGTERM: a clean shutdown
+    assert _alive(pid)
+    _restart(server)
+    assert _job(server, job_id)["status"]["phase"] == "Running"
+    gate.touch()
+    wait_for(lambda: _job(server, job_id)["status"]["phase"] == "Completed", message="Completed")
