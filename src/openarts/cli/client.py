@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -80,7 +79,12 @@ class Api:
             raise CliError(f"request to {self.server} failed: {exc}") from exc
         if resp.status_code >= 400:
             raise api_error(resp)
-        return resp.json() if resp.content.strip() else None
+        if not resp.content.strip():
+            return None
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise CliError(f"the server at {self.server} answered {method} {path} with invalid JSON.") from exc
 
     def job(self, job_id: str) -> dict[str, Any]:
         doc: dict[str, Any] = self.call("GET", f"/training-jobs/{quote(job_id, safe='')}")
@@ -119,6 +123,16 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def show(console: Console, renderable: Any) -> None:
+    """Print a Rich renderable; in a pipe or a file, without the padding Rich leaves at line ends."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -143,7 +157,7 @@ def fmt_duration(ms: Any) -> str:
         return f"{hours}h{minutes:02d}m{seconds:02d}s"
     if minutes:
         return f"{minutes}m{seconds:02d}s"
-    return f"{seconds}s" if total else f"{ms / 1000:.1f}s"
+    return f"{ms / 1000:.1f}s"
 
 
 def phase_text(status: dict[str, Any]) -> str:
@@ -256,13 +270,17 @@ def cmd_submit(api: Api, args: argparse.Namespace) -> int:
     body = with_name(load_job_file(args.file), args.name)
     job: dict[str, Any] = api.call("POST", "/training-jobs", body)
     job_id = job["metadata"]["id"]
-    if not args.wait:
-        print_json(job) if args.json else out_console().print(Text(job_id))
-        return 0
-    if not args.json:
+    if args.json and not args.wait:
+        print_json(job)
+    elif not args.json:
         out_console().print(Text(job_id))
+    if not args.wait:
+        return 0
     final = wait_final(api, job_id)
-    print_json(final) if args.json else print_summary(out_console(), final)
+    if args.json:
+        print_json(final)
+    else:
+        print_summary(out_console(), final)
     return 0 if final["status"]["phase"] == "Completed" else 1
 
 
@@ -312,11 +330,11 @@ def cmd_get(api: Api, args: argparse.Namespace) -> int:
         return 0
     console = out_console()
     status = job.get("status", {})
-    console.print(details_grid(job))
+    show(console, details_grid(job))
     if status.get("tasks") or status.get("task_statuses"):
-        console.print(tasks_table(status))
+        show(console, tasks_table(status))
     if status.get("running_records"):
-        console.print(records_table(status))
+        show(console, records_table(status))
     return 0
 
 
@@ -359,7 +377,7 @@ def cmd_list(api: Api, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"total": total, "count": len(items), "items": items})
     else:
-        out_console().print(jobs_table(items, total))
+        show(out_console(), jobs_table(items, total))
     return 0
 
 
@@ -455,8 +473,9 @@ def cmd_delete(api: Api, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"deleted": ids})
     else:
+        console = out_console()
         for job_id in ids:
-            out_console().print(Text(f"deleted {job_id}"))
+            console.print(Text(f"deleted {job_id}"))
     return 0
 
 
@@ -465,17 +484,19 @@ def cmd_delete(api: Api, args: argparse.Namespace) -> int:
 
 def run_command(command: Callable[[Api, argparse.Namespace], int]) -> Handler:
     def handler(args: argparse.Namespace) -> int:
-        api = Api(args.server, args.project)
+        api: Api | None = None
         try:
+            api = Api(args.server, args.project)
             return command(api, args)
-        except CliError as exc:
+        except (CliError, httpx.InvalidURL) as exc:
             sys.stdout.flush()
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130
         finally:
-            api.close()
+            if api is not None:
+                api.close()
 
     return handler
 
@@ -533,8 +554,3 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("id")
     p = add("delete", cmd_delete, "delete training jobs")
     p.add_argument("ids", nargs="+", metavar="ID")
-
-
-@contextmanager
-def _unused() -> Iterator[None]:  # pragma: no cover
-    yield

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from openarts.cli import client
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("OPENARTS_DATA_DIR", "~/.openarts")).expanduser()
@@ -21,12 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, default=default_data_dir())
     s.add_argument("--config", type=Path, default=None, help="TOML config (default: DATA_DIR/config.toml)")
     s.add_argument("--log-level", default="info")
-    try:
-        from openarts.cli import client
-    except ImportError:  # pragma: no cover - the client commands are optional while being built
-        client = None  # type: ignore[assignment]
-    if client is not None:
-        client.add_commands(sub)
+    client.add_commands(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -63,21 +64,11 @@ class ObserveService:
         order = order or "desc"
         if order not in ("asc", "desc"):
             raise errors.QueryParamsError("order must be 'asc' or 'desc'.")
-        try:
-            with path.open("rb") as fh:
-                all_lines = fh.read().decode("utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            all_lines = []
-        total = len(all_lines)
-        if order == "asc":
-            start = max(1, base or 1)
-            end = min(total, start + n - 1)
-        else:
-            end = min(total, base if base is not None else total)
-            start = max(1, end - n + 1)
-        chunk = all_lines[start - 1:end] if total and end >= start else []
+        start, chunk = _read_lines(path, base, n, order)
+        end = start + len(chunk) - 1
+        content = b"".join(chunk).decode("utf-8", errors="replace")
         return {"start_line": str(start if chunk else 0), "end_line": str(end if chunk else 0),
-                "lines": len(chunk), "content": "\n".join(chunk) + ("\n" if chunk else "")}
+                "lines": len(chunk), "content": content}
 
     def tasks(self, project_id: str, job_id: str, schedule_count: str | None) -> list[dict[str, Any]]:
         with self.db.connect() as conn:
@@ -142,3 +133,28 @@ class ObserveService:
                 cpu.append(round(s.cpu_sum / s.samples, 2) if s else -1.0)
                 mem.append(round(s.mem_sum / s.samples, 2) if s else -1.0)
         return {"metrics": [{"metric": "cpuUsage", "value": cpu}, {"metric": "memUsage", "value": mem}]}
+
+
+def _read_lines(path: Path, base: int | None, n: int, order: str) -> tuple[int, list[bytes]]:
+    """Lines split on '\n' only (a '\r' progress bar stays one line), 1-based. One pass over the
+    file, holding at most `n` lines: `asc` reads n lines from `base` (default 1), `desc` the n lines
+    ending at `base` (default: the last line)."""
+    window: deque[bytes] = deque(maxlen=n)
+    number = 0
+    try:
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if order == "asc":
+                    if number >= (base or 1):
+                        window.append(line)
+                        if len(window) == n:
+                            break
+                else:
+                    window.append(line)
+                    if base is not None and number >= base:
+                        break
+    except FileNotFoundError:
+        return 0, []
+    if order == "asc":
+        return max(1, base or 1), list(window)
+    return number - len(window) + 1, list(window)
