@@ -19,6 +19,7 @@ class EndKind(StrEnum):
     SIGNALED = "signaled"  # a worker was killed by a signal nobody in openarts sent
     LOST = "lost"  # workers vanished (machine reboot, shim gone) with no exit status
     START_FAILED = "start_failed"  # the executor could not start a worker
+    HANG = "hang"  # no output and no CPU progress for the hang window
     PREPARE_FAILED = "prepare_failed"  # code, boot file, engine or data could not be prepared
     TERMINATED = "terminated"  # the user asked for it
 
