@@ -53,6 +53,7 @@ class Server:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    env: dict[str, str] | None = None  # extra environment for the server process (fault points)
 
     def start(self) -> Server:
         (self.data_dir / "server.json").unlink(missing_ok=True)
@@ -61,7 +62,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openarts.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir),
              "--log-level", "warning"],
-            stdout=log, stderr=log, start_new_session=True,
+            stdout=log, stderr=log, start_new_session=True, env={**os.environ, **(self.env or {})},
         )
 
         def ready() -> bool:
@@ -141,13 +142,22 @@ def _sdk_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
 
 
-@pytest.fixture
-def sdk(server: Server) -> Any:
+def sdk_client(server: Server) -> Any:
     from huaweicloudsdkcore.auth.credentials import BasicCredentials
     from huaweicloudsdkmodelarts.v1 import ModelArtsClient
 
     creds = BasicCredentials("TESTAK0000000000", "TESTSK0000000000000000000000000000000000", PROJECT)
     return ModelArtsClient.new_builder().with_credentials(creds).with_endpoint(server.url).build()
+
+
+@pytest.fixture
+def sdk(server: Server) -> Any:
+    return sdk_client(server)
+
+
+@pytest.fixture
+def sdk_for() -> Callable[[Server], Any]:
+    return sdk_client
 
 
 def job_body(name: str, command: str | None = None, node_count: int = 1, **algorithm: Any) -> dict[str, Any]:

@@ -5,7 +5,10 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
 
     [server]
     terminate_grace_seconds = 10     # SIGTERM -> SIGKILL
-    metrics_interval_seconds = 10
+    metrics_interval_seconds = 10     # also the hang detector's sampling period
+    hang_detect_minutes = 30          # per job: environment MA_HANG_DETECT_TIME (minutes)
+    recovery_reset_seconds = 600      # an attempt that ran this long resets the recovery ladder
+    taint_seconds = 300               # how long job_reschedule_with_taint fences a node
 
     [[nodes]]                          # default: one node, this machine
     name = "local"
@@ -42,6 +45,9 @@ class Settings:
     terminate_grace_seconds: float = 10.0
     metrics_interval_seconds: float = 10.0
     reconcile_interval_seconds: float = 1.0
+    hang_detect_minutes: float = 30.0  # ModelArts' default window; MA_HANG_DETECT_TIME overrides per job
+    recovery_reset_seconds: float = 600.0  # an attempt that ran this long resets the recovery ladder
+    taint_seconds: float = 300.0  # how long job_reschedule_with_taint fences a node
     log_preview_bytes: int = 5 * 1024 * 1024
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -72,7 +78,8 @@ def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: 
         raise FileNotFoundError(f"config file {config_path} does not exist")
     server = raw.get("server", {})
     s = Settings(data_dir=data_dir, raw=raw)
-    for key in ("terminate_grace_seconds", "metrics_interval_seconds", "reconcile_interval_seconds"):
+    for key in ("terminate_grace_seconds", "metrics_interval_seconds", "reconcile_interval_seconds",
+                "hang_detect_minutes", "recovery_reset_seconds", "taint_seconds"):
         if key in server:
             setattr(s, key, float(server[key]))
     for key, value in overrides.items():

@@ -82,8 +82,8 @@ def create_app(settings: Settings) -> Starlette:
         catalog = build_catalog(settings.raw)
         executor = LocalExecutor(asyncio.get_running_loop())
         store = LocalObjectStore(settings.obs_dir)
-        supervisor = Supervisor(settings, db, catalog, executor, store)
         sampler = MetricsSampler(settings, db, catalog, settings.metrics_interval_seconds)
+        supervisor = Supervisor(settings, db, catalog, executor, store, sampler)
         await supervisor.reconcile(full=True)  # re-adopt before serving
         app.state.supervisor = supervisor
         app.state.jobs = JobService(settings, db, catalog, supervisor.poke)

@@ -64,6 +64,28 @@ def _count(annotations: Mapping[str, str], key: str) -> int:
     return int(value)
 
 
+HANG_ENV = "MA_HANG_DETECT_TIME"
+
+
+def hang_window_seconds(environments: Mapping[str, str], default_minutes: float) -> float:
+    """The job's hang window: MA_HANG_DETECT_TIME (minutes, as ModelArts documents) or the server's."""
+    value = environments.get(HANG_ENV)
+    minutes = default_minutes if value is None else float(value)
+    return minutes * 60.0
+
+
+def check_hang_env(environments: Mapping[str, str]) -> None:
+    value = environments.get(HANG_ENV)
+    if value is None:
+        return
+    try:
+        ok = 0 < float(value) <= 7 * 24 * 60
+    except ValueError:
+        ok = False
+    if not ok:
+        raise errors.InvalidRequest(f"Invalid environment {HANG_ENV}={value!r}: minutes, a number above 0.")
+
+
 def parse_policy(annotations: Mapping[str, str]) -> FaultPolicy:
     return FaultPolicy(
         retry_num=_count(annotations, RETRY_NUM),
@@ -125,7 +147,14 @@ def plan_recovery(t: Termination, policy: FaultPolicy, state: RecoveryState, cap
     if t.kind is EndKind.HANG and policy.hang_retry and state.hang_restarts < MAX_HANG_RESTARTS:
         tier = GPU_PROC_RESTART if cap.uses_gpus else PROC_RESTART
         return Recovery(tier, tier, replace(state, hang_restarts=state.hang_restarts + 1), False, "hang")
-    if not retryable(t, policy) or state.retries_used >= policy.budget:
+    if not retryable(t, policy):
+        return None
+    in_place_possible = t.kind not in (EndKind.LOST, EndKind.START_FAILED)
+    if in_place_possible and state.pod_retries_used < policy.pod_retry_num:
+        tier = GPU_PROC_RESTART if cap.uses_gpus else PROC_RESTART
+        return Recovery(tier, tier, replace(state, pod_retries_used=state.pod_retries_used + 1, hang_restarts=0),
+                        False, t.kind.value)
+    if state.retries_used >= policy.budget:
         return None
     first = _first_tier(t)
     # the ladder starts at the top, or one tier lower than the last recovery, which failed

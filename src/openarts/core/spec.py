@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from openarts.core import errors
+from openarts.core import errors, faults
 from openarts.core.resources import DEFAULT_POOL, Catalog, Engine, Flavor
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -190,6 +190,9 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     workspace_id = _str(metadata, "workspace_id", "metadata", limit=64) or "0"
     annotations_raw = _obj(metadata, "annotations", "metadata")
     annotations = {str(k): _scalar_str(v, f"metadata.annotations.{k}") for k, v in annotations_raw.items()}
+    if len(annotations) > 100:
+        raise _bad("metadata.annotations", "at most 100 annotations are allowed")
+    faults.parse_policy(annotations)  # refuses invalid fault-tolerance values now, not at the first failure
 
     algorithm = _obj(body, "algorithm", "", required=True)
     if algorithm.get("id") or algorithm.get("subscription_id") or algorithm.get("item_version_id"):
@@ -265,6 +268,7 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
         if "$" in value:
             raise _bad(f"algorithm.environments.{k}", "values must not contain '$'")
         environments[k] = value
+    faults.check_hang_env(environments)
     working_dir = _str(algorithm, "working_dir", "algorithm", limit=1024)
     if working_dir is not None and not working_dir.startswith("/"):
         raise _bad("algorithm.working_dir", "must be an absolute path")

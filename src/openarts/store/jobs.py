@@ -15,9 +15,10 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openarts.core import errors
+from openarts.core.faults import RecoveryState
 from openarts.core.phases import DEFAULT_SECONDARY, Phase, Secondary, can_transition
 from openarts.core.spec import JobSpec
-from openarts.store.schema import attempts, events, jobs, metrics, node_counts, tasks
+from openarts.store.schema import attempts, events, fences, jobs, metrics, node_counts, tasks
 
 # Columns transition() may set beside the phase.
 _TRANSITION_FIELDS = frozenset({"start_ms", "end_ms", "running_since_ms", "run_ms", "message", "queue_seq"})
@@ -121,9 +122,9 @@ def next_queue_seq(conn: Connection) -> int:
 
 
 def open_attempt(conn: Connection, job_id: str, seq: int, task_rows: list[dict[str, Any]], master_port: int,
-                 start_type: str = "init_or_rescheduled") -> None:
+                 at_ms: int, start_type: str = "init_or_rescheduled") -> None:
     conn.execute(insert(attempts).values(job_id=job_id, seq=seq, master_port=master_port,
-                                         start_type=start_type))
+                                         start_type=start_type, opened_ms=at_ms))
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(attempt=seq))
     for row in task_rows:
         conn.execute(insert(tasks).values(job_id=job_id, seq=seq, **row))
@@ -132,16 +133,11 @@ def open_attempt(conn: Connection, job_id: str, seq: int, task_rows: list[dict[s
 def mark_attempt_started(conn: Connection, job_id: str, seq: int, start_at: int,
                          spawned: list[dict[str, Any]], at_ms: int) -> None:
     conn.execute(update(attempts).where(attempts.c.job_id == job_id, attempts.c.seq == seq)
-                 .values(started=True, start_at=start_at))
+                 .values(started=True, start_at=start_at, started_ms=at_ms))
     for s in spawned:
         conn.execute(update(tasks).where(tasks.c.job_id == job_id, tasks.c.seq == seq,
                                          tasks.c.task == s["task"])
                      .values(pid=s["pid"], pid_start=s["pid_start"], start_ms=at_ms))
-
-
-def set_task_worker_pid(conn: Connection, job_id: str, seq: int, task: str, worker_pid: int) -> None:
-    conn.execute(update(tasks).where(tasks.c.job_id == job_id, tasks.c.seq == seq, tasks.c.task == task)
-                 .values(worker_pid=worker_pid))
 
 
 def record_task_exit(conn: Connection, job_id: str, seq: int, task: str, exit_code: int, message: str,
@@ -156,10 +152,49 @@ def record_task_exit(conn: Connection, job_id: str, seq: int, task: str, exit_co
     return result.rowcount == 1
 
 
-def close_attempt(conn: Connection, job_id: str, seq: int, end_at: int, end_reason: str,
-                  related_task: str | None) -> None:
-    conn.execute(update(attempts).where(attempts.c.job_id == job_id, attempts.c.seq == seq)
-                 .values(end_at=end_at, end_reason=end_reason, end_related_task=related_task or ""))
+def close_attempt(conn: Connection, job_id: str, seq: int, at_ms: int, end_reason: str, related_task: str | None,
+                  end_recover: str = "", before_downgrade: str = "",
+                  recover_record: dict[str, Any] | None = None) -> bool:
+    """Close an attempt once (its running record gets end_at and the reason); False if already closed."""
+    records = [recover_record] if recover_record else []
+    result = conn.execute(
+        update(attempts)
+        .where(attempts.c.job_id == job_id, attempts.c.seq == seq, attempts.c.end_ms == 0)
+        .values(end_at=at_ms // 1000, end_ms=at_ms, end_reason=end_reason, end_related_task=related_task or "",
+                end_recover=end_recover, end_recover_before_downgrade=before_downgrade,
+                recover_records=orjson.dumps(records).decode())
+    )
+    return result.rowcount == 1
+
+
+def finish_recover_record(conn: Connection, job_id: str, seq: int, at_s: int, result: str) -> None:
+    """Stamp the end and result of the recovery that followed attempt `seq`."""
+    row = conn.execute(select(attempts.c.recover_records).where(attempts.c.job_id == job_id,
+                                                                attempts.c.seq == seq)).first()
+    if row is None:
+        return
+    records = orjson.loads(row.recover_records)
+    if records and "recover_end_at" not in records[-1]:
+        records[-1].update(recover_end_at=at_s, recover_result=result)
+        conn.execute(update(attempts).where(attempts.c.job_id == job_id, attempts.c.seq == seq)
+                     .values(recover_records=orjson.dumps(records).decode()))
+
+
+def set_recovery_state(conn: Connection, job_id: str, state: RecoveryState) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+        retries_used=state.retries_used, hang_restarts=state.hang_restarts, recover_tier=state.tier,
+        pod_retries_used=state.pod_retries_used))
+
+
+def mark_task_hung(conn: Connection, job_id: str, seq: int, task: str, at_ms: int) -> bool:
+    result = conn.execute(update(tasks).where(tasks.c.job_id == job_id, tasks.c.seq == seq, tasks.c.task == task,
+                                              tasks.c.hung_ms == 0, tasks.c.exit_code.is_(None))
+                          .values(hung_ms=at_ms))
+    return result.rowcount == 1
+
+
+def add_fence(conn: Connection, node: str, until_ms: int, job_id: str, reason: str) -> None:
+    conn.execute(insert(fences).values(node=node, until_ms=until_ms, job_id=job_id, reason=reason))
 
 
 def drop_unstarted_attempt(conn: Connection, job_id: str, seq: int) -> None:

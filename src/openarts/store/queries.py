@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, and_, asc, desc, func, or_, select
 
 from openarts.core import errors
 from openarts.core.phases import TERMINAL
-from openarts.store.schema import attempts, events, jobs, metrics, node_counts, tasks
+from openarts.store.schema import attempts, events, fences, jobs, metrics, node_counts, tasks
 
 _TERMINAL = [p.value for p in TERMINAL]
 
@@ -149,4 +149,26 @@ def attempts_of(conn: Connection, job_ids: Sequence[str]) -> dict[tuple[str, int
         chunk = list(job_ids[chunk_start:chunk_start + 500])
         for a in conn.execute(select(attempts).where(attempts.c.job_id.in_(chunk))):
             out[(a.job_id, a.seq)] = a
+    return out
+
+
+def fenced_nodes(conn: Connection, now_ms: int) -> dict[str, int]:
+    """Nodes fenced off new placements, with the time each fence ends."""
+    out: dict[str, int] = {}
+    for f in conn.execute(select(fences).where(fences.c.until_ms > now_ms)):
+        out[f.node] = max(out.get(f.node, 0), f.until_ms)
+    return out
+
+
+def all_attempts(conn: Connection, job_id: str) -> list[Row[Any]]:
+    return list(conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.seq)).all())
+
+
+def current_attempts(conn: Connection, job_rows: Sequence[Row[Any]]) -> dict[str, Row[Any]]:
+    """The latest attempt of each job that has one."""
+    out: dict[str, Row[Any]] = {}
+    conds = [and_(attempts.c.job_id == r.id, attempts.c.seq == r.attempt) for r in job_rows if r.attempt]
+    for chunk_start in range(0, len(conds), 400):
+        for a in conn.execute(select(attempts).where(or_(*conds[chunk_start:chunk_start + 400]))):
+            out[a.job_id] = a
     return out

@@ -45,6 +45,11 @@ jobs = Table(
     Column("delete_requested", Boolean, nullable=False, default=False),
     Column("attempt", Integer, nullable=False, default=0),  # seq of the latest attempt
     Column("queue_seq", Integer, nullable=False, default=0),  # FIFO order among pending jobs
+    # fault tolerance (core/faults.py RecoveryState), kept here so that budgets survive the server
+    Column("retries_used", Integer, nullable=False, default=0),
+    Column("hang_restarts", Integer, nullable=False, default=0),
+    Column("recover_tier", Integer, nullable=False, default=-1),
+    Column("pod_retries_used", Integer, nullable=False, default=0),
 )
 # A name is unique among a project's jobs that are not being deleted.
 Index("uq_jobs_project_name", jobs.c.project_id, jobs.c.name, unique=True,
@@ -67,6 +72,9 @@ attempts = Table(
     Column("recover_records", Text, nullable=False, default="[]"),
     Column("master_port", Integer, nullable=False, default=0),
     Column("started", Boolean, nullable=False, default=False),  # every worker was spawned
+    Column("opened_ms", Integer, nullable=False, default=0),  # placed; preparing from here
+    Column("started_ms", Integer, nullable=False, default=0),  # every worker spawned
+    Column("end_ms", Integer, nullable=False, default=0),
 )
 
 tasks = Table(
@@ -80,11 +88,20 @@ tasks = Table(
     Column("gpus", String(256), nullable=False, default=""),
     Column("pid", Integer, nullable=False, default=0),  # the shim's pid
     Column("pid_start", Float, nullable=False, default=0.0),  # its start time, against pid reuse
-    Column("worker_pid", Integer, nullable=False, default=0),  # the worker's pid = its process group
     Column("exit_code", Integer),
     Column("message", Text, nullable=False, default=""),
     Column("start_ms", Integer, nullable=False, default=0),
     Column("end_ms", Integer, nullable=False, default=0),
+    Column("hung_ms", Integer, nullable=False, default=0),  # when hang detection marked it hung
+)
+
+fences = Table(
+    "fences", metadata,  # nodes kept out of new placements (job_reschedule_with_taint)
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node", String(128), nullable=False),
+    Column("until_ms", Integer, nullable=False),
+    Column("job_id", String(36), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
 )
 
 events = Table(

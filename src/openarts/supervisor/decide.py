@@ -20,6 +20,7 @@ class TaskView:
     exit_code: int | None  # recorded exit
     end_ms: int
     lost: bool = False  # recorded as lost (exit code -1 with the lost marker)
+    hung_ms: int = 0  # marked hung by hang detection (it may still be running)
 
 
 class Act(StrEnum):
@@ -38,12 +39,23 @@ class Decision:
 LOST_EXIT = -1
 
 
+def _failed_at(t: TaskView) -> int | None:
+    if t.hung_ms:
+        return t.hung_ms
+    if t.exit_code is not None and t.exit_code != 0:
+        return t.end_ms
+    return None
+
+
 def first_failure(tasks: list[TaskView]) -> TaskView | None:
-    failed = [t for t in tasks if t.exit_code is not None and t.exit_code != 0]
-    return min(failed, key=lambda t: (t.end_ms, t.idx)) if failed else None
+    failed = [(at, t.idx, t) for t in tasks if (at := _failed_at(t)) is not None]
+    return min(failed, key=lambda x: (x[0], x[1]))[2] if failed else None
 
 
 def termination_of(t: TaskView) -> Termination:
+    if t.hung_ms:
+        return Termination(EndKind.HANG, "task hung: no output and no CPU progress within the hang window",
+                           t.task, None)
     assert t.exit_code is not None
     if t.lost or t.exit_code == LOST_EXIT:
         return Termination(EndKind.LOST, "task lost", t.task, None)
@@ -71,6 +83,6 @@ def decide_attempt(tasks: list[TaskView], now_ms: int, grace_ms: int, terminatin
         return Decision(Act.FINISH, Termination(EndKind.COMPLETED, "job completed"))
     if not live:
         return Decision(Act.FINISH, termination_of(failed))
-    if now_ms - failed.end_ms >= grace_ms:
+    if now_ms - (_failed_at(failed) or now_ms) >= grace_ms:
         return Decision(Act.KILL_OTHERS)
     return Decision(Act.STOP_OTHERS)

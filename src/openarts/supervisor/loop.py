@@ -1,11 +1,14 @@
 """The supervisor: one reconcile loop that moves every job through its lifecycle.
 
 Each pass loads the active jobs from the store, observes their tasks through the executor, decides
-(supervisor/decide.py, scheduler/plan.py) and applies: executor calls and file copies happen outside
-database transactions, and every phase change goes through `store.jobs.transition()`. It is woken by
-submissions, API intents and task exits (pidfds), and runs a full pass every
-`reconcile_interval_seconds` regardless. At start-up one full pass re-adopts what the last server
-left running before the API serves.
+(supervisor/decide.py, core/faults.py, scheduler/plan.py) and applies: executor calls and file copies
+happen outside database transactions, and every phase change goes through `store.jobs.transition()`.
+It is woken by submissions, API intents and task exits (pidfds), and runs a full pass every
+`reconcile_interval_seconds` regardless. At start-up one full pass re-adopts what the last server left
+running before the API serves.
+
+Level-triggered recovery: a Running job whose latest attempt is closed with an in-place tier
+(`end_recover`) is restarted by whichever pass sees it, so a crash between the two steps is harmless.
 """
 
 from __future__ import annotations
@@ -13,32 +16,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from sqlalchemy import Engine, Row
 
 from openarts.config import Settings
+from openarts.core import faults
 from openarts.core.errors import OpenartsError, PreparationError
-from openarts.core.phases import Phase, Secondary
+from openarts.core.phases import TERMINAL, Phase, Secondary
 from openarts.core.reasons import EndKind, Termination, outcome
 from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.base import Executor, StartError, TaskHandle, TaskLaunch
-from openarts.scheduler.plan import Demand, NodeFree, PendingJob, Placement, plan
+from openarts.scheduler.plan import Demand, NodeFree, PendingJob, WorkerPlacement, plan
 from openarts.storage.obs import LocalObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.decide import LOST_EXIT, Act, TaskView, decide_attempt
+from openarts.supervisor.metrics import MetricsSampler
 
 log = logging.getLogger("openarts.supervisor")
 
 TAIL_LINES = 20
+RESTARTED = "restarted"
+INIT = "init_or_rescheduled"
+
+
+def faultpoint(name: str) -> None:
+    """Crash-consistency tests kill the server at named points (OPENARTS_FAULTPOINT=name)."""
+    if os.environ.get("OPENARTS_FAULTPOINT") == name:
+        log.warning("fault point %s: killing the server", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def tail(path: Any, lines: int = TAIL_LINES, max_bytes: int = 16384) -> str:
@@ -56,12 +70,13 @@ def tail(path: Any, lines: int = TAIL_LINES, max_bytes: int = 16384) -> str:
 
 class Supervisor:
     def __init__(self, settings: Settings, db: Engine, catalog: Catalog, executor: Executor,
-                 store: LocalObjectStore) -> None:
+                 store: LocalObjectStore, sampler: MetricsSampler | None = None) -> None:
         self.settings = settings
         self.db = db
         self.catalog = catalog
         self.executor = executor
         self.store = store
+        self.sampler = sampler
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._stopping = False
@@ -103,22 +118,22 @@ class Supervisor:
         self.passes += 1
         with self.db.connect() as conn:
             rows = q.active_jobs(conn)
-            tasks = q.current_tasks(conn, [r for r in rows if r.phase in (Phase.RUNNING, Phase.TERMINATING,
-                                                                           Phase.PENDING)])
+            placed = [r for r in rows if r.phase in (Phase.RUNNING, Phase.TERMINATING, Phase.PENDING) and r.attempt]
+            tasks = q.current_tasks(conn, placed)
+            attempts = q.current_attempts(conn, placed)
         pending: list[Row[Any]] = []
         for row in rows:
             try:
-                if row.delete_requested and Phase(row.phase) in (Phase.FAILED, Phase.COMPLETED,
-                                                                 Phase.TERMINATED, Phase.ABNORMAL):
+                if row.delete_requested and Phase(row.phase) in TERMINAL:
                     await self._purge(row)
                 elif row.phase == Phase.CREATING:
                     self._prepare(row)
                 elif row.phase == Phase.PENDING:
-                    if self._pending_cleanup(row, tasks.get(row.id, [])):
+                    if self._pending(row, tasks.get(row.id, []), attempts.get(row.id)):
                         pending.append(row)
                 elif row.phase in (Phase.RUNNING, Phase.TERMINATING):
                     poll = full or row.id in dirty or bool(row.terminate_requested)
-                    await self._supervise(row, tasks.get(row.id, []), poll)
+                    await self._supervise(row, tasks.get(row.id, []), attempts.get(row.id), poll, rows, tasks)
             except Exception:
                 log.exception("job %s: reconcile failed", row.id)
         if pending:
@@ -146,8 +161,7 @@ class Supervisor:
             return
         with self.db.begin() as conn:
             w.transition(conn, row.id, Phase.CREATING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
-                         queue_seq=w.next_queue_seq(conn),
-                         event="Job queued, waiting for resources.")
+                         queue_seq=w.next_queue_seq(conn), event="Job queued, waiting for resources.")
         self._wake.set()  # schedule it in the very next pass
 
     def _abnormal(self, row: Row[Any], expected: Phase, message: str, now: int) -> None:
@@ -160,25 +174,22 @@ class Supervisor:
         return TaskHandle(row.id, t.seq, t.task, t.pid, t.pid_start,
                           self.settings.job_dir(row.id) / "attempts" / str(t.seq) / t.task)
 
-    def _pending_cleanup(self, row: Row[Any], tasks: list[Row[Any]]) -> bool:
+    def _discard_unstarted(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None) -> bool:
+        """An attempt opened but never marked started (the server died while spawning it): kill
+        whatever was spawned and forget it. Returns True if there was one."""
+        if attempt is None or attempt.started:
+            return False
+        for t in tasks:
+            self.executor.cleanup(self._handle(row, t))
+        with self.db.begin() as conn:
+            w.drop_unstarted_attempt(conn, row.id, attempt.seq)
+            w.add_event(conn, row.id, "Discarded an attempt that was interrupted while starting.", w.now_ms(),
+                        level="Warning")
+        return True
+
+    def _pending(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None) -> bool:
         """Handle terminate and half-started attempts; True if the job should be scheduled."""
-        attempt = None
-        if tasks:
-            with self.db.connect() as conn:
-                attempt = q.attempt_row(conn, row.id, row.attempt)
-        if attempt is not None and not attempt.started:
-            # an attempt opened but never marked started: the server died while spawning it
-            for t in tasks:
-                if t.pid:
-                    self.executor.cleanup(self._handle(row, t))
-                else:
-                    run_dir = self._handle(row, t).run_dir
-                    if (run_dir / "worker.pid").exists():
-                        self.executor.cleanup(self._handle(row, t))
-            with self.db.begin() as conn:
-                w.drop_unstarted_attempt(conn, row.id, row.attempt)
-                w.add_event(conn, row.id, "Discarded an attempt that was interrupted while starting.",
-                            w.now_ms(), level="Warning")
+        self._discard_unstarted(row, tasks, attempt)
         if row.terminate_requested:
             now = w.now_ms()
             with self.db.begin() as conn:
@@ -187,6 +198,9 @@ class Supervisor:
         return True
 
     def _free_capacity(self, rows: list[Row[Any]], tasks: dict[str, list[Row[Any]]]) -> list[NodeFree]:
+        now = w.now_ms()
+        with self.db.connect() as conn:
+            fenced = q.fenced_nodes(conn, now)
         free = {n.name: NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus))
                 for n in self.catalog.nodes}
         for row in rows:
@@ -201,6 +215,10 @@ class Supervisor:
                 node.memory_mb -= flavor.memory_mb
                 used = {int(g) for g in t.gpus.split(",") if g}
                 node.gpus = [g for g in node.gpus if g not in used]
+        for name in fenced:
+            node = free.get(name)
+            if node is not None:
+                node.cpu_milli, node.memory_mb, node.gpus = 0, 0, []
         return list(free.values())
 
     async def _schedule(self, pending: list[Row[Any]], rows: list[Row[Any]],
@@ -212,8 +230,8 @@ class Supervisor:
             if flavor is None:
                 self._abnormal(r, Phase.PENDING, f"Flavor {r.flavor_id} no longer exists.", w.now_ms())
                 continue
-            demands.append(PendingJob(r.id, r.pool_id, Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus),
-                                      r.node_count, r.priority, r.queue_seq))
+            demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
+            demands.append(PendingJob(r.id, r.pool_id, demand, r.node_count, r.priority, r.queue_seq))
         result = plan(demands, self._free_capacity(rows, tasks))
         now = w.now_ms()
         for job_id, why in result.waiting.items():
@@ -223,82 +241,134 @@ class Supervisor:
                     w.add_event(conn, job_id, f"Job is waiting: {why.message}.", now, source="Scheduler")
         for placement in result.placements:
             self._waiting_reason.pop(placement.job_id, None)
+            row = jobs_by_id[placement.job_id]
             try:
-                await self._start(jobs_by_id[placement.job_id], placement)
+                await self._launch(row, list(placement.workers), INIT, stage=True)
             except Exception:
                 log.exception("job %s: start failed", placement.job_id)
 
-    async def _start(self, row: Row[Any], placement: Placement) -> None:
+    async def _launch(self, row: Row[Any], workers: list[WorkerPlacement], start_type: str, stage: bool) -> None:
+        """Open attempt row.attempt+1 on `workers`, stage, spawn, and mark it started (Pending jobs
+        move to Running; Running jobs restart in place)."""
+        expected = Phase(row.phase)
         try:
             spec = self._spec(row)
         except OpenartsError as exc:
-            self._abnormal(row, Phase.PENDING, exc.message, w.now_ms())
+            self._fail_start(row, expected, exc.message, prepare=True)
             return
         lay = ws.layout(spec, self.settings.job_dir(row.id))
         seq = row.attempt + 1
         port = ws.free_port()
-        ips = [wp.ip for wp in placement.workers]
+        ips = [wp.ip for wp in workers]
         names = [f"worker-{i}" for i in range(spec.node_count)]
         with self.db.begin() as conn:
             w.open_attempt(conn, row.id, seq, [
-                {"task": names[i], "idx": i, "node": wp.node, "ip": wp.ip,
-                 "gpus": ",".join(str(g) for g in wp.gpus)}
-                for i, wp in enumerate(placement.workers)], port)
+                {"task": names[i], "idx": i, "node": wp.node, "ip": wp.ip, "gpus": ",".join(map(str, wp.gpus))}
+                for i, wp in enumerate(workers)], port, w.now_ms(), start_type)
         try:
-            await asyncio.to_thread(ws.stage, spec, lay, self.store)
+            if stage:
+                await asyncio.to_thread(ws.stage, spec, lay, self.store)
+            else:
+                ws.check_code(spec, self.store)
         except (PreparationError, OSError) as exc:
             message = exc.message if isinstance(exc, PreparationError) else f"Preparation failed: {exc}"
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
-            self._abnormal(row, Phase.PENDING, message, w.now_ms())
+            self._fail_start(row, expected, message, prepare=True)
             return
+        faultpoint("attempt_opened")
         argv = ws.argv(spec, lay)
         handles: list[TaskHandle] = []
         try:
-            for i, wp in enumerate(placement.workers):
+            for i, wp in enumerate(workers):
                 env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port)
                 handles.append(self.executor.start(TaskLaunch(
                     row.id, seq, names[i], argv, env, str(lay.cwd), lay.attempt_dir(seq, names[i]))))
         except StartError as exc:
             for h in handles:
-                self.executor.signal(h, signal.SIGKILL)
+                self.executor.cleanup(h)
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
-            self._abnormal(row, Phase.PENDING, f"Cannot start the job's workers: {exc}", w.now_ms())
+            self._fail_start(row, expected, f"Cannot start the job's workers: {exc}", prepare=False)
             return
+        faultpoint("spawned")
         now = w.now_ms()
         with self.db.begin() as conn:
             w.mark_attempt_started(conn, row.id, seq, now // 1000,
-                                   [{"task": h.task, "pid": h.pid, "pid_start": h.pid_start} for h in handles],
-                                   now)
-            ok = w.transition(conn, row.id, Phase.PENDING, Phase.RUNNING, at_ms=now,
-                              start_ms=row.start_ms or now, running_since_ms=now,
-                              event=f"Job started: {spec.node_count} worker(s) running.")
-            if ok:
-                w.add_node_count(conn, row.id, now, spec.node_count)
-                for h, wp in zip(handles, placement.workers, strict=True):
-                    w.add_event(conn, row.id, f"Task {h.task} started on node {wp.node} (pid {h.pid}).", now,
-                                source="Worker")
-        if not ok:  # cannot happen while the supervisor is the only writer; be safe anyway
-            for h in handles:
-                self.executor.signal(h, signal.SIGKILL)
-            return
+                                   [{"task": h.task, "pid": h.pid, "pid_start": h.pid_start} for h in handles], now)
+            if row.attempt:
+                w.finish_recover_record(conn, row.id, row.attempt, now // 1000, "success")
+            if expected is Phase.PENDING:
+                w.transition(conn, row.id, Phase.PENDING, Phase.RUNNING, at_ms=now, start_ms=row.start_ms or now,
+                             running_since_ms=now, event=f"Job started: {spec.node_count} worker(s) running.")
+            else:
+                w.add_event(conn, row.id, f"Job restarted in place (attempt {seq}, {start_type}).", now)
+            w.add_node_count(conn, row.id, now, spec.node_count)
+            for h, wp in zip(handles, workers, strict=True):
+                w.add_event(conn, row.id, f"Task {h.task} started on node {wp.node} (pid {h.pid}).", now,
+                            source="Worker")
         for h in handles:
             self._watch(h)
+        faultpoint("after_start")
+
+    def _fail_start(self, row: Row[Any], expected: Phase, message: str, prepare: bool) -> None:
+        now = w.now_ms()
+        if expected is Phase.PENDING and prepare:
+            self._abnormal(row, expected, message, now)
+            return
+        phase = Phase.ABNORMAL if prepare else Phase.FAILED
+        secondary = Secondary.CREATE_FAILED if prepare else Secondary.FAILED
+        with self.db.begin() as conn:
+            w.transition(conn, row.id, expected, phase, at_ms=now, secondary=secondary, message=message,
+                         end_ms=now, run_ms=row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0),
+                         running_since_ms=0, event=f"Job {phase.value.lower()}: {message}", level="Error")
 
     def _watch(self, handle: TaskHandle) -> None:
         job_id = handle.job_id
         self.executor.watch(handle, lambda: self.poke(job_id))
 
     # -- Running / Terminating -------------------------------------------------------------------
-    async def _supervise(self, row: Row[Any], tasks: list[Row[Any]], poll: bool) -> None:
+    async def _supervise(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None, poll: bool,
+                         rows: list[Row[Any]], all_tasks: dict[str, list[Row[Any]]]) -> None:
         now = w.now_ms()
-        views: list[TaskView] = []
-        handles = {t.task: self._handle(row, t) for t in tasks}
+        if self._discard_unstarted(row, tasks, attempt):
+            return  # the next pass sees the previous (closed) attempt and acts on it
+        if attempt is not None and attempt.end_ms:  # between attempts: a recovery is under way
+            if row.phase == Phase.TERMINATING:
+                await self._finish(row, tasks, attempt, Termination(EndKind.TERMINATED, "job terminated by user"))
+            elif row.terminate_requested:  # terminate wins over the pending restart
+                with self.db.begin() as conn:
+                    w.transition(conn, row.id, Phase.RUNNING, Phase.TERMINATING, at_ms=now, end_ms=now,
+                                 event="Job terminating during recovery: the restart is cancelled.")
+                self._wake.set()
+            elif attempt.end_recover in faults.IN_PLACE:
+                await self._restart_in_place(row, tasks, attempt, rows, all_tasks)
+            return
+        views = self._observe(row, tasks, poll, now)
+        if row.phase == Phase.RUNNING and row.terminate_requested:
+            with self.db.begin() as conn:
+                w.transition(conn, row.id, Phase.RUNNING, Phase.TERMINATING, at_ms=now, end_ms=now,
+                             event="Job terminating: stopping its workers.")
+            self._signal_all(row, tasks, views, signal.SIGTERM)
+            return
+        if poll and row.phase == Phase.RUNNING:
+            views = self._detect_hangs(row, tasks, views, now)
+        terminating_since = row.end_ms if row.phase == Phase.TERMINATING else None
+        decision = decide_attempt(views, now, int(self.settings.terminate_grace_seconds * 1000), terminating_since)
+        if decision.act is Act.STOP_OTHERS:
+            self._signal_all(row, tasks, views, signal.SIGTERM)
+        elif decision.act is Act.KILL_OTHERS:
+            self._signal_all(row, tasks, views, signal.SIGKILL)
+        elif decision.act is Act.FINISH:
+            assert decision.termination is not None and attempt is not None
+            await self._finish(row, tasks, attempt, decision.termination, rows, all_tasks)
+
+    def _observe(self, row: Row[Any], tasks: list[Row[Any]], poll: bool, now: int) -> list[TaskView]:
+        views = []
         for t in tasks:
-            exit_code, end_ms, lost = t.exit_code, t.end_ms, False
+            exit_code, end_ms, lost = t.exit_code, t.end_ms, t.exit_code == LOST_EXIT
             if exit_code is None and poll:
-                h = handles[t.task]
+                h = self._handle(row, t)
                 state = self.executor.poll(h)
                 if state.running:
                     self._watch(h)
@@ -308,26 +378,29 @@ class Supervisor:
                     assert exit_code is not None
                     end_ms = now
                     self._record_exit(row, t, exit_code, lost, state.detail, now)
-            views.append(TaskView(t.task, t.idx, exit_code, end_ms, lost))
-        if row.phase == Phase.RUNNING and row.terminate_requested:
-            with self.db.begin() as conn:
-                w.transition(conn, row.id, Phase.RUNNING, Phase.TERMINATING, at_ms=now, end_ms=now,
-                             event="Job terminating: stopping its workers.")
-            self._signal_all(row, tasks, views, signal.SIGTERM)
-            return
-        terminating_since = row.end_ms if row.phase == Phase.TERMINATING else None
-        decision = decide_attempt(views, now, int(self.settings.terminate_grace_seconds * 1000),
-                                  terminating_since)
-        if decision.act is Act.STOP_OTHERS:
-            self._signal_all(row, tasks, views, signal.SIGTERM)
-        elif decision.act is Act.KILL_OTHERS:
-            self._signal_all(row, tasks, views, signal.SIGKILL)
-        elif decision.act is Act.FINISH:
-            assert decision.termination is not None
-            await self._finish(row, tasks, decision.termination)
+            views.append(TaskView(t.task, t.idx, exit_code, end_ms, lost, t.hung_ms))
+        return views
 
-    def _record_exit(self, row: Row[Any], t: Row[Any], exit_code: int, lost: bool, detail: str,
-                     now: int) -> None:
+    def _detect_hangs(self, row: Row[Any], tasks: list[Row[Any]], views: list[TaskView], now: int) -> list[TaskView]:
+        if self.sampler is None or any(v.hung_ms for v in views):
+            return views
+        try:
+            window = faults.hang_window_seconds(self._spec(row).environments, self.settings.hang_detect_minutes)
+        except OpenartsError:
+            return views
+        out = []
+        for t, v in zip(tasks, views, strict=True):
+            last = self.sampler.last_progress((row.id, t.seq, t.task)) if v.exit_code is None else None
+            if last is not None and now / 1000 - last >= window:
+                with self.db.begin() as conn:
+                    if w.mark_task_hung(conn, row.id, t.seq, t.task, now):
+                        w.add_event(conn, row.id, f"Task {t.task} is hung: no output and no CPU progress for "
+                                    f"{window / 60:g} min.", now, level="Warning", source="Worker")
+                v = TaskView(v.task, v.idx, v.exit_code, v.end_ms, v.lost, now)
+            out.append(v)
+        return out
+
+    def _record_exit(self, row: Row[Any], t: Row[Any], exit_code: int, lost: bool, detail: str, now: int) -> None:
         run_dir = self._handle(row, t).run_dir
         message = ""
         if lost:
@@ -337,10 +410,8 @@ class Supervisor:
             message = f"Exit code {exit_code}." + (f" Last log lines:\n{last}" if last else "")
         with self.db.begin() as conn:
             if w.record_task_exit(conn, row.id, t.seq, t.task, exit_code, message, now):
-                text = (f"Task {t.task} lost: {detail}." if lost
-                        else f"Task {t.task} exited with code {exit_code}.")
-                w.add_event(conn, row.id, text, now, level="Info" if exit_code == 0 else "Warning",
-                            source="Worker")
+                text = (f"Task {t.task} lost: {detail}." if lost else f"Task {t.task} exited with code {exit_code}.")
+                w.add_event(conn, row.id, text, now, level="Info" if exit_code == 0 else "Warning", source="Worker")
 
     def _signal_all(self, row: Row[Any], tasks: list[Row[Any]], views: list[TaskView], signum: int) -> None:
         live = {v.task for v in views if v.exit_code is None}
@@ -353,33 +424,120 @@ class Supervisor:
             self._termed.add(key)
             self.executor.signal(self._handle(row, t), signum)
 
-    async def _finish(self, row: Row[Any], tasks: list[Row[Any]], term: Termination) -> None:
+    # -- ending an attempt: finish the job, or recover it ------------------------------------------
+    def _capabilities(self, row: Row[Any], spec: JobSpec, failed_node: str | None, rows: list[Row[Any]],
+                      all_tasks: dict[str, list[Row[Any]]]) -> faults.Capabilities:
+        flavor = spec.flavor
+        demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
+        other = any(n.name != failed_node and n.pool == spec.pool_id and n.fits(demand)
+                    for n in self._free_capacity(rows, all_tasks))
+        return faults.Capabilities(other_node=other, uses_gpus=flavor.gpus > 0)
+
+    async def _finish(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any], term: Termination,
+                      rows: list[Row[Any]] | None = None, all_tasks: dict[str, list[Row[Any]]] | None = None) -> None:
         now = w.now_ms()
-        lines: list[str] = []
-        if term.kind is not EndKind.TERMINATED:
-            try:
-                spec = self._spec(row)
-                lay = ws.layout(spec, self.settings.job_dir(row.id))
-                lines = await asyncio.to_thread(ws.upload_outputs, lay, self.store)
-            except OpenartsError as exc:
-                lines = [f"Outputs not uploaded: {exc.message}"]
         for t in tasks:
             self.executor.cleanup(self._handle(row, t))
             self._termed.discard((row.id, t.seq, t.task))
+        recovery = None
+        if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED) and not row.terminate_requested:
+            recovery = self._plan_recovery(row, tasks, attempt, term, rows or [], all_tasks or {}, now)
+        if recovery is not None:
+            self._begin_recovery(row, tasks, attempt, term, recovery, now)
+            return
+        lines: list[str] = []
+        if term.kind is not EndKind.TERMINATED:
+            try:
+                lay = ws.layout(self._spec(row), self.settings.job_dir(row.id))
+                lines = await asyncio.to_thread(ws.upload_outputs, lay, self.store)
+            except OpenartsError as exc:
+                lines = [f"Outputs not uploaded: {exc.message}"]
         phase, secondary = outcome(term)
-        expected = Phase(row.phase)
+        if term.kind is EndKind.TERMINATED:
+            phase, secondary = Phase.TERMINATED, Secondary.TERMINATED
         run_ms = row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0)
-        message = "" if phase is Phase.COMPLETED else term.end_reason
+        message = "" if phase is Phase.COMPLETED else self._final_message(row, term)
         with self.db.begin() as conn:
             for line in lines:
                 w.add_event(conn, row.id, line, now, source="Storage")
-            w.close_attempt(conn, row.id, row.attempt, now // 1000, term.end_reason, term.related_task)
-            if w.transition(conn, row.id, expected, phase, at_ms=now, secondary=secondary, end_ms=now,
-                            run_ms=run_ms, running_since_ms=0, message=message,
-                            event=f"Job {phase.value.lower()}: {term.end_reason}.",
-                            level="Info" if phase in (Phase.COMPLETED, Phase.TERMINATED) else "Error"):
+            closed_now = w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task)
+            moved = w.transition(conn, row.id, Phase(row.phase), phase, at_ms=now, secondary=secondary, end_ms=now,
+                                 run_ms=run_ms, running_since_ms=0, message=message,
+                                 event=f"Job {phase.value.lower()}: {message or term.end_reason}.",
+                                 level="Info" if phase in (Phase.COMPLETED, Phase.TERMINATED) else "Error")
+            if moved and closed_now:
                 w.add_node_count(conn, row.id, now, 0)
         self._specs.pop(row.id, None)
+
+    def _final_message(self, row: Row[Any], term: Termination) -> str:
+        try:
+            policy = faults.parse_policy(self._spec(row).annotations)
+        except OpenartsError:
+            return term.end_reason
+        if faults.retryable(term, policy) and policy.budget and row.retries_used >= policy.budget:
+            return (f"{term.end_reason}; not recovered: the retry budget is exhausted "
+                    f"({row.retries_used} of {policy.budget} recoveries used)")
+        if term.kind is EndKind.HANG:
+            return f"{term.end_reason}; not recovered (enable fault-tolerance/hang-retry to restart hung jobs)"
+        return term.end_reason
+
+    def _plan_recovery(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any], term: Termination,
+                       rows: list[Row[Any]], all_tasks: dict[str, list[Row[Any]]], now: int) -> faults.Recovery | None:
+        try:
+            spec = self._spec(row)
+            policy = faults.parse_policy(spec.annotations)
+        except OpenartsError:
+            return None
+        state = faults.RecoveryState(row.retries_used, row.hang_restarts, row.recover_tier, row.pod_retries_used)
+        failed_node = next((t.node for t in tasks if t.task == term.related_task), None)
+        cap = self._capabilities(row, spec, failed_node, rows, all_tasks)
+        ran_long = attempt.started_ms and now - attempt.started_ms >= self.settings.recovery_reset_seconds * 1000
+        return faults.plan_recovery(term, policy, state, cap, bool(ran_long))
+
+    def _begin_recovery(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any], term: Termination,
+                        rec: faults.Recovery, now: int) -> None:
+        record = {"recover_start_at": now // 1000, "recover": rec.tier, "fault_scenario": rec.fault_scenario,
+                  "reason": term.end_reason, "related_task": term.related_task or ""}
+        budget_note = "" if rec.counted else " (not counted against job-retry-num)"
+        downgrade = f" instead of {rec.wanted}" if rec.wanted != rec.tier else ""
+        with self.db.begin() as conn:
+            w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task, rec.tier, rec.wanted,
+                            record)
+            w.set_recovery_state(conn, row.id, rec.state)
+            w.add_node_count(conn, row.id, now, 0)
+            w.add_event(conn, row.id, f"Recovering from '{term.end_reason}' with {rec.tier}{downgrade}"
+                        f"{budget_note}.", now, level="Warning", source="FaultTolerance")
+            if rec.tier in faults.IN_PLACE:
+                pass  # the next pass restarts it (level-triggered: a crash here loses nothing)
+            else:
+                if rec.tier == faults.JOB_RESCHEDULE_WITH_TAINT:
+                    node = next((t.node for t in tasks if t.task == term.related_task), None)
+                    if node:
+                        w.add_fence(conn, node, now + int(self.settings.taint_seconds * 1000), row.id,
+                                    term.end_reason)
+                run_ms = row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0)
+                w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
+                             run_ms=run_ms, running_since_ms=0, event=f"Job requeued for {rec.tier}.")
+        faultpoint("recovery_begun")
+        self._wake.set()
+
+    async def _restart_in_place(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any],
+                                rows: list[Row[Any]], all_tasks: dict[str, list[Row[Any]]]) -> None:
+        workers = [WorkerPlacement(t.node, t.ip, tuple(int(g) for g in t.gpus.split(",") if g)) for t in tasks]
+        start_type = RESTARTED
+        if attempt.end_recover == faults.POD_RESCHEDULE:
+            start_type = INIT
+            spec = self._spec(row)
+            flavor = spec.flavor
+            demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
+            for i, t in enumerate(tasks):
+                if t.task != attempt.end_related_task:
+                    continue
+                target = next((n for n in self._free_capacity(rows, all_tasks)
+                               if n.name != t.node and n.pool == spec.pool_id and n.fits(demand)), None)
+                if target is not None:
+                    workers[i] = WorkerPlacement(target.name, target.ip, tuple(target.take(demand)))
+        await self._launch(row, workers, start_type, stage=start_type == INIT)
 
     # -- deletion --------------------------------------------------------------------------------
     async def _purge(self, row: Row[Any]) -> None:
@@ -388,7 +546,3 @@ class Supervisor:
         self._specs.pop(row.id, None)
         self._waiting_reason.pop(row.id, None)
         await asyncio.to_thread(shutil.rmtree, self.settings.job_dir(row.id), True)
-
-    def forget(self, job_ids: Iterable[str]) -> None:
-        for job_id in job_ids:
-            self._specs.pop(job_id, None)
