@@ -80,6 +80,14 @@ def test_unconditional_retry_restarts_in_place(make_server: Any, tmp_path: Path,
     assert [t.exit_code for t in doc.status.task_statuses] == [0, 0]
     assert counts(job(server, job_id)) == [2, 0, 2, 0]
 
+    from huaweicloudsdkmodelarts.v1 import ListTrainingJobStagesRequest
+
+    stages = client.list_training_job_stages(ListTrainingJobStagesRequest(training_job_id=job_id))
+    assert stages.total_count == 2
+    assert [[s.name for s in r.stages] for r in stages.running_records] == [
+        ["queuing", "preparing", "running"], ["recovering", "preparing", "running"]]
+    assert all(s.end_time for r in stages.running_records for s in r.stages)
+
 
 def test_user_exit_without_unconditional_fails(server: Server, tmp_path: Path) -> None:
     job_id = create(server, job_body("nouncond", command=fails_once(tmp_path / "m"), node_count=2),
@@ -96,7 +104,8 @@ def test_killed_worker_is_recovered_under_retry_num(make_server: Any, tmp_path: 
     cmd = f'if [ -e "{marker}" ]; then echo recovered; exit 0; fi; touch "{marker}"; sleep 600'
     job_id = create(server, job_body("killed", command=cmd), {"fault-tolerance/job-retry-num": "2"})
     pid_file = server.data_dir / "jobs" / job_id / "attempts" / "1" / "worker-0" / "worker.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() and marker.exists(), message="first attempt")
+    wait_for(lambda: job(server, job_id)["status"]["phase"] == "Running" and pid_file.exists()
+             and pid_file.read_text().strip() and marker.exists(), message="first attempt")
     os.killpg(int(pid_file.read_text()), signal.SIGKILL)  # an outside kill: OOM killer, an operator
     doc = final(server, job_id)
     assert doc["status"]["phase"] == "Completed", doc["status"]
@@ -192,3 +201,55 @@ def test_kill9_during_recovery_converges(make_server: Any, tmp_path: Path) -> No
     assert records[1]["start_type"] == "restarted"
     attempts = sorted(p.name for p in (server.data_dir / "jobs" / job_id / "attempts").iterdir())
     assert attempts == ["1", "2"], "no attempt lost or duplicated"
+
+
+def stays(predicate: Any, seconds: float) -> bool:
+    """True if `predicate` holds at every check over `seconds` (a bounded negative check)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not predicate():
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_terminate_wins_over_recovery(server: Server) -> None:
+    job_id = create(server, job_body("term-wins", command="sleep 0.3; exit 1"),
+                    {"fault-tolerance/job-retry-num": "100", "fault-tolerance/job-unconditional-retry": "true"})
+    wait_for(lambda: len(job(server, job_id)["status"]["running_records"]) >= 3, message="a few recoveries")
+    r = httpx.post(f"{server.api}/training-jobs/{job_id}/actions", json={"action_type": "terminate"}, timeout=10)
+    assert r.status_code == 202
+    doc = final(server, job_id)
+    assert doc["status"]["phase"] == "Terminated"
+    n = len(doc["status"]["running_records"])
+    attempts_dir = server.data_dir / "jobs" / job_id / "attempts"
+    assert stays(lambda: len(job(server, job_id)["status"]["running_records"]) == n
+                 and len(list(attempts_dir.iterdir())) == n, 1.5), "a Terminated job never restarts"
+
+
+def test_reboot_while_down_is_a_retryable_lost_failure(make_server: Any, tmp_path: Path) -> None:
+    import psutil
+
+    server = make_server()
+    marker = tmp_path / "rebooted"
+    cmd = f'if [ -e "{marker}" ]; then echo back; exit 0; fi; sleep 600'
+    job_id = create(server, job_body("reboot", command=cmd), {"fault-tolerance/job-retry-num": "1"})
+    pid_file = server.data_dir / "jobs" / job_id / "attempts" / "1" / "worker-0" / "worker.pid"
+    wait_for(lambda: job(server, job_id)["status"]["phase"] == "Running" and pid_file.exists()
+             and pid_file.read_text().strip(), message="running worker")
+    pid = int(pid_file.read_text())
+    shim = psutil.Process(pid).parent()
+    assert shim is not None
+    server.kill9()
+    shim.kill()
+    shim.wait(5)
+    os.killpg(pid, signal.SIGKILL)  # shim and worker gone, no exit status: what a reboot leaves
+    marker.touch()
+    server.start()
+    doc = final(server, job_id)
+    assert doc["status"]["phase"] == "Completed"
+    first = doc["status"]["running_records"][0]
+    assert first["end_reason"] == "task lost", doc["status"]
+    assert first["end_recover_before_downgrade"] == "pod_reschedule" and first["end_recover"] == "job_reschedule"

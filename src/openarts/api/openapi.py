@@ -26,6 +26,7 @@ _SUMMARY = {
     "log_lines": "Read the log of a task by lines",
     "job_events": "List the events of a training job",
     "job_metrics": "Query the CPU and memory usage of a task",
+    "job_stages": "List the stages of each running record",
     "flavors": "List training flavors",
     "engines": "List training engines",
     "job_names": "Check whether a job name is taken",

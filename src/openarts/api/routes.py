@@ -127,6 +127,11 @@ async def job_events(request: Request) -> Response:
     return ok(_observe(request).events(p["project_id"], p["job_id"], dict(request.query_params)))
 
 
+async def job_stages(request: Request) -> Response:
+    p = request.path_params
+    return ok(_observe(request).stages(p["project_id"], p["job_id"]))
+
+
 async def job_metrics(request: Request) -> Response:
     p = request.path_params
     return ok(_observe(request).metrics(p["project_id"], p["job_id"], p["task_id"]))
@@ -170,6 +175,7 @@ ROUTES = [
     Route(f"{P}/training-jobs/{{job_id}}/logs/{{task_id}}", log_lines, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/events", job_events, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/metrics/{{task_id}}", job_metrics, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/stages", job_stages, methods=["GET"]),
     Route(f"{P}/training-job-searches", search_jobs, methods=["POST"]),
     Route(f"{P}/training-job-flavors", flavors, methods=["GET"]),
     Route(f"{P}/training-job-engines", engines, methods=["GET"]),

@@ -115,6 +115,28 @@ class ObserveService:
                 "events": [{"message": e.message, "level": e.level, "time": e.time_ms, "source": e.source}
                            for e in rows]}
 
+    def stages(self, project_id: str, job_id: str) -> dict[str, Any]:
+        """Each attempt as stages: waiting (queued, or recovering after the previous attempt),
+        preparing (directories, code and data staged, workers spawned), running."""
+        with self.db.connect() as conn:
+            row = q.get_job(conn, project_id, job_id)
+            attempts = [a for a in q.all_attempts(conn, job_id) if a.started]
+        records = []
+        previous_end = row.create_ms
+        for a in attempts:
+            waiting = "recovering" if a.start_type == "restarted" or a.seq > 1 else "queuing"
+            spans = [(waiting, previous_end, a.opened_ms, "Waiting for resources." if waiting == "queuing"
+                      else f"Recovering after attempt {a.seq - 1}."),
+                     ("preparing", a.opened_ms, a.started_ms, "Staging code and data; starting workers."),
+                     ("running", a.started_ms, a.end_ms, a.end_reason or "Running.")]
+            records.append({"record_order": a.seq, "stages": [
+                {"job_id": job_id, "name": name, "en_message": message, "zh_message": "",
+                 "start_time": str(start), "end_time": str(end) if end else "", "stage_order": i,
+                 "sub_stages": []}
+                for i, (name, start, end, message) in enumerate(spans, start=1)]})
+            previous_end = a.end_ms or previous_end
+        return {"total_count": len(records), "running_records": records}
+
     def metrics(self, project_id: str, job_id: str, task_id: str) -> dict[str, Any]:
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
