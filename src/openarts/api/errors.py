@@ -25,6 +25,7 @@ TABLE: list[tuple[type[errors.OpenartsError], int, str]] = [
     (errors.JobNotFound, 400, "ModelArts.2775"),
     (errors.TaskNotFound, 400, "ModelArts.2775"),
     (errors.NotAllowedToTerminate, 409, "ModelArts.2796"),
+    (errors.JobStatusChanged, 409, "ModelArts.2878"),
     (errors.LogNotReady, 400, "ModelArts.2776"),
     (errors.PreparationError, 400, "ModelArts.2788"),
 ]

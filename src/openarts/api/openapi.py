@@ -30,11 +30,13 @@ _SUMMARY = {
     "flavors": "List training flavors",
     "engines": "List training engines",
     "job_names": "Check whether a job name is taken",
+    "show_quotas": "Show the project's training quotas",
+    "modify_quotas": "Modify the project's training quotas",
     "health": "Service health",
     "openapi": "This document",
 }
 
-_BODIES = {"create_job", "search_jobs", "update_job", "batch_delete", "job_action"}
+_BODIES = {"create_job", "search_jobs", "update_job", "batch_delete", "job_action", "modify_quotas"}
 
 
 def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:

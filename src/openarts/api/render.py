@@ -120,6 +120,9 @@ def job_document(row: Row[Any], details: dict[str, list[Row[Any]]], now_ms: int)
         "algorithm": doc["algorithm"],
         "spec": doc["spec"],
     }
+    policy = doc["spec"].get("schedule_policy")
+    if policy is not None:
+        policy["priority"] = row.priority  # may have changed since creation (PUT while pending)
     if "endpoints" in doc:
         out["endpoints"] = doc["endpoints"]
     return out

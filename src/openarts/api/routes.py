@@ -152,6 +152,14 @@ async def job_names(request: Request) -> Response:
     return ok({"is_duplicate": _jobs(request).name_taken(request.path_params["project_id"], name)})
 
 
+async def show_quotas(request: Request) -> Response:
+    return ok(_jobs(request).quotas(request.path_params["project_id"], request.query_params.get("resource")))
+
+
+async def modify_quotas(request: Request) -> Response:
+    return ok(_jobs(request).set_quotas(request.path_params["project_id"], await body_json(request)))
+
+
 async def health(request: Request) -> Response:
     return ok({"status": "ok", "version": request.app.state.version})
 
@@ -180,4 +188,6 @@ ROUTES = [
     Route(f"{P}/training-job-flavors", flavors, methods=["GET"]),
     Route(f"{P}/training-job-engines", engines, methods=["GET"]),
     Route(f"{P}/training-job-names", job_names, methods=["GET"]),
+    Route(f"{P}/training-quotas", show_quotas, methods=["GET"]),
+    Route(f"{P}/training-quotas", modify_quotas, methods=["PUT"]),
 ]

@@ -14,6 +14,7 @@
     ├── JobNotFound             no such job in this project                  (400 ModelArts.2775)
     ├── TaskNotFound            no such task in this job                     (400 ModelArts.2775)
     ├── NotAllowedToTerminate   the job is already final                     (409 ModelArts.2796)
+    ├── JobStatusChanged        the change needs another phase               (409 ModelArts.2878)
     ├── LogNotReady             a task has no log yet                        (204-ish, ModelArts.2776)
     └── PreparationError        a job cannot be prepared to run (not an API error: ends Abnormal)
 """
@@ -80,6 +81,10 @@ class TaskNotFound(OpenartsError):
 
 
 class NotAllowedToTerminate(OpenartsError):
+    pass
+
+
+class JobStatusChanged(OpenartsError):
     pass
 
 

@@ -51,6 +51,8 @@ class JobSpec:
     pool_id: str
     priority: int
     preemptible: bool
+    affinity: tuple[str, int] | None  # (node label, group size): hyperinstance / cabinet
+    auto_stop_seconds: int | None
     request: dict[str, Any] = field(repr=False)  # the normalised body, as stored
 
 
@@ -168,6 +170,32 @@ def _split_boot_file(code_dir: str, boot_file: str) -> str:
     if any(seg == ".." for seg in rel.split("/")) or not rel:
         raise errors.InvalidRequest(f"Boot file {boot_file!r} must name a file inside code_dir.")
     return rel
+
+
+AFFINITY_LABELS = {"hyperinstance": "hyperinstance", "cabinet": "cabinet"}
+TIME_UNITS = {"SECONDS": 1, "MINUTES": 60, "HOURS": 3600, "DAYS": 86400}
+
+
+def _affinity(req: dict[str, Any], node_count: int) -> tuple[str, int] | None:
+    if not req:
+        return None
+    path = "spec.schedule_policy.required_affinity"
+    kind = _str(req, "affinity_type", path, required=True, limit=32)
+    if kind not in AFFINITY_LABELS:
+        raise _bad(f"{path}.affinity_type", f"use one of {sorted(AFFINITY_LABELS)}")
+    size = _int(req, "affinity_group_size", path, 1, 1, 10**6)
+    if node_count % size:
+        raise _bad(f"{path}.affinity_group_size", f"node_count {node_count} is not a multiple of {size}")
+    return AFFINITY_LABELS[kind], size
+
+
+def _auto_stop(req: dict[str, Any]) -> int | None:
+    if not req:
+        return None
+    unit = (_str(req, "time_unit", "spec.auto_stop", required=True, limit=16) or "").upper()
+    if unit not in TIME_UNITS:
+        raise _bad("spec.auto_stop.time_unit", f"use one of {sorted(TIME_UNITS)}")
+    return _int(req, "duration", "spec.auto_stop", 1, 1, 10**7) * TIME_UNITS[unit]
 
 
 def parse_job(body: Any, catalog: Catalog) -> JobSpec:
@@ -297,6 +325,8 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     preemptible = policy.get("preemptible", False)
     if not isinstance(preemptible, bool):
         raise _bad("spec.schedule_policy.preemptible", "must be a boolean")
+    affinity = _affinity(_obj(policy, "required_affinity", "spec.schedule_policy"), node_count)
+    auto_stop = _auto_stop(_obj(spec, "auto_stop", "spec"))
 
     endpoints = _obj(body, "endpoints", "")
     request = {
@@ -312,5 +342,5 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
         command=command, code_dir=code_dir, boot_file=boot_rel, engine=engine, parameters=parameters,
         inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
-        preemptible=preemptible, request=request,
+        preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
     )

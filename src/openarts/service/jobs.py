@@ -14,10 +14,12 @@ from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import Catalog
-from openarts.core.spec import MAX_DESCRIPTION, parse_job
+from openarts.core.spec import MAX_DESCRIPTION, JobSpec, parse_job
+from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, can_ever_fit
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.supervisor import workspace as ws
+from openarts.supervisor.snapshot import demand_of
 
 SEARCH_LIMIT_MAX = 50
 
@@ -32,6 +34,7 @@ class JobService:
 
     def create(self, project_id: str, user_name: str, body: Any) -> dict[str, Any]:
         spec = parse_job(body, self.catalog)
+        self._check_satisfiable(spec)
         job_id = str(uuid.uuid4())
         layout = ws.layout(spec, self.settings.job_dir(job_id))
         doc = static_document(spec, job_id, self.catalog, layout)
@@ -40,6 +43,19 @@ class JobService:
             w.create_job(conn, job_id, project_id, user_name, spec, doc, now)
         self.wake(None)
         return self.get(project_id, job_id)
+
+    def _check_satisfiable(self, spec: JobSpec) -> None:
+        """Refuse what the pool could never hold, even empty, rather than let it wait forever."""
+        job = PendingJob("new", spec.pool_id, demand_of(spec.flavor), spec.node_count, spec.priority, 0, "",
+                         Affinity(*spec.affinity) if spec.affinity else None)
+        capacity = [NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels)
+                    for n in self.catalog.nodes]
+        if not can_ever_fit(job, capacity):
+            grouping = (f" in groups of {spec.affinity[1]} nodes sharing a {spec.affinity[0]} label"
+                        if spec.affinity else "")
+            raise errors.FlavorOutOfRange(
+                f"The request can never be satisfied: {spec.node_count} x {spec.flavor.flavor_id}{grouping} "
+                f"does not fit pool {spec.pool_id} even when it is empty.")
 
     def get(self, project_id: str, job_id: str) -> dict[str, Any]:
         with self.db.connect() as conn:
@@ -96,13 +112,28 @@ class JobService:
         if not isinstance(body, dict):
             raise errors.InvalidJsonBody("The request body must be a JSON object.")
         description = body.get("description")
+        spec = body.get("spec")
+        policy = spec.get("schedule_policy") if isinstance(spec, dict) else None
+        priority = policy.get("priority") if isinstance(policy, dict) else None
+        if description is not None and (not isinstance(description, str) or len(description) > MAX_DESCRIPTION):
+            raise errors.InvalidRequest(
+                f"Invalid parameter description: a string of at most {MAX_DESCRIPTION} characters.")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                     or not 1 <= priority <= 3):
+            raise errors.InvalidRequest("Invalid parameter spec.schedule_policy.priority: an integer from 1 to 3.")
         with self.db.begin() as conn:
-            q.get_job(conn, project_id, job_id)
+            row = q.get_job(conn, project_id, job_id)
+            if priority is not None and priority != row.priority:
+                if row.phase not in (Phase.CREATING, Phase.PENDING):
+                    raise errors.JobStatusChanged(
+                        f"The priority of training job (ID: {job_id}) can change only while it is pending; "
+                        f"it is {row.phase}.")
+                w.set_priority(conn, job_id, priority, w.now_ms())
+                w.add_event(conn, job_id, f"Priority changed from {row.priority} to {priority}.", w.now_ms())
             if description is not None:
-                if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
-                    raise errors.InvalidRequest(
-                        f"Invalid parameter description: a string of at most {MAX_DESCRIPTION} characters.")
                 w.set_description(conn, job_id, description, w.now_ms())
+        if priority is not None:
+            self.wake(job_id)
 
     def terminate(self, project_id: str, job_id: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or body.get("action_type") != "terminate":
@@ -123,6 +154,43 @@ class JobService:
                 q.get_job(conn, project_id, job_id)
             w.request_delete(conn, job_ids, w.now_ms())
         self.wake(None)
+
+    QUOTA_RESOURCES = ("running_jobs", "cpu_cores", "gpus")
+
+    def quotas(self, project_id: str, resource: str | None = None) -> dict[str, Any]:
+        with self.db.connect() as conn:
+            limits = q.project_quotas(conn, project_id).get(project_id, {})
+            rows = [r for r in q.active_jobs(conn) if r.project_id == project_id and r.phase in
+                    (Phase.RUNNING, Phase.TERMINATING)]
+        used = {"running_jobs": len(rows), "cpu_cores": 0, "gpus": 0}
+        for r in rows:
+            flavor = self.catalog.flavors.get(r.flavor_id)
+            if flavor is not None:
+                used["cpu_cores"] += int(flavor.cpu_cores * r.node_count)
+                used["gpus"] += flavor.gpus * r.node_count
+        items = [{"resource": k, "quota": limits.get(k, -1), "used": used[k]} for k in self.QUOTA_RESOURCES
+                 if resource in (None, "", k)]
+        return {"quotas": items}
+
+    def set_quotas(self, project_id: str, body: Any) -> dict[str, Any]:
+        items = body.get("quotas") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items or len(items) > len(self.QUOTA_RESOURCES):
+            raise errors.InvalidRequest("Invalid parameter quotas: an array of {resource, quota}.")
+        clean = []
+        for item in items:
+            resource = item.get("resource") if isinstance(item, dict) else None
+            quota = item.get("quota") if isinstance(item, dict) else None
+            if resource not in self.QUOTA_RESOURCES:
+                raise errors.InvalidRequest(f"Invalid quota resource {resource!r}: use one of "
+                                            f"{list(self.QUOTA_RESOURCES)}.")
+            if isinstance(quota, bool) or not isinstance(quota, int) or not -1 <= quota <= 10**9:
+                raise errors.InvalidRequest(f"Invalid quota for {resource}: an integer, -1 for unlimited.")
+            clean.append((resource, quota))
+        with self.db.begin() as conn:
+            for resource, quota in clean:
+                w.set_quota(conn, project_id, resource, quota)
+        self.wake(None)
+        return self.quotas(project_id)
 
     def name_taken(self, project_id: str, name: str) -> bool:
         with self.db.connect() as conn:

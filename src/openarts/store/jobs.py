@@ -18,7 +18,7 @@ from openarts.core import errors
 from openarts.core.faults import RecoveryState
 from openarts.core.phases import DEFAULT_SECONDARY, Phase, Secondary, can_transition
 from openarts.core.spec import JobSpec
-from openarts.store.schema import attempts, events, fences, jobs, metrics, node_counts, tasks
+from openarts.store.schema import attempts, events, fences, jobs, metrics, node_counts, quotas, tasks
 
 # Columns transition() may set beside the phase.
 _TRANSITION_FIELDS = frozenset({"start_ms", "end_ms", "running_since_ms", "run_ms", "message", "queue_seq"})
@@ -41,7 +41,7 @@ def create_job(conn: Connection, job_id: str, project_id: str, user_name: str, s
             kind="job", description=spec.description, user_name=user_name, create_ms=at_ms,
             update_ms=at_ms, phase=Phase.CREATING.value, secondary_phase=Secondary.CREATING.value,
             flavor_id=spec.flavor.flavor_id, node_count=spec.node_count, pool_id=spec.pool_id,
-            priority=spec.priority, engine_id=spec.engine.engine_id,
+            priority=spec.priority, preemptible=spec.preemptible, engine_id=spec.engine.engine_id,
             request=orjson.dumps(spec.request).decode(), doc=orjson.dumps(doc).decode(),
         ))
     except IntegrityError as exc:
@@ -99,9 +99,33 @@ def set_priority(conn: Connection, job_id: str, priority: int, at_ms: int) -> No
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(priority=priority, update_ms=at_ms))
 
 
-def request_terminate(conn: Connection, job_id: str, at_ms: int) -> None:
-    conn.execute(update(jobs).where(jobs.c.id == job_id).values(terminate_requested=True, update_ms=at_ms))
-    add_event(conn, job_id, "Termination requested by the user.", at_ms)
+def request_terminate(conn: Connection, job_id: str, at_ms: int, reason: str = "") -> None:
+    """Record the intent to terminate; `reason` empty means the user asked (else e.g. auto_stop)."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(terminate_requested=True, terminate_reason=reason,
+                                                                update_ms=at_ms))
+    add_event(conn, job_id, f"Termination requested: {reason}." if reason else "Termination requested by the user.",
+              at_ms)
+
+
+def request_preempt(conn: Connection, job_id: str, by_job: str, at_ms: int) -> bool:
+    result = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.preempt_requested.is_(False))
+                          .values(preempt_requested=True, preempt_ms=at_ms, preempted_by=by_job))
+    if result.rowcount == 1:
+        add_event(conn, job_id, f"Preempted by higher-priority job {by_job}: stopping its workers.", at_ms,
+                  level="Warning", source="Scheduler")
+        return True
+    return False
+
+
+def clear_preempt(conn: Connection, job_id: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(preempt_requested=False, preempt_ms=0,
+                                                                preempted_by=""))
+
+
+def set_quota(conn: Connection, project_id: str, resource: str, quota: int) -> None:
+    conn.execute(delete(quotas).where(quotas.c.project_id == project_id, quotas.c.resource == resource))
+    if quota >= 0:
+        conn.execute(insert(quotas).values(project_id=project_id, resource=resource, quota=quota))
 
 
 def request_delete(conn: Connection, job_ids: Iterable[str], at_ms: int) -> None:

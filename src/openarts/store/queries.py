@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, and_, asc, desc, func, or_, select
 
 from openarts.core import errors
 from openarts.core.phases import TERMINAL
-from openarts.store.schema import attempts, events, fences, jobs, metrics, node_counts, tasks
+from openarts.store.schema import attempts, events, fences, jobs, metrics, node_counts, quotas, tasks
 
 _TERMINAL = [p.value for p in TERMINAL]
 
@@ -172,3 +172,14 @@ def current_attempts(conn: Connection, job_rows: Sequence[Row[Any]]) -> dict[str
         for a in conn.execute(select(attempts).where(or_(*conds[chunk_start:chunk_start + 400]))):
             out[a.job_id] = a
     return out
+
+
+def project_quotas(conn: Connection, project_id: str | None = None) -> dict[str, dict[str, int]]:
+    """project -> resource -> limit, for one project or all."""
+    stmt = select(quotas)
+    if project_id is not None:
+        stmt = stmt.where(quotas.c.project_id == project_id)
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in conn.execute(stmt):
+        out[r.project_id][r.resource] = r.quota
+    return dict(out)

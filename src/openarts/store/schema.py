@@ -37,11 +37,16 @@ jobs = Table(
     Column("node_count", Integer, nullable=False),
     Column("pool_id", String(128), nullable=False),
     Column("priority", Integer, nullable=False, default=1),
+    Column("preemptible", Boolean, nullable=False, default=False),
     Column("engine_id", String(128), nullable=False, default=""),
     Column("request", Text, nullable=False),  # normalised create body (JSON), parsed again to run
     Column("doc", Text, nullable=False),  # the static parts of the job document (JSON)
     Column("message", Text, nullable=False, default=""),
     Column("terminate_requested", Boolean, nullable=False, default=False),
+    Column("terminate_reason", Text, nullable=False, default=""),  # e.g. auto_stop; empty: the user
+    Column("preempt_requested", Boolean, nullable=False, default=False),
+    Column("preempt_ms", Integer, nullable=False, default=0),
+    Column("preempted_by", String(36), nullable=False, default=""),
     Column("delete_requested", Boolean, nullable=False, default=False),
     Column("attempt", Integer, nullable=False, default=0),  # seq of the latest attempt
     Column("queue_seq", Integer, nullable=False, default=0),  # FIFO order among pending jobs
@@ -102,6 +107,13 @@ fences = Table(
     Column("until_ms", Integer, nullable=False),
     Column("job_id", String(36), nullable=False),
     Column("reason", Text, nullable=False, default=""),
+)
+
+quotas = Table(
+    "quotas", metadata,  # per-project limits; a missing row is unlimited
+    Column("project_id", String(64), primary_key=True),
+    Column("resource", String(64), primary_key=True),  # running_jobs | cpu_cores | gpus
+    Column("quota", Integer, nullable=False),
 )
 
 events = Table(

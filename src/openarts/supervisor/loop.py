@@ -33,10 +33,11 @@ from openarts.core.reasons import EndKind, Termination, outcome
 from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.base import Executor, StartError, TaskHandle, TaskLaunch
-from openarts.scheduler.plan import Demand, NodeFree, PendingJob, WorkerPlacement, plan
+from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, WorkerPlacement, plan
 from openarts.storage.obs import LocalObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
+from openarts.supervisor import snapshot as snap
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.decide import LOST_EXIT, Act, TaskView, decide_attempt
 from openarts.supervisor.metrics import MetricsSampler
@@ -198,28 +199,9 @@ class Supervisor:
         return True
 
     def _free_capacity(self, rows: list[Row[Any]], tasks: dict[str, list[Row[Any]]]) -> list[NodeFree]:
-        now = w.now_ms()
         with self.db.connect() as conn:
-            fenced = q.fenced_nodes(conn, now)
-        free = {n.name: NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus))
-                for n in self.catalog.nodes}
-        for row in rows:
-            if row.phase not in (Phase.RUNNING, Phase.TERMINATING):
-                continue
-            flavor = self.catalog.flavors.get(row.flavor_id)
-            for t in tasks.get(row.id, []):
-                node = free.get(t.node)
-                if node is None or flavor is None:
-                    continue
-                node.cpu_milli -= flavor.cpu_milli
-                node.memory_mb -= flavor.memory_mb
-                used = {int(g) for g in t.gpus.split(",") if g}
-                node.gpus = [g for g in node.gpus if g not in used]
-        for name in fenced:
-            node = free.get(name)
-            if node is not None:
-                node.cpu_milli, node.memory_mb, node.gpus = 0, 0, []
-        return list(free.values())
+            fenced = q.fenced_nodes(conn, w.now_ms())
+        return snap.free_capacity(self.catalog, rows, tasks, fenced)
 
     async def _schedule(self, pending: list[Row[Any]], rows: list[Row[Any]],
                         tasks: dict[str, list[Row[Any]]]) -> None:
@@ -230,10 +212,25 @@ class Supervisor:
             if flavor is None:
                 self._abnormal(r, Phase.PENDING, f"Flavor {r.flavor_id} no longer exists.", w.now_ms())
                 continue
-            demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
-            demands.append(PendingJob(r.id, r.pool_id, demand, r.node_count, r.priority, r.queue_seq))
-        result = plan(demands, self._free_capacity(rows, tasks))
+            try:
+                aff = self._spec(r).affinity
+            except OpenartsError as exc:
+                self._abnormal(r, Phase.PENDING, exc.message, w.now_ms())
+                continue
+            demands.append(PendingJob(r.id, r.pool_id, snap.demand_of(flavor), r.node_count, r.priority,
+                                      r.queue_seq, r.project_id, Affinity(*aff) if aff else None))
+        with self.db.connect() as conn:
+            limits = q.project_quotas(conn)
+        quotas, use = snap.quotas(self.catalog, rows, limits)
+        result = plan(demands, self._free_capacity(rows, tasks), snap.running_jobs(self.catalog, rows, tasks),
+                      quotas, use)
         now = w.now_ms()
+        for p in result.preemptions:
+            with self.db.begin() as conn:
+                for victim in p.victims:
+                    w.request_preempt(conn, victim, p.for_job, now)
+            for victim in p.victims:
+                self.poke(victim)
         for job_id, why in result.waiting.items():
             if self._waiting_reason.get(job_id) != why.key:
                 self._waiting_reason[job_id] = why.key
@@ -334,7 +331,9 @@ class Supervisor:
         if self._discard_unstarted(row, tasks, attempt):
             return  # the next pass sees the previous (closed) attempt and acts on it
         if attempt is not None and attempt.end_ms:  # between attempts: a recovery is under way
-            if row.phase == Phase.TERMINATING:
+            if row.phase == Phase.RUNNING and row.preempt_requested and not row.terminate_requested:
+                self._requeue_preempted(row, attempt, now)
+            elif row.phase == Phase.TERMINATING:
                 await self._finish(row, tasks, attempt, Termination(EndKind.TERMINATED, "job terminated by user"))
             elif row.terminate_requested:  # terminate wins over the pending restart
                 with self.db.begin() as conn:
@@ -345,6 +344,7 @@ class Supervisor:
                 await self._restart_in_place(row, tasks, attempt, rows, all_tasks)
             return
         views = self._observe(row, tasks, poll, now)
+        self._check_auto_stop(row, now)
         if row.phase == Phase.RUNNING and row.terminate_requested:
             with self.db.begin() as conn:
                 w.transition(conn, row.id, Phase.RUNNING, Phase.TERMINATING, at_ms=now, end_ms=now,
@@ -354,7 +354,19 @@ class Supervisor:
         if poll and row.phase == Phase.RUNNING:
             views = self._detect_hangs(row, tasks, views, now)
         terminating_since = row.end_ms if row.phase == Phase.TERMINATING else None
+        preempting = row.phase == Phase.RUNNING and bool(row.preempt_requested)
+        if preempting:
+            terminating_since = row.preempt_ms
         decision = decide_attempt(views, now, int(self.settings.terminate_grace_seconds * 1000), terminating_since)
+        if preempting and decision.act is Act.WAIT:
+            self._signal_all(row, tasks, views, signal.SIGTERM)
+        if preempting and decision.act is Act.FINISH:
+            assert attempt is not None
+            for t in tasks:
+                self.executor.cleanup(self._handle(row, t))
+                self._termed.discard((row.id, t.seq, t.task))
+            self._requeue_preempted(row, attempt, now)
+            return
         if decision.act is Act.STOP_OTHERS:
             self._signal_all(row, tasks, views, signal.SIGTERM)
         elif decision.act is Act.KILL_OTHERS:
@@ -362,6 +374,33 @@ class Supervisor:
         elif decision.act is Act.FINISH:
             assert decision.termination is not None and attempt is not None
             await self._finish(row, tasks, attempt, decision.termination, rows, all_tasks)
+
+    def _requeue_preempted(self, row: Row[Any], attempt: Row[Any], now: int) -> None:
+        """A preempted job goes back to the queue (its old position), without using its retry budget."""
+        reason = f"preempted by job {row.preempted_by}"
+        run_ms = row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0)
+        with self.db.begin() as conn:
+            closed = w.close_attempt(conn, row.id, attempt.seq, now, reason, None)
+            w.clear_preempt(conn, row.id)
+            w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
+                         run_ms=run_ms, running_since_ms=0, event=f"Job {reason}: back in the queue.",
+                         level="Warning")
+            if closed:
+                w.add_node_count(conn, row.id, now, 0)
+        self._wake.set()
+
+    def _check_auto_stop(self, row: Row[Any], now: int) -> None:
+        if row.phase != Phase.RUNNING or row.terminate_requested:
+            return
+        try:
+            limit = self._spec(row).auto_stop_seconds
+        except OpenartsError:
+            return
+        ran = row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0)
+        if limit is not None and ran >= limit * 1000:
+            with self.db.begin() as conn:
+                w.request_terminate(conn, row.id, now, f"auto stopped: ran longer than {limit} s (spec.auto_stop)")
+            self._wake.set()
 
     def _observe(self, row: Row[Any], tasks: list[Row[Any]], poll: bool, now: int) -> list[TaskView]:
         views = []
@@ -428,7 +467,7 @@ class Supervisor:
     def _capabilities(self, row: Row[Any], spec: JobSpec, failed_node: str | None, rows: list[Row[Any]],
                       all_tasks: dict[str, list[Row[Any]]]) -> faults.Capabilities:
         flavor = spec.flavor
-        demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
+        demand = snap.demand_of(flavor)
         other = any(n.name != failed_node and n.pool == spec.pool_id and n.fits(demand)
                     for n in self._free_capacity(rows, all_tasks))
         return faults.Capabilities(other_node=other, uses_gpus=flavor.gpus > 0)
@@ -453,8 +492,8 @@ class Supervisor:
             except OpenartsError as exc:
                 lines = [f"Outputs not uploaded: {exc.message}"]
         phase, secondary = outcome(term)
-        if term.kind is EndKind.TERMINATED:
-            phase, secondary = Phase.TERMINATED, Secondary.TERMINATED
+        if term.kind is EndKind.TERMINATED and row.terminate_reason:
+            term = Termination(EndKind.TERMINATED, row.terminate_reason)
         run_ms = row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0)
         message = "" if phase is Phase.COMPLETED else self._final_message(row, term)
         with self.db.begin() as conn:
@@ -529,7 +568,7 @@ class Supervisor:
             start_type = INIT
             spec = self._spec(row)
             flavor = spec.flavor
-            demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
+            demand = snap.demand_of(flavor)
             for i, t in enumerate(tasks):
                 if t.task != attempt.end_related_task:
                     continue

@@ -1,0 +1,35 @@
+"""Per-credential rate limiting: a token bucket for each access key or token."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+MAX_BUCKETS = 100_000
+
+
+class RateLimiter:
+    def __init__(self, per_second: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = per_second
+        self.burst = max(1, burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def allow(self, key: str) -> float:
+        """0 when the request may go on (and is counted); otherwise seconds until it would."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        if len(self._buckets) >= MAX_BUCKETS and key not in self._buckets:
+            self._buckets.clear()  # only full buckets are lost: a refill is what they would get anyway
+        self._buckets[key] = (tokens - 1.0, now)
+        return 0.0
