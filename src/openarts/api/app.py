@@ -108,6 +108,7 @@ def create_app(settings: Settings) -> Starlette:
         HTTPException: api_errors.http_error,
     }
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=exception_handlers)
+    app.router.redirect_slashes = False  # a 307 would look like success to the SDK
     app.state.version = __version__
     app.state.openapi = build_openapi(ROUTES, __version__)
     app.add_middleware(RequestId)

@@ -34,7 +34,9 @@ def serve(host: str, port: int, data_dir: Path, config: Path | None, log_level: 
     sock.set_inheritable(False)
     actual = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{actual}"
-    (settings.data_dir / "server.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    tmp = settings.data_dir / "server.json.tmp"
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    os.replace(tmp, settings.data_dir / "server.json")  # readers never see half a file
     app = create_app(settings)
     config_ = uvicorn.Config(app, log_level=log_level, access_log=False, loop="auto", http="auto",
                              timeout_graceful_shutdown=5, lifespan="on")

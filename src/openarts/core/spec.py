@@ -15,7 +15,7 @@ from openarts.core import errors, faults
 from openarts.core.resources import DEFAULT_POOL, Catalog, Engine, Flavor
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # portable: /bin/sh drops other names
 PARAM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MAX_ENVIRONMENTS = 100
 MAX_DESCRIPTION = 256
@@ -290,8 +290,9 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
         raise _bad("algorithm.environments", f"at most {MAX_ENVIRONMENTS} variables are allowed")
     environments = {}
     for k, v in env_raw.items():
-        if not ENV_NAME_RE.match(k) or len(k) > 256:
-            raise _bad(f"algorithm.environments.{k}", "is not a valid variable name")
+        if not ENV_NAME_RE.fullmatch(k) or len(k) > 256:
+            raise _bad(f"algorithm.environments.{k}", "is not a valid variable name: use letters, digits and "
+                       "'_', not starting with a digit (a shell drops other names before the program sees them)")
         value = _scalar_str(v, f"algorithm.environments.{k}")
         if "$" in value:
             raise _bad(f"algorithm.environments.{k}", "values must not contain '$'")

@@ -15,7 +15,7 @@ from openarts.config import Settings
 from openarts.core import errors
 from openarts.store import queries as q
 
-TASK_RE = re.compile(r"^worker-(\d{1,6})$")
+TASK_RE = re.compile(r"worker-(0|[1-9]\d{0,5})")
 
 
 class ObserveService:
@@ -26,7 +26,7 @@ class ObserveService:
     def _task_log(self, project_id: str, job_id: str, task_id: str) -> tuple[Row[Any], Path]:
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
-        m = TASK_RE.match(task_id)
+        m = TASK_RE.fullmatch(task_id)
         if not m or int(m.group(1)) >= row.node_count:
             raise errors.TaskNotFound(job_id, task_id)
         if not row.attempt:
@@ -140,7 +140,7 @@ class ObserveService:
     def metrics(self, project_id: str, job_id: str, task_id: str) -> dict[str, Any]:
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
-            m = TASK_RE.match(task_id)
+            m = TASK_RE.fullmatch(task_id)
             if not m or int(m.group(1)) >= row.node_count:
                 raise errors.TaskNotFound(job_id, task_id)
             samples = q.task_metrics(conn, job_id, task_id)

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, asc, desc, func, or_, select
+from sqlalchemy import Connection, Row, and_, asc, desc, false, func, or_, select, true
 
 from openarts.core import errors
 from openarts.core.phases import TERMINAL
@@ -44,6 +44,7 @@ def job_details(conn: Connection, job_rows: Sequence[Row[Any]]) -> dict[str, dic
     return out
 
 
+UNSET_KEYS = frozenset({"algorithm_name", "runtime_type"})
 SORTABLE = {"create_time": jobs.c.create_ms, "name": jobs.c.name, "phase": jobs.c.phase,
             "update_time": jobs.c.update_ms}
 
@@ -60,6 +61,9 @@ def search_jobs(conn: Connection, project_id: str, *, filters: list[dict[str, An
                   "kind": jobs.c.kind, "user_name": jobs.c.user_name, "user_id": jobs.c.user_name,
                   "flavor_id": jobs.c.flavor_id, "pool_id": jobs.c.pool_id,
                   "workspace_id": jobs.c.workspace_id}.get(key)
+        if column is None and key in UNSET_KEYS:  # documented keys no local job has a value for
+            conds.append(true() if op == "not" else false())
+            continue
         if column is None:
             raise errors.UnsupportedFilter(f"Unsupported filter key {key!r}.")
         if op == "like":

@@ -176,7 +176,9 @@ def argv(spec: JobSpec, lay: Layout) -> list[str]:
     follow as "$@", never spliced into the shell string."""
     args = arguments(spec, lay)
     if spec.command:
-        script = spec.command + (' "$@"' if args else "")
+        # ModelArts appends the arguments to the command; a trailing newline or ';' must not turn them
+        # into a command of their own (a trailing '# comment' still swallows them, as it would there)
+        script = spec.command.rstrip().rstrip(";").rstrip() + ' "$@"' if args else spec.command
         return ["/bin/sh", "-c", script, "sh", *args]
     assert lay.code is not None and spec.boot_file is not None
     return [spec.engine.python, str(lay.code / spec.boot_file), *args]
