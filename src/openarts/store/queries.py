@@ -126,11 +126,20 @@ def task_metrics(conn: Connection, job_id: str, task: str) -> list[Row[Any]]:
                              .order_by(metrics.c.minute)).all())
 
 
+_LIGHT = [c for c in jobs.c if c.name not in ("request", "doc")]  # the large JSON columns stay behind
+
+
 def active_jobs(conn: Connection) -> list[Row[Any]]:
-    """Jobs the supervisor must look at: every non-terminal one, and terminal ones awaiting deletion."""
+    """Jobs the supervisor must look at: every non-terminal one, and terminal ones awaiting deletion.
+    Without the request and document JSON (see `job_request`)."""
     return list(conn.execute(
-        select(jobs).where(or_(jobs.c.phase.not_in(_TERMINAL), jobs.c.delete_requested.is_(True)))
+        select(*_LIGHT).where(or_(jobs.c.phase.not_in(_TERMINAL), jobs.c.delete_requested.is_(True)))
         .order_by(jobs.c.queue_seq)).all())
+
+
+def job_request(conn: Connection, job_id: str) -> str:
+    """The normalised create body a job was submitted with (JSON text)."""
+    return str(conn.execute(select(jobs.c.request).where(jobs.c.id == job_id)).scalar_one())
 
 
 def current_tasks(conn: Connection, job_rows: Sequence[Row[Any]]) -> dict[str, list[Row[Any]]]:

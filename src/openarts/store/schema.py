@@ -62,6 +62,7 @@ Index("uq_jobs_project_name", jobs.c.project_id, jobs.c.name, unique=True,
 Index("ix_jobs_project_create", jobs.c.project_id, jobs.c.create_ms)
 Index("ix_jobs_project_phase_create", jobs.c.project_id, jobs.c.phase, jobs.c.create_ms)
 Index("ix_jobs_phase", jobs.c.phase)
+Index("ix_jobs_queue_seq", jobs.c.queue_seq)
 
 attempts = Table(
     "attempts", metadata,

@@ -144,7 +144,9 @@ class Supervisor:
     def _spec(self, row: Row[Any]) -> JobSpec:
         spec = self._specs.get(row.id)
         if spec is None:
-            spec = parse_job(orjson.loads(row.request), self.catalog)
+            with self.db.connect() as conn:
+                request = q.job_request(conn, row.id)
+            spec = parse_job(orjson.loads(request), self.catalog)
             self._specs[row.id] = spec
         return spec
 
@@ -488,7 +490,8 @@ class Supervisor:
         if term.kind is not EndKind.TERMINATED:
             try:
                 lay = ws.layout(self._spec(row), self.settings.job_dir(row.id))
-                lines = await asyncio.to_thread(ws.upload_outputs, lay, self.store)
+                if lay.outputs:
+                    lines = await asyncio.to_thread(ws.upload_outputs, lay, self.store)
             except OpenartsError as exc:
                 lines = [f"Outputs not uploaded: {exc.message}"]
         phase, secondary = outcome(term)
