@@ -253,3 +253,22 @@ def test_reboot_while_down_is_a_retryable_lost_failure(make_server: Any, tmp_pat
     first = doc["status"]["running_records"][0]
     assert first["end_reason"] == "task lost", doc["status"]
     assert first["end_recover_before_downgrade"] == "pod_reschedule" and first["end_recover"] == "job_reschedule"
+
+
+def test_start_interrupted_by_a_crash_reuses_the_attempt_number(make_server: Any) -> None:
+    """A crash between opening an attempt and marking it started: the attempt is discarded and the
+    same number is used again, so records, schedule_count and directories stay in step."""
+    server = make_server()
+    server.env = {"OPENARTS_FAULTPOINT": "spawned"}
+    server.stop()
+    server.start()
+    job_id = create(server, job_body("gap", command="echo hi"), {})
+    assert server.proc is not None
+    server.proc.wait(timeout=30)
+    server.env = None
+    server.start()
+    doc = final(server, job_id)
+    assert doc["status"]["phase"] == "Completed"
+    assert len(doc["status"]["running_records"]) == 1
+    assert [t["schedule_count"] for t in doc["status"]["task_ips"]] == [1]
+    assert sorted(p.name for p in (server.data_dir / "jobs" / job_id / "attempts").iterdir()) == ["1"]

@@ -63,7 +63,7 @@ class LocalExecutor:
     # -- starting ------------------------------------------------------------------------------
     def start(self, launch: TaskLaunch) -> TaskHandle:
         launch.run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("exit", "exit.tmp", "worker.pid"):
+        for name in ("exit", "exit.tmp", "worker.pid", "log"):  # a discarded start may have left them
             with contextlib.suppress(FileNotFoundError):
                 (launch.run_dir / name).unlink()
         argv = [SH, "-c", SHIM, "openarts-shim", str(launch.run_dir), launch.cwd, *launch.argv]

@@ -192,7 +192,9 @@ class Supervisor:
 
     def _pending(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None) -> bool:
         """Handle terminate and half-started attempts; True if the job should be scheduled."""
-        self._discard_unstarted(row, tasks, attempt)
+        if self._discard_unstarted(row, tasks, attempt):
+            self._wake.set()  # schedule it in the next pass, from the row as it is now (attempt - 1)
+            return False
         if row.terminate_requested:
             now = w.now_ms()
             with self.db.begin() as conn:
