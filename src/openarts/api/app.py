@@ -19,12 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openarts import __version__
 from openarts.api import errors as api_errors
+from openarts.api.auth import MAX_BODY, AuthMiddleware
+from openarts.api.iam import IAM_ROUTES
 from openarts.api.openapi import build_openapi
 from openarts.api.routes import ROUTES
 from openarts.config import Settings
 from openarts.core.errors import OpenartsError
 from openarts.core.resources import build_catalog
 from openarts.executors.local import LocalExecutor
+from openarts.security.config import SecurityConfig
+from openarts.security.guard import Guard
 from openarts.service.catalog import CatalogService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
@@ -48,6 +52,7 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         rid = uuid.uuid4().hex.encode()
+        scope["openarts.request_id"] = rid.decode()
 
         started = False
 
@@ -107,9 +112,13 @@ def create_app(settings: Settings) -> Starlette:
         OpenartsError: api_errors.domain_error,
         HTTPException: api_errors.http_error,
     }
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=exception_handlers)
+    routes = [*ROUTES, *IAM_ROUTES]
+    guard = Guard(SecurityConfig.from_settings(settings))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
     app.router.redirect_slashes = False  # a 307 would look like success to the SDK
     app.state.version = __version__
-    app.state.openapi = build_openapi(ROUTES, __version__)
+    app.state.openapi = build_openapi(routes, __version__)
+    app.state.guard = guard
+    app.add_middleware(AuthMiddleware, guard=guard, max_body=MAX_BODY)  # inside RequestId: refusals get an id
     app.add_middleware(RequestId)
     return app

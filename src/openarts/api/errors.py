@@ -28,6 +28,13 @@ TABLE: list[tuple[type[errors.OpenartsError], int, str]] = [
     (errors.JobStatusChanged, 409, "ModelArts.2878"),
     (errors.LogNotReady, 400, "ModelArts.2776"),
     (errors.PreparationError, 400, "ModelArts.2788"),
+    (errors.AuthenticationFailed, 401, "APIG.0301"),
+    (errors.ProjectForbidden, 403, "ModelArts.0210"),
+    (errors.TokenProjectMismatch, 404, "ModelArts.2786"),
+    (errors.TooManyRequests, 429, "ModelArts.2799"),
+    (errors.RequestTooLarge, 413, "APIG.0201"),
+    (errors.UriTooLong, 414, "APIG.0201"),
+    (errors.InvalidPath, 400, "ModelArts.0101"),
 ]
 
 

@@ -1,4 +1,9 @@
-"""The OpenAPI description served at /openapi.json, built from the route table."""
+"""The OpenAPI description served at /openapi.json, built from the route table, with the request and
+response schemas of each operation (what the property-based fuzz run checks responses against).
+
+Schemas are deliberately open (extra properties allowed): they pin what clients rely on - types,
+required fields, enums, the error shape - not every field ModelArts may add.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,134 @@ from typing import Any
 
 from starlette.routing import Route
 
-_ERROR = {
+JSON = "application/json"
+
+_ERROR: dict[str, Any] = {
     "type": "object",
-    "properties": {"error_code": {"type": "string"}, "error_msg": {"type": "string"}},
+    "properties": {"error_code": {"type": "string", "pattern": r"^(ModelArts|APIG)\.\d{4}$"},
+                   "error_msg": {"type": "string", "minLength": 1}, "request_id": {"type": "string"}},
     "required": ["error_code", "error_msg"],
+}
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _arr(items: dict[str, Any], max_items: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "array", "items": items}
+    if max_items is not None:
+        schema["maxItems"] = max_items
+    return schema
+
+
+_CHANNEL = _obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "local_dir": _STR,
+                 "remote": _obj({"obs": _obj({"obs_url": {"type": "string", "pattern": "^obs://[a-z0-9-]+/"}},
+                                             ["obs_url"])}, ["obs"])}, ["name", "remote"])
+
+JOB_REQUEST = _obj({
+    "kind": {"type": "string", "enum": ["job"]},
+    "metadata": _obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                      "description": {"type": "string", "maxLength": 256},
+                      "workspace_id": _STR, "annotations": _STR_MAP}, ["name"]),
+    "algorithm": _obj({
+        "command": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "parameters": _arr(_obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"},
+                                 "value": _STR}, ["name", "value"]), 500),
+        "environments": {"type": "object", "maxProperties": 100,
+                         "additionalProperties": {"type": "string", "pattern": r"^[^$\x00]*$"}},
+        "inputs": _arr(_CHANNEL, 100), "outputs": _arr(_CHANNEL, 100),
+        "engine": _obj({"engine_id": _STR, "engine_name": _STR, "engine_version": _STR}),
+    }, ["command"]),
+    "spec": _obj({"resource": _obj({"flavor_id": _STR, "node_count": {"type": "integer", "minimum": 1}},
+                                   ["flavor_id", "node_count"]),
+                  "schedule_policy": _obj({"priority": {"type": "integer", "minimum": 1, "maximum": 3},
+                                           "preemptible": {"type": "boolean"}})}, ["resource"]),
+}, ["kind", "metadata", "algorithm", "spec"])
+
+JOB = _obj({
+    "kind": _STR,
+    "metadata": _obj({"id": _STR, "name": _STR, "description": _STR, "create_time": _INT, "user_name": _STR,
+                      "workspace_id": _STR, "annotations": {"type": "object"}}, ["id", "name", "create_time"]),
+    "status": _obj({"phase": {"type": "string", "enum": ["Creating", "Pending", "Running", "Failed", "Completed",
+                                                         "Terminating", "Terminated", "Abnormal"]},
+                    "secondary_phase": _STR, "duration": _INT, "tasks": _arr(_STR),
+                    "task_statuses": _arr(_obj({"task": _STR, "exit_code": _INT, "message": _STR}))}, ["phase"]),
+    "algorithm": {"type": "object"}, "spec": {"type": "object"},
+}, ["kind", "metadata", "status"])
+
+SEARCH_REQUEST = _obj({
+    "offset": {"type": "integer", "minimum": 0}, "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+    "sort_by": {"type": "string", "enum": ["create_time", "name", "phase", "update_time"]},
+    "order": {"type": "string", "enum": ["asc", "desc"]},
+    "filters": _arr(_obj({"key": {"type": "string", "enum": ["name", "phase", "create_time", "kind"]},
+                          "operator": {"type": "string", "enum": ["like", "in", "between", "not"]},
+                          "value": _arr(_STR, 100)}, ["key", "operator", "value"]), 20),
+})
+
+_QUOTA_RESOURCES = ("running_jobs", "cpu_cores", "gpus")
+_QUOTAS = _obj({"quotas": _arr(_obj({"resource": _STR, "quota": _INT, "used": _INT}, ["resource", "quota"]))},
+               ["quotas"])
+
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    # operation -> {"body": request schema, "ok": (status, response schema or None), "query": [...]}
+    "create_job": {"body": JOB_REQUEST, "ok": ("201", JOB)},
+    "show_job": {"ok": ("200", JOB)},
+    "search_jobs": {"body": SEARCH_REQUEST, "ok": ("200", _obj({
+        "total": _INT, "count": _INT, "limit": _INT, "offset": _INT, "items": _arr(JOB)},
+        ["total", "count", "items"]))},
+    "update_job": {"body": _obj({"description": {"type": "string", "maxLength": 256}}), "ok": ("200", None)},
+    "delete_job": {"ok": ("202", None)},
+    "batch_delete": {"body": _obj({"jobs": _arr(_obj({"kind": _STR, "metadata": _obj({"id": _STR}, ["id"])},
+                                                    ["metadata"]), 1000)}, ["jobs"]), "ok": ("202", None)},
+    "job_action": {"body": _obj({"action_type": {"type": "string", "enum": ["terminate"]}}, ["action_type"]),
+                   "ok": ("202", JOB)},
+    "list_tasks": {"query": [("schedule_count", _INT, False)],
+                   "ok": ("200", _arr(_obj({"task": _STR, "ip": _STR, "host_ip": _STR, "schedule_count": _INT})))},
+    "log_preview": {"ok": ("200", _obj({"content": _STR, "current_size": _INT, "full_size": _INT},
+                                       ["content", "current_size", "full_size"]))},
+    "log_lines": {"query": [("base_line", _STR, False), ("lines", {"type": "integer", "minimum": 1}, False),
+                            ("order", {"type": "string", "enum": ["asc", "desc"]}, False)],
+                  "ok": ("200", _obj({"start_line": _STR, "end_line": _STR, "lines": _INT, "content": _STR},
+                                     ["content"]))},
+    "job_events": {"query": [("offset", {"type": "integer", "minimum": 0}, False),
+                             ("limit", {"type": "integer", "minimum": 1}, False),
+                             ("order", {"type": "string", "enum": ["asc", "desc"]}, False),
+                             ("level", _STR, False), ("pattern", _STR, False)],
+                   "ok": ("200", _obj({"total": _INT, "events": _arr(_obj({"message": _STR, "level": _STR}))},
+                                      ["events"]))},
+    "job_metrics": {"ok": ("200", _obj({"metrics": _arr(_obj({"metric": _STR, "value": _arr({"type": "number"})}))},
+                                       ["metrics"]))},
+    "job_stages": {"ok": ("200", _obj({"total_count": _INT, "running_records": _arr({"type": "object"})}))},
+    "flavors": {"query": [("flavor_type", {"type": "string", "enum": ["CPU", "GPU", "Ascend"]}, False)],
+                "ok": ("200", _obj({"total_count": _INT, "flavors": _arr(_obj({"flavor_id": _STR}, ["flavor_id"]))},
+                                   ["flavors"]))},
+    "engines": {"ok": ("200", _obj({"total": _INT, "items": _arr(_obj({"engine_id": _STR}, ["engine_id"]))},
+                                   ["items"]))},
+    "job_names": {"query": [("job_name", {"type": "string", "minLength": 1}, True)],
+                  "ok": ("200", _obj({"is_duplicate": {"type": "boolean"}}, ["is_duplicate"]))},
+    "show_quotas": {"query": [("resource", {"type": "string", "enum": list(_QUOTA_RESOURCES)}, False)],
+                    "ok": ("200", _QUOTAS)},
+    "modify_quotas": {"body": _obj({"quotas": _arr(_obj({
+        "resource": {"type": "string", "enum": list(_QUOTA_RESOURCES)},
+        "quota": {"type": "integer", "minimum": -1, "maximum": 10**9}}, ["resource", "quota"]), 3)}, ["quotas"]),
+        "ok": ("200", _QUOTAS)},
+    "health": {"ok": ("200", _obj({"status": _STR, "version": _STR}, ["status"]))},
+    "openapi": {"ok": ("200", _obj({"openapi": _STR, "paths": {"type": "object"}}, ["openapi", "paths"]))},
+    "create_token": {"body": _obj({"auth": _obj({
+        "identity": _obj({"methods": _arr({"type": "string", "enum": ["hw_ak_sk", "password"]})}, ["methods"]),
+        "scope": _obj({"project": _obj({"id": _STR, "name": _STR})}, ["project"])}, ["identity", "scope"])},
+        ["auth"]), "ok": ("201", _obj({"token": _obj({"expires_at": _STR, "project": {"type": "object"}},
+                                                      ["expires_at"])}, ["token"]))},
+    "list_projects": {"query": [("name", _STR, False)],
+                      "ok": ("200", _obj({"projects": _arr(_obj({"id": _STR}, ["id"]))}, ["projects"]))},
 }
 
 _SUMMARY = {
@@ -34,34 +163,48 @@ _SUMMARY = {
     "modify_quotas": "Modify the project's training quotas",
     "health": "Service health",
     "openapi": "This document",
+    "create_token": "Get a token (IAM v3): AK/SK-signed, or a user name and password",
+    "list_projects": "The projects the caller may act in (IAM v3)",
 }
 
-_BODIES = {"create_job", "search_jobs", "update_job", "batch_delete", "job_action", "modify_quotas"}
+_ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "414", "429")
+_PUBLIC = {"health", "create_token"}
+
+
+def _operation(name: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    info = _SCHEMAS.get(name, {})
+    error = {"description": "ModelArts / APIG error", "content": {JSON: {"schema": _ERROR}}}
+    status, schema = info.get("ok", ("200", None))
+    ok: dict[str, Any] = {"description": "Success"}
+    if schema is not None:
+        ok["content"] = {JSON: {"schema": schema}}
+    responses: dict[str, Any] = {status: ok, **{s: error for s in _ERROR_STATUSES}, "default": error}
+    query = [{"name": q, "in": "query", "required": req, "schema": s} for q, s, req in info.get("query", [])]
+    op: dict[str, Any] = {"operationId": name, "summary": _SUMMARY.get(name, name), "parameters": params + query,
+                          "responses": responses}
+    if name in _PUBLIC:
+        op["security"] = []
+    if "body" in info:
+        op["requestBody"] = {"required": name != "search_jobs", "content": {JSON: {"schema": info["body"]}}}
+    return op
 
 
 def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         name = route.endpoint.__name__
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        params = [{"name": p, "in": "path", "required": True,
+                   "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}
                   for p in re.findall(r"{(\w+)}", route.path)]
         for method in sorted((route.methods or set()) - {"HEAD"}):
-            op: dict[str, Any] = {
-                "operationId": name,
-                "summary": _SUMMARY.get(name, name),
-                "parameters": params,
-                "responses": {
-                    "default": {"description": "ModelArts error",
-                                "content": {"application/json": {"schema": _ERROR}}},
-                    "2XX": {"description": "Success"},
-                },
-            }
-            if name in _BODIES:
-                op["requestBody"] = {"required": name != "search_jobs",
-                                     "content": {"application/json": {"schema": {"type": "object"}}}}
-            paths.setdefault(route.path, {})[method.lower()] = op
+            paths.setdefault(route.path, {})[method.lower()] = _operation(name, params)
     return {
         "openapi": "3.0.3",
         "info": {"title": "openarts: ModelArts Training v2 API", "version": version},
+        "components": {"securitySchemes": {
+            "aksk": {"type": "apiKey", "in": "header", "name": "Authorization",
+                     "description": "SDK-HMAC-SHA256 Access=AK, SignedHeaders=..., Signature=..."},
+            "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}},
+        "security": [{"aksk": []}, {"token": []}],
         "paths": paths,
     }

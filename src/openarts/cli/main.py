@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from openarts.cli import client
+from openarts.cli import credentials as credentials_cli
 
 
 def default_data_dir() -> Path:
@@ -23,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, default=default_data_dir())
     s.add_argument("--config", type=Path, default=None, help="TOML config (default: DATA_DIR/config.toml)")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback address without credentials (anyone who reaches it can run code)")
+    s.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
+    s.add_argument("--tls-key", type=Path, default=None, help="... and this private key (PEM)")
     client.add_commands(sub)
+    credentials_cli.add_commands(sub, default_data_dir())
     return parser
 
 
@@ -33,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from openarts.cli.serve import serve
 
-        return serve(args.host, args.port, args.data_dir, args.config, args.log_level)
+        return serve(args.host, args.port, args.data_dir, args.config, args.log_level,
+                     insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

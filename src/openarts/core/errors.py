@@ -94,3 +94,44 @@ class LogNotReady(OpenartsError):
 
 class PreparationError(OpenartsError):
     """A job that cannot be prepared (missing code, boot file, engine): it ends Abnormal/CreateFailed."""
+
+
+# -- security (openarts.security, openarts.api.auth) ------------------------------------------------
+#
+#   AuthenticationFailed     no, malformed, wrong, stale, replayed or revoked credentials (401 APIG.0301)
+#   ProjectForbidden         an access key used outside its projects (403 ModelArts.0210)
+#   TokenProjectMismatch     a token used outside its project (404 ModelArts.2786)
+#   TooManyRequests          the credential's rate limit (429 ModelArts.2799)
+#   RequestTooLarge          a body over the size limit (413 APIG.0201)
+#   UriTooLong               a request URI over the size limit (414 APIG.0201)
+#   InvalidPath              a path segment '.' or '..', or one with an encoded '/' (400 ModelArts.0101)
+
+
+class AuthenticationFailed(OpenartsError):
+    pass
+
+
+class ProjectForbidden(OpenartsError):
+    pass
+
+
+class TokenProjectMismatch(OpenartsError):
+    pass
+
+
+class TooManyRequests(OpenartsError):
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTooLarge(OpenartsError):
+    pass
+
+
+class UriTooLong(OpenartsError):
+    pass
+
+
+class InvalidPath(OpenartsError):
+    pass

@@ -2,7 +2,8 @@
 
     [security]
     clock_skew_seconds = 900          # X-Sdk-Date must be this close to the server's clock
-    replay_protection = "all"         # "all" | "mutating" | "off": which signed requests the cache guards
+    replay_protection = "all"         # which signed requests the replay cache guards: "all" (a read repeated
+                                      # on its own connection passes), "strict", "mutating" or "off"
     rate_limit_per_second = 50        # per credential (access key or token); 0 turns it off
     rate_limit_burst = 100
     token_ttl_seconds = 86400         # default lifetime of tokens from POST /v3/auth/tokens
@@ -20,7 +21,7 @@ from typing import Any
 
 from openarts.config import Settings
 
-REPLAY_MODES = ("all", "mutating", "off")
+REPLAY_MODES = ("all", "strict", "mutating", "off")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 database, so a copy of security.db alone reveals no secret key.
 
 The master key comes from, in order: the environment variable OPENARTS_MASTER_KEY (base64 of 32
-bytes; removed from the server's environment once read, so jobs never inherit it), the file named by
+bytes; the executor passes no OPENARTS_* variable to jobs), the file named by
 OPENARTS_MASTER_KEY_FILE or `[security] master_key_file`, or DATA_DIR/keys/master.key (created
 with mode 0600 in a 0700 directory on first use).
 """
@@ -43,7 +43,7 @@ def _decode(text: str, where: str) -> bytes:
 
 def load_master_key(data_dir: Path, key_file: Path | None = None, create: bool = True) -> bytes:
     """The master key (see the module docstring for where it comes from); created when absent."""
-    env = os.environ.pop(ENV_KEY, None)
+    env = os.environ.get(ENV_KEY)
     if env:
         return _decode(env, f"${ENV_KEY}")
     path = key_file or (Path(os.environ[ENV_KEY_FILE]) if os.environ.get(ENV_KEY_FILE) else None)

@@ -25,6 +25,8 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 CONTENT_HASH_HEADER = "x-sdk-content-sha256"
 AUTH_RE = re.compile(r"^SDK-HMAC-SHA256 Access=([^,]+), SignedHeaders=([^,]+), Signature=([0-9a-f]+)$")
 MAX_QUERY_FIELDS = 1000
+_UNRESERVED_PATH = re.compile(r"^[A-Za-z0-9_.~/-]+$", re.ASCII)
+DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$", re.ASCII)
 
 # What our own clients sign (those present): the SDK signs the same set, plus User-Agent.
 CLIENT_SIGNED = ("content-type", "host", "x-project-id", "x-sdk-date", "x-openarts-nonce")
@@ -50,13 +52,18 @@ def parse_authorization(value: str) -> Authorization | None:
 
 def canonical_uri(raw_path: str) -> str:
     """Unquote, split on '/', quote each segment (safe '~'), join, and always end with '/'."""
+    if _UNRESERVED_PATH.match(raw_path):  # nothing to unquote or quote: the same result, faster
+        return raw_path if raw_path.endswith("/") else raw_path + "/"
     path = "/".join(quote(seg, safe="~") for seg in unquote(raw_path).split("/"))
     return path if path.endswith("/") else path + "/"
 
 
-def canonical_query(raw_query: str) -> str:
-    """The query's (key, value) pairs sorted on their decoded values, each re-quoted (safe '~')."""
-    pairs = parse_qsl(raw_query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS)
+def canonical_query(raw_query: str, max_fields: int | None = None) -> str:
+    """The query's (key, value) pairs sorted on their decoded values, each re-quoted (safe '~').
+    More than `max_fields` pairs raise ValueError (the server's bound on work per request)."""
+    if not raw_query:
+        return ""
+    pairs = parse_qsl(raw_query, keep_blank_values=True, max_num_fields=max_fields)
     pairs.sort()
     return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in pairs)
 
@@ -76,9 +83,9 @@ def payload_hash(body: bytes, headers: Mapping[str, str]) -> str:
 
 
 def canonical_request(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
-                      signed: Iterable[str], body: bytes) -> str:
+                      signed: Iterable[str], body: bytes, max_fields: int | None = None) -> str:
     signed = list(signed)
-    return "\n".join([method.upper(), canonical_uri(raw_path), canonical_query(raw_query),
+    return "\n".join([method.upper(), canonical_uri(raw_path), canonical_query(raw_query, max_fields),
                       canonical_headers(headers, signed), ";".join(signed), payload_hash(body, headers)])
 
 
@@ -91,14 +98,15 @@ def signature(secret_key: str, sts: str) -> str:
 
 
 def parse_date(value: str) -> datetime | None:
-    """X-Sdk-Date (UTC, YYYYMMDDTHHMMSSZ) as an aware datetime; None when malformed."""
+    """X-Sdk-Date (UTC, exactly YYYYMMDDTHHMMSSZ) as an aware datetime; None when malformed."""
+    m = DATE_RE.match(value)
+    if m is None:
+        return None
     try:
-        parsed = datetime.strptime(value, DATE_FORMAT)
-    except ValueError:
+        y, mo, d, h, mi, sec = (int(g) for g in m.groups())
+        return datetime(y, mo, d, h, mi, sec, tzinfo=UTC)
+    except ValueError:  # e.g. month 13
         return None
-    if parsed.strftime(DATE_FORMAT) != value:
-        return None
-    return parsed.replace(tzinfo=UTC)
 
 
 def format_date(when: datetime | None = None) -> str:
@@ -106,9 +114,10 @@ def format_date(when: datetime | None = None) -> str:
 
 
 def expected_signature(secret_key: str, method: str, raw_path: str, raw_query: str,
-                       headers: Mapping[str, str], signed: Iterable[str], body: bytes) -> str:
+                       headers: Mapping[str, str], signed: Iterable[str], body: bytes,
+                       max_fields: int | None = None) -> str:
     """The signature a correct client computes for this request (headers: lowercase names)."""
-    canonical = canonical_request(method, raw_path, raw_query, headers, signed, body)
+    canonical = canonical_request(method, raw_path, raw_query, headers, signed, body, max_fields)
     return signature(secret_key, string_to_sign(headers["x-sdk-date"], canonical))
 
 

@@ -1,0 +1,224 @@
+"""The security boundary: an ASGI middleware in front of every route.
+
+For each HTTP request it enforces the URI and body size limits, refuses path segments that could
+walk out of a directory, authenticates (AK/SK signature or X-Auth-Token) when the data directory
+holds credentials, rate-limits per credential, puts the user name where the routes read it
+(`scope["openarts.user"]`), and writes an audit row for every mutating request, refused ones too.
+`/health` is always open. Refusals are ModelArts/APIG error bodies from the one table in api/errors.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openarts.api import errors as api_errors
+from openarts.core import errors
+from openarts.security.audit import AuditRecord
+from openarts.security.guard import ANONYMOUS, Guard, Pending, Principal, RequestView, is_mutating
+
+log = logging.getLogger("openarts.security")
+
+MAX_URI = 16 * 1024
+MAX_BODY = 12 * 1024 * 1024  # APIG's limit (413 APIG.0201); the routes refuse smaller ones (400 ModelArts.2787)
+OPEN_PATHS = frozenset({"/health"})
+IAM_TOKENS = "/v3/auth/tokens"
+CAPTURE_BYTES = 64 * 1024  # of a mutating request's response, to audit its error code or new job id
+
+
+class ClientGone(Exception):
+    """The client disconnected while its body was being read."""
+
+
+def _project(path: str) -> str | None:
+    parts = path.split("/", 3)
+    return parts[2] if len(parts) >= 3 and parts[1] == "v2" and parts[2] else None
+
+
+def check_path(path: str, raw_path: bytes) -> None:
+    """No '.' or '..' segment and no encoded '/': a path parameter is one segment naming a database row,
+    never a file path. (Other odd ids - NUL, backslash - are simply unknown ids to the services.)"""
+    if b"%2f" in raw_path.lower():
+        raise errors.InvalidPath("Invalid path: an encoded '/' is not allowed in a path parameter.")
+    if any(seg in (".", "..") for seg in path.split("/")):
+        raise errors.InvalidPath("Invalid path: '.' and '..' are not allowed as path parameters.")
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError as exc:
+                raise errors.InvalidRequest("Invalid Content-Length header.") from exc
+            if declared > limit:
+                raise errors.RequestTooLarge(f"Request entity too large: the body limit is {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise errors.RequestTooLarge(f"Request entity too large: the body limit is {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _headers(scope: Scope) -> tuple[dict[str, str], frozenset[str]]:
+    out: dict[str, str] = {}
+    multi: set[str] = set()
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").lower()
+        try:
+            value = raw_value.decode("utf-8")  # the SDK sends header values as UTF-8 bytes
+        except UnicodeDecodeError:
+            value = raw_value.decode("latin-1")
+        if name in out:
+            multi.add(name)
+        out[name] = value
+    return out, frozenset(multi)
+
+
+def _target(path: str, request_body: bytes, response_body: bytes) -> str:
+    """The job id(s) a mutating request acted on, for the audit log."""
+    parts = path.split("/")
+    if len(parts) >= 5 and parts[3] == "training-jobs" and parts[4] != "batch-delete":
+        return parts[4]
+    doc: Any = None
+    source = response_body if path.endswith("/training-jobs") else request_body
+    try:
+        doc = orjson.loads(source) if source else None
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict):
+        return str(doc["metadata"].get("id", ""))[:64]
+    if isinstance(doc, dict) and isinstance(doc.get("jobs"), list):
+        ids = [str(j["metadata"].get("id", "")) for j in doc["jobs"][:50]
+               if isinstance(j, dict) and isinstance(j.get("metadata"), dict)]
+        return ",".join(ids)[:2000]
+    return ""
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, guard: Guard, max_body: int) -> None:
+        self.app = app
+        self.guard = guard
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        mutating = is_mutating(method, path)
+        principal, pending = ANONYMOUS, Pending()
+        claimed = ""
+        body = b""
+        try:
+            raw_path: bytes = scope.get("raw_path") or path.encode()
+            query: bytes = scope.get("query_string", b"")
+            if len(raw_path) + len(query) > MAX_URI:
+                raise errors.UriTooLong(f"Request URI too large: at most {MAX_URI} bytes.")
+            body = await read_body(scope, receive, self.max_body)
+            headers, multi = _headers(scope)
+            claimed = headers.get("authorization", "")[:120] or ("token" if "x-auth-token" in headers else "")
+            enforcing = self.guard.enforcing()
+            anonymous_ok = not enforcing or (path == IAM_TOKENS and not claimed)
+            if not anonymous_ok:
+                client = scope.get("client")
+                view = RequestView(method, raw_path.decode("latin-1").split("?", 1)[0], query.decode("latin-1"),
+                                   headers, body, _project(path), multi,
+                                   f"{client[0]}:{client[1]}" if client else "")
+                principal, pending = self.guard.authenticate(view)
+            check_path(path, raw_path)
+            if principal is not ANONYMOUS:
+                self.guard.admit(principal, pending)
+        except ClientGone:
+            return
+        except errors.OpenartsError as exc:
+            status = await self._refuse(scope, send, exc)
+            if mutating:
+                self._audit(scope, principal, claimed, status, api_errors.translate(exc)[1], body, b"")
+            return
+        if principal is not ANONYMOUS:
+            scope["openarts.user"] = principal.user_name
+        scope["openarts.principal"] = principal
+        await self._forward(scope, body, receive, send, principal, mutating)
+
+    async def _forward(self, scope: Scope, body: bytes, receive: Receive, send: Send, principal: Principal,
+                       mutating: bool) -> None:
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        if not mutating:
+            await self.app(scope, replay, send)
+            return
+        status = 500
+        captured = bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and len(captured) < CAPTURE_BYTES:
+                captured.extend(message.get("body", b"")[:CAPTURE_BYTES - len(captured)])
+            await send(message)
+
+        try:
+            await self.app(scope, replay, capture)
+        finally:
+            code = ""
+            if status >= 400:
+                try:
+                    doc = orjson.loads(bytes(captured)) if captured else None
+                    code = str(doc.get("error_code", "")) if isinstance(doc, dict) else ""
+                except orjson.JSONDecodeError:
+                    code = ""
+            who = scope.get("openarts.principal", principal)  # a route may name who it authenticated
+            self._audit(scope, who, "", status, code, body, bytes(captured) if status < 400 else b"")
+
+    async def _refuse(self, scope: Scope, send: Send, exc: errors.OpenartsError) -> int:
+        status, code = api_errors.translate(exc)
+        rid = str(scope.get("openarts.request_id", ""))
+        payload = orjson.dumps({"error_code": code, "error_msg": exc.message, "request_id": rid})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if isinstance(exc, errors.TooManyRequests):
+            headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+        if status in (413, 414):
+            headers.append((b"connection", b"close"))
+        if status >= 401 and status != 413:
+            log.info("refused %s %s: %s %s", scope["method"], scope["path"], code, exc.message)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return status
+
+    def _audit(self, scope: Scope, principal: Principal, claimed: str, status: int, code: str,
+               request_body: bytes, response_body: bytes) -> None:
+        client = scope.get("client")
+        who = principal.principal_id
+        kind = principal.kind
+        if principal is ANONYMOUS and claimed and status in (401, 403, 404, 429):
+            kind = "failed"
+            who = claimed.split("Access=", 1)[-1].split(",", 1)[0][:64] if "Access=" in claimed else claimed[:64]
+        path: str = scope["path"]
+        self.guard.record(AuditRecord(
+            at=int(time.time() * 1000), request_id=str(scope.get("openarts.request_id", "")),
+            remote=f"{client[0]}:{client[1]}" if client else "", principal=who, auth=kind,
+            user_name=principal.user_name, project_id=_project(path) or "", method=scope["method"],
+            path=path[:1024], target=_target(path, request_body, response_body), status=status, error_code=code))
