@@ -9,15 +9,21 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.pool import StaticPool
 
-from openarts.store.schema import metadata, schema_version
+from openarts.store.schema import jobs, metadata, schema_version
 
 
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _v2(conn: Connection) -> None:
+    """Indexes for the supervisor's active-job scan and for searches (databases made by v1)."""
+    for name in ("ix_jobs_queue_seq", "ix_jobs_deleting", "ix_jobs_search"):
+        next(i for i in jobs.indexes if i.name == name).create(conn, checkfirst=True)
+
+
 # Ordered migrations; the index + 1 is the schema version it produces. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 
 
 def open_db(path: Path | str) -> Engine:
@@ -42,7 +48,8 @@ def open_db(path: Path | str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # deferred: reads take no write lock; one process, one thread writes, so upgrades never wait
+        conn.exec_driver_sql("BEGIN")
 
     migrate(engine)
     return engine

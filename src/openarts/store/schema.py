@@ -63,6 +63,9 @@ Index("ix_jobs_project_create", jobs.c.project_id, jobs.c.create_ms)
 Index("ix_jobs_project_phase_create", jobs.c.project_id, jobs.c.phase, jobs.c.create_ms)
 Index("ix_jobs_phase", jobs.c.phase)
 Index("ix_jobs_queue_seq", jobs.c.queue_seq)
+Index("ix_jobs_deleting", jobs.c.delete_requested, sqlite_where=jobs.c.delete_requested.is_(True))
+# searches: count and page a project's live jobs by phase without reading every row
+Index("ix_jobs_search", jobs.c.project_id, jobs.c.delete_requested, jobs.c.phase, jobs.c.create_ms)
 
 attempts = Table(
     "attempts", metadata,
