@@ -225,3 +225,19 @@ def test_no_server() -> None:
         port = sock.getsockname()[1]
     result = cli(f"http://127.0.0.1:{port}", "list")
     assert_clean_failure(result, "cannot connect", f"127.0.0.1:{port}")
+
+
+def test_cli_signs_with_sdk_credentials(make_server: Any) -> None:
+    """Against a server that enforces authentication, the CLI signs with HUAWEICLOUD_SDK_AK/SK."""
+    server = make_server()
+    out = subprocess.run([sys.executable, "-m", "openarts.cli.main", "credentials", "create", "--data-dir",
+                          str(server.data_dir), "--project", PROJECT, "--user", "alice", "--json"],
+                         capture_output=True, text=True, check=True)
+    cred = json.loads(out.stdout)
+    base = [sys.executable, "-m", "openarts.cli.main", "list", "--server", server.url, "--project", PROJECT]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUAWEICLOUD_SDK_")}
+    refused = subprocess.run(base, capture_output=True, text=True, env=env)
+    assert refused.returncode == 1 and "APIG.0301" in refused.stderr
+    signed = subprocess.run(base, capture_output=True, text=True, env={
+        **env, "HUAWEICLOUD_SDK_AK": cred["access_key"], "HUAWEICLOUD_SDK_SK": cred["secret_key"]})
+    assert signed.returncode == 0, signed.stderr

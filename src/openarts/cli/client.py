@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from openarts import __version__
+from openarts.security.client import SdkHmacAuth
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_PROJECT = "default"
@@ -64,8 +65,15 @@ class Api:
     def __post_init__(self) -> None:
         self.server = self.server.rstrip("/")
         base = f"{self.server}/v2/{quote(self.project, safe='')}"
-        self.http = httpx.Client(base_url=base, timeout=HTTP_TIMEOUT,
-                                 headers={"User-Agent": f"openarts-cli/{__version__}"})
+        headers = {"User-Agent": f"openarts-cli/{__version__}"}
+        auth: httpx.Auth | None = None
+        ak, sk = os.environ.get("HUAWEICLOUD_SDK_AK"), os.environ.get("HUAWEICLOUD_SDK_SK")
+        token = os.environ.get("OPENARTS_TOKEN")
+        if ak and sk:  # the same variables the official SDK reads
+            auth = SdkHmacAuth(ak, sk, self.project)
+        elif token:
+            headers["X-Auth-Token"] = token
+        self.http = httpx.Client(base_url=base, timeout=HTTP_TIMEOUT, headers=headers, auth=auth)
 
     def call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
