@@ -6,11 +6,12 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     env: dict[str, str] | None = None  # extra environment for the server process (fault points)
+    flags: list[str] = field(default_factory=list)  # extra `openarts serve` flags (--tls-cert ...)
+    ca_file: Path | None = None  # trust this CA for the health check (a TLS server)
 
     def start(self) -> Server:
         (self.data_dir / "server.json").unlink(missing_ok=True)
@@ -61,7 +64,7 @@ class Server:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openarts.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir),
-             "--log-level", "warning"],
+             "--log-level", "warning", *self.flags],
             stdout=log, stderr=log, start_new_session=True, env={**os.environ, **(self.env or {})},
         )
 
@@ -74,7 +77,8 @@ class Server:
                 return False
             self.url = json.loads(info.read_text())["url"]
             try:
-                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+                verify: Any = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+                return httpx.get(f"{self.url}/health", timeout=1, verify=verify).status_code == 200
             except httpx.HTTPError:
                 return False
 

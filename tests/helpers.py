@@ -19,22 +19,12 @@ from huaweicloudsdkmodelarts.v1 import (
     ShowTrainingJobLogsPreviewRequest,
 )
 
-from conftest import PROJECT, Server, wait_for
+from conftest import DEFAULT_CONFIG, PROJECT, Server, wait_for
 
 FINAL_PHASES = ("Completed", "Failed", "Terminated", "Abnormal")
 
 # One node with a single core: a second 1-core job has to wait.
-ONE_CORE = """
-[server]
-terminate_grace_seconds = 3
-metrics_interval_seconds = 1
-reconcile_interval_seconds = 0.5
-
-[[nodes]]
-name = "local"
-cpu_cores = 1
-memory_gb = 256
-"""
+ONE_CORE = DEFAULT_CONFIG.replace("cpu_cores = 64", "cpu_cores = 1")
 
 
 def sdk_client(server: Server, project_id: str = PROJECT) -> Any:

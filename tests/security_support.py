@@ -6,11 +6,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import ssl
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import requests
 
-from conftest import PROJECT, Server, wait_for
+from conftest import PROJECT, Server
 from openarts.security.client import SdkHmacAuth
 from openarts.security.signer import sign
 
@@ -119,38 +118,7 @@ class RequestsSigner(requests.auth.AuthBase):
         return r
 
 
-@dataclass
-class FlagServer(Server):
-    """A Server started with extra `openarts serve` flags, over HTTPS when given --tls-cert."""
-
-    flags: list[str] = field(default_factory=list)
-    ca_file: Path | None = None
-
-    def start(self) -> FlagServer:
-        (self.data_dir / "server.json").unlink(missing_ok=True)
-        (self.data_dir / "config.toml").write_text(self.config)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openarts.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir),
-             "--log-level", "warning", *self.flags],
-            stdout=log, stderr=log, start_new_session=True, env={**os.environ, **(self.env or {})})
-
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            info = self.data_dir / "server.json"
-            if not info.exists():
-                return False
-            self.url = json.loads(info.read_text())["url"]
-            try:
-                verify: Any = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
-                return httpx.get(f"{self.url}/health", timeout=1, verify=verify).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, timeout=30, message="server health")
-        return self
+FlagServer = Server  # flags and ca_file live on conftest's Server
 
 
 def error_of(resp: httpx.Response) -> tuple[int, str, str]:

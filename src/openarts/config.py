@@ -66,6 +66,10 @@ class Settings:
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
 
+    def attempt_dir(self, job_id: str, seq: int, task: str) -> Path:
+        """Where one task of one attempt keeps its log, worker.pid and exit files."""
+        return self.job_dir(job_id) / "attempts" / str(seq) / task
+
 
 def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: Any) -> Settings:
     data_dir = data_dir.expanduser().resolve()

@@ -31,7 +31,7 @@ class ObserveService:
             raise errors.TaskNotFound(job_id, task_id)
         if not row.attempt:
             raise errors.LogNotReady(f"Task {task_id} of training job {job_id} has not started; no log yet.")
-        path = self.settings.job_dir(job_id) / "attempts" / str(row.attempt) / task_id / "log"
+        path = self.settings.attempt_dir(job_id, row.attempt, task_id) / "log"
         return row, path
 
     def log_preview(self, project_id: str, job_id: str, task_id: str) -> dict[str, Any]:

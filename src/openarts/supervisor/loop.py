@@ -174,8 +174,7 @@ class Supervisor:
 
     # -- Pending -> Running ----------------------------------------------------------------------
     def _handle(self, row: Row[Any], t: Row[Any]) -> TaskHandle:
-        return TaskHandle(row.id, t.seq, t.task, t.pid, t.pid_start,
-                          self.settings.job_dir(row.id) / "attempts" / str(t.seq) / t.task)
+        return TaskHandle(row.id, t.seq, t.task, t.pid, t.pid_start, self.settings.attempt_dir(row.id, t.seq, t.task))
 
     def _discard_unstarted(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None) -> bool:
         """An attempt opened but never marked started (the server died while spawning it): kill
@@ -284,7 +283,7 @@ class Supervisor:
             for i, wp in enumerate(workers):
                 env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port)
                 handles.append(self.executor.start(TaskLaunch(
-                    row.id, seq, names[i], argv, env, str(lay.cwd), lay.attempt_dir(seq, names[i]))))
+                    row.id, seq, names[i], argv, env, str(lay.cwd), self.settings.attempt_dir(row.id, seq, names[i]))))
         except StartError as exc:
             for h in handles:
                 self.executor.cleanup(h)

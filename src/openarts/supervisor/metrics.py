@@ -75,7 +75,7 @@ class MetricsSampler:
             for t in tasks.get(row.id, []):
                 if t.exit_code is not None:
                     continue
-                pid_file = self.settings.job_dir(row.id) / "attempts" / str(t.seq) / t.task / "worker.pid"
+                pid_file = self.settings.attempt_dir(row.id, t.seq, t.task) / "worker.pid"
                 with contextlib.suppress(OSError, ValueError):
                     groups[int(pid_file.read_text())] = ((row.id, t.seq, t.task), row.flavor_id)
         return groups
@@ -101,7 +101,7 @@ class MetricsSampler:
         samples = []
         for pgid, (key, flavor_id) in groups.items():
             job_id, seq, task = key
-            log_path = self.settings.job_dir(job_id) / "attempts" / str(seq) / task / "log"
+            log_path = self.settings.attempt_dir(job_id, seq, task) / "log"
             try:
                 log_size = log_path.stat().st_size
             except OSError:

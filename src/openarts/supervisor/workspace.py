@@ -45,9 +45,6 @@ class Layout:
     inputs: list[ChannelDir]
     outputs: list[ChannelDir]
 
-    def attempt_dir(self, seq: int, task: str) -> Path:
-        return self.root / "attempts" / str(seq) / task
-
 
 def rebase(root: Path, container_path: str) -> Path:
     """A container path under the job root; '..' cannot climb out of it."""
