@@ -440,9 +440,8 @@ def bench_get(args: argparse.Namespace) -> list[Headline]:
     ]))
     if "error" not in evidence:
         st, rd = evidence["store_reads"], evidence["render_us"]
-        print(f"  in-process, the store reads of one GET: {st['statements']} statements, {st['sqlalchemy_us']:.0f} us "
-              f"through SQLAlchemy vs {st['sqlite3_us']:.0f} us on bare sqlite3 ({st['sqlalchemy_share_pct']:.0f}% "
-              f"is SQLAlchemy); rendering the document: {rd:.0f} us")
+        print(f"  in-process, the store reads of one GET: {st['statements']} statements, {st['store_us']:.0f} us; "
+              f"rendering the document: {rd:.0f} us")
     headlines: list[Headline] = [("GET details throughput (req/s)", rps, ">= 3,000", rps >= 3000),
                                  ("GET details p99 (ms)", p99, "<= 10", p99 <= 10)]
     out["headlines"] = headlines
@@ -453,10 +452,10 @@ def bench_get(args: argparse.Namespace) -> list[Headline]:
 
 
 def _get_evidence(data_dir: Path, job_id: str) -> dict[str, Any]:
-    """The store reads behind one GET, through SQLAlchemy vs bare sqlite3, and the render time."""
+    """The store reads behind one GET (statements, in-process time) and the render time."""
     from openarts.api.render import job_document
     from openarts.store import queries as q
-    from sqlcheck import compare, engine_for, median_us
+    from sqlcheck import connect, median_us, store_time
 
     db = data_dir / "openarts.db"
     try:
@@ -464,11 +463,10 @@ def _get_evidence(data_dir: Path, job_id: str) -> dict[str, Any]:
             row = q.get_job(conn, PROJECT, job_id)
             return row, q.job_details(conn, [row])[row.id]
 
-        store_reads = compare(db, reads)
-        engine = engine_for(db)
-        with engine.connect() as conn:
-            row, details = reads(conn)
-        engine.dispose()
+        store_reads = store_time(db, reads)
+        con = connect(db)
+        row, details = reads(con)
+        con.close()
         render = median_us(lambda: job_document(row, details, int(time.time() * 1000)), 500)
         return {"store_reads": store_reads, "render_us": render}
     except Exception as exc:  # evidence is best effort: the store code is still changing

@@ -1,9 +1,9 @@
-"""SQL-level evidence for the benchmarks: what openarts' store functions send to SQLite, the query plans,
-and how long the same statements take through SQLAlchemy versus the bare sqlite3 module.
+"""SQL-level evidence for the benchmarks: what openarts' store functions send to SQLite, their query
+plans and their time in-process.
 
 It runs in the benchmark process on the server's database file (read-only statements only; WAL lets it
 read while the server runs). The statements are captured from the real `openarts.store.queries`
-functions, so this follows the store code as it changes.
+functions (sqlite3's trace callback), so this follows the store code as it changes.
 """
 
 from __future__ import annotations
@@ -15,30 +15,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event
-from sqlalchemy.pool import StaticPool
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA cache_size=-65536")  # as openarts opens it
+    return con
 
 
-def engine_for(db_path: Path) -> Any:
-    return create_engine(f"sqlite:///{db_path}", poolclass=StaticPool,
-                         connect_args={"check_same_thread": False, "isolation_level": None})
-
-
-def capture(db_path: Path, call: Callable[[Connection], Any]) -> list[tuple[str, tuple[Any, ...]]]:
-    """The (sql, parameters) that `call(conn)` executes."""
-    engine = engine_for(db_path)
-    seen: list[tuple[str, tuple[Any, ...]]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        seen.append((statement, tuple(parameters) if isinstance(parameters, list | tuple) else parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
+def capture(db_path: Path, call: Callable[[sqlite3.Connection], Any]) -> list[str]:
+    """The SQL (parameters expanded) that `call(conn)` executes."""
+    con = connect(db_path)
+    seen: list[str] = []
+    con.set_trace_callback(seen.append)
     try:
-        with engine.connect() as conn:
-            call(conn)
+        call(con)
     finally:
-        engine.dispose()
-    return seen
+        con.close()
+    return [s for s in seen if not s.startswith("PRAGMA")]
 
 
 def _median_ms(fn: Callable[[], Any], reps: int) -> float:
@@ -55,42 +48,29 @@ def median_us(fn: Callable[[], Any], reps: int) -> float:
     return round(_median_ms(fn, reps) * 1000, 1)
 
 
-def explain(db_path: Path, statements: list[tuple[str, tuple[Any, ...]]], reps: int = 15) -> list[dict[str, Any]]:
-    """Plan and bare-sqlite3 time of each statement."""
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    con.execute("PRAGMA cache_size=-65536")  # as openarts opens it
+def explain(db_path: Path, statements: list[str], reps: int = 15) -> list[dict[str, Any]]:
+    """Plan and time of each statement."""
+    con = connect(db_path)
     out = []
     try:
-        for sql, params in statements:
-            plan = [row[3] for row in con.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
-            def run(sql: str = sql, params: tuple[Any, ...] = params) -> list[Any]:
-                return con.execute(sql, params).fetchall()
+        for sql in statements:
+            plan = [row[3] for row in con.execute(f"EXPLAIN QUERY PLAN {sql}")]
 
-            ms = _median_ms(run, reps)
-            out.append({"sql": " ".join(sql.split()), "plan": plan, "sqlite3_ms": round(ms, 3)})
+            def run(sql: str = sql) -> list[Any]:
+                return con.execute(sql).fetchall()
+
+            out.append({"sql": " ".join(sql.split()), "plan": plan, "sqlite3_ms": round(_median_ms(run, reps), 3)})
     finally:
         con.close()
     return out
 
 
-def compare(db_path: Path, call: Callable[[Connection], Any], reps: int = 200) -> dict[str, Any]:
-    """One store call through SQLAlchemy (as openarts makes it) vs its captured SQL on bare sqlite3."""
+def store_time(db_path: Path, call: Callable[[sqlite3.Connection], Any], reps: int = 500) -> dict[str, Any]:
+    """One store call as openarts makes it: its statement count and median in-process time."""
     statements = capture(db_path, call)
-    engine = engine_for(db_path)
+    con = connect(db_path)
     try:
-        with engine.connect() as conn:
-            sa_ms = _median_ms(lambda: call(conn), reps)
-    finally:
-        engine.dispose()
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        def bare() -> None:
-            for sql, params in statements:
-                con.execute(sql, params).fetchall()
-
-        raw_ms = _median_ms(bare, reps)
+        us = median_us(lambda: call(con), reps)
     finally:
         con.close()
-    return {"statements": len(statements), "sqlalchemy_us": round(sa_ms * 1000, 1),
-            "sqlite3_us": round(raw_ms * 1000, 1),
-            "sqlalchemy_share_pct": round(100 * (1 - raw_ms / sa_ms), 1) if sa_ms else 0.0}
+    return {"statements": len(statements), "store_us": us}

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Row
 
 from openarts.core.resources import Catalog, Flavor
 from openarts.core.spec import JobSpec
+from openarts.store.db import Record
 from openarts.supervisor import workspace as ws
 
 
@@ -57,7 +57,7 @@ def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layout: ws.Lay
     return doc
 
 
-def _running_record(a: Row[Any]) -> dict[str, Any]:
+def _running_record(a: Record) -> dict[str, Any]:
     rec: dict[str, Any] = {"start_at": a.start_at, "start_type": a.start_type}
     if a.end_at:
         rec["end_at"] = a.end_at
@@ -74,7 +74,7 @@ def _running_record(a: Row[Any]) -> dict[str, Any]:
     return rec
 
 
-def job_document(row: Row[Any], details: dict[str, list[Row[Any]]], now_ms: int) -> dict[str, Any]:
+def job_document(row: Record, details: dict[str, list[Record]], now_ms: int) -> dict[str, Any]:
     doc = orjson.loads(row.doc)
     duration = row.run_ms + (now_ms - row.running_since_ms if row.running_since_ms else 0)
     names = [f"worker-{i}" for i in range(row.node_count)]

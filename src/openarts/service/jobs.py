@@ -7,8 +7,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine
-
 from openarts.api.render import job_document, static_document
 from openarts.config import Settings
 from openarts.core import errors
@@ -18,6 +16,7 @@ from openarts.core.spec import MAX_DESCRIPTION, JobSpec, parse_job
 from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, can_ever_fit
 from openarts.store import jobs as w
 from openarts.store import queries as q
+from openarts.store.db import Database
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.snapshot import demand_of
 
@@ -25,7 +24,7 @@ SEARCH_LIMIT_MAX = 50
 
 
 class JobService:
-    def __init__(self, settings: Settings, db: Engine, catalog: Catalog,
+    def __init__(self, settings: Settings, db: Database, catalog: Catalog,
                  wake: Callable[[str | None], None]) -> None:
         self.settings = settings
         self.db = db

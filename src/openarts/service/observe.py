@@ -9,21 +9,20 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Row
-
 from openarts.config import Settings
 from openarts.core import errors
 from openarts.store import queries as q
+from openarts.store.db import Database, Record
 
 TASK_RE = re.compile(r"worker-(0|[1-9]\d{0,5})")
 
 
 class ObserveService:
-    def __init__(self, settings: Settings, db: Engine) -> None:
+    def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
 
-    def _task_log(self, project_id: str, job_id: str, task_id: str) -> tuple[Row[Any], Path]:
+    def _task_log(self, project_id: str, job_id: str, task_id: str) -> tuple[Record, Path]:
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
         m = TASK_RE.fullmatch(task_id)

@@ -1,79 +1,84 @@
-"""Reads. Row objects are SQLAlchemy Rows; callers treat them as read-only records."""
+"""Reads. Rows are `Record`s (named tuples, store/db.py); callers treat them as read-only."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, asc, desc, false, func, or_, select, true
-
 from openarts.core import errors
 from openarts.core.phases import TERMINAL, Phase
-from openarts.store.schema import attempts, events, fences, jobs, metrics, node_counts, quotas, tasks
+from openarts.store.db import Record, chunks, placeholders, record, records
+from openarts.store.schema import jobs
 
-_TERMINAL = [p.value for p in TERMINAL]
-_ACTIVE = [p.value for p in Phase if p not in TERMINAL]
+Conn = sqlite3.Connection
+
+_ACTIVE = tuple(p.value for p in Phase if p not in TERMINAL)
 
 
-def get_job(conn: Connection, project_id: str, job_id: str) -> Row[Any]:
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id, jobs.c.project_id == project_id)).first()
+def get_job(conn: Conn, project_id: str, job_id: str) -> Record:
+    row = record(conn.execute("SELECT * FROM jobs WHERE id = ? AND project_id = ?", (job_id, project_id)))
     if row is None or row.delete_requested:
         raise errors.JobNotFound(job_id)
     return row
 
 
-def job_details(conn: Connection, job_rows: Sequence[Row[Any]]) -> dict[str, dict[str, list[Row[Any]]]]:
-    """Attempts, latest-attempt tasks and node counts of several jobs, in three queries."""
+def job_details(conn: Conn, job_rows: Sequence[Record]) -> dict[str, dict[str, list[Record]]]:
+    """Started attempts, latest-attempt tasks and node counts of several jobs, in three queries."""
     ids = [r.id for r in job_rows]
-    out: dict[str, dict[str, list[Row[Any]]]] = {
-        i: {"attempts": [], "tasks": [], "node_counts": []} for i in ids}
+    out: dict[str, dict[str, list[Record]]] = {i: {"attempts": [], "tasks": [], "node_counts": []} for i in ids}
     if not ids:
         return out
-    for a in conn.execute(select(attempts).where(attempts.c.job_id.in_(ids), attempts.c.started.is_(True))
-                          .order_by(attempts.c.job_id, attempts.c.seq)):
+    marks = placeholders(ids)
+    for a in records(conn.execute(f"SELECT * FROM attempts WHERE job_id IN ({marks}) AND started = 1 "
+                                  f"ORDER BY job_id, seq", ids)):
         out[a.job_id]["attempts"].append(a)
-    latest = {r.id: r.attempt for r in job_rows}
-    conds = [and_(tasks.c.job_id == r.id, tasks.c.seq == r.attempt) for r in job_rows if r.attempt]
-    if conds:
-        for t in conn.execute(select(tasks).where(or_(*conds)).order_by(tasks.c.job_id, tasks.c.idx)):
-            if latest.get(t.job_id) == t.seq:
+    latest = {r.id: r.attempt for r in job_rows if r.attempt}
+    if latest:
+        for t in records(conn.execute(f"SELECT * FROM tasks WHERE job_id IN ({placeholders(latest)}) "
+                                      f"ORDER BY job_id, seq, idx", list(latest))):
+            if latest[t.job_id] == t.seq:
                 out[t.job_id]["tasks"].append(t)
-    for n in conn.execute(select(node_counts).where(node_counts.c.job_id.in_(ids))
-                          .order_by(node_counts.c.job_id, node_counts.c.id)):
+    for n in records(conn.execute(f"SELECT * FROM node_counts WHERE job_id IN ({marks}) ORDER BY job_id, id", ids)):
         out[n.job_id]["node_counts"].append(n)
     return out
 
 
 UNSET_KEYS = frozenset({"algorithm_name", "runtime_type"})
-SORTABLE = {"create_time": jobs.c.create_ms, "name": jobs.c.name, "phase": jobs.c.phase,
-            "update_time": jobs.c.update_ms}
+SORTABLE = {"create_time": "create_ms", "name": "name", "phase": "phase", "update_time": "update_ms"}
+FILTER_COLUMNS = {"name": "name", "phase": "phase", "create_time": "create_ms", "kind": "kind",
+                  "user_name": "user_name", "user_id": "user_name", "flavor_id": "flavor_id",
+                  "pool_id": "pool_id", "workspace_id": "workspace_id"}
+assert set(SORTABLE.values()) | set(FILTER_COLUMNS.values()) <= set(jobs.c.keys())
 
 
-def search_jobs(conn: Connection, project_id: str, *, filters: list[dict[str, Any]], sort_by: str,
+def _like_pattern(value: Any) -> str:
+    return "%" + "".join("\\" + ch if ch in "%_\\" else ch for ch in str(value)) + "%"
+
+
+def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], sort_by: str,
                 order: str, offset: int, limit: int, workspace_id: str | None = None
-                ) -> tuple[int, list[Row[Any]]]:
-    conds: list[Any] = [jobs.c.project_id == project_id, jobs.c.delete_requested.is_(False)]
+                ) -> tuple[int, list[Record]]:
+    conds = ["project_id = ?", "delete_requested = 0"]
+    params: list[Any] = [project_id]
     if workspace_id:
-        conds.append(jobs.c.workspace_id == workspace_id)
+        conds.append("workspace_id = ?")
+        params.append(workspace_id)
     for f in filters:
         key, op, values = f["key"], f["operator"], f["value"]
-        column = {"name": jobs.c.name, "phase": jobs.c.phase, "create_time": jobs.c.create_ms,
-                  "kind": jobs.c.kind, "user_name": jobs.c.user_name, "user_id": jobs.c.user_name,
-                  "flavor_id": jobs.c.flavor_id, "pool_id": jobs.c.pool_id,
-                  "workspace_id": jobs.c.workspace_id}.get(key)
+        column = FILTER_COLUMNS.get(key)
         if column is None and key in UNSET_KEYS:  # documented keys no local job has a value for
-            conds.append(true() if op == "not" else false())
+            conds.append("1" if op == "not" else "0")
             continue
         if column is None:
             raise errors.UnsupportedFilter(f"Unsupported filter key {key!r}.")
         if op == "like":
-            pattern = "".join("\\" + ch if ch in "%_\\" else ch for ch in str(values[0]))
-            conds.append(column.like(f"%{pattern}%", escape="\\"))
-        elif op == "in":
-            conds.append(column.in_(values))
-        elif op == "not":
-            conds.append(column.not_in(values))
+            conds.append(f"{column} LIKE ? ESCAPE '\\'")
+            params.append(_like_pattern(values[0]))
+        elif op in ("in", "not"):
+            conds.append(f"{column} {'NOT IN' if op == 'not' else 'IN'} ({placeholders(values)})")
+            params.extend(values)
         elif op == "between":
             if key != "create_time" or len(values) != 2:
                 raise errors.UnsupportedFilter("'between' takes create_time and two values.")
@@ -81,121 +86,120 @@ def search_jobs(conn: Connection, project_id: str, *, filters: list[dict[str, An
                 lo, hi = int(values[0]), int(values[1])
             except (TypeError, ValueError) as exc:
                 raise errors.UnsupportedFilter("'between' values must be integers (ms).") from exc
-            conds.append(column.between(lo, hi))
+            conds.append(f"{column} BETWEEN ? AND ?")
+            params.extend((lo, hi))
         else:
             raise errors.UnsupportedFilter(f"Unsupported filter operator {op!r}.")
-    where = and_(*conds)
-    total = conn.execute(select(func.count()).select_from(jobs).where(where)).scalar_one()
-    column = SORTABLE[sort_by]
-    direction = asc if order == "asc" else desc
-    rows = conn.execute(select(jobs).where(where).order_by(direction(column), direction(jobs.c.id))
-                        .offset(offset).limit(limit)).all()
-    return int(total), list(rows)
+    where = " AND ".join(conds)
+    total = conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
+    direction = "ASC" if order == "asc" else "DESC"
+    rows = records(conn.execute(
+        f"SELECT * FROM jobs WHERE {where} ORDER BY {SORTABLE[sort_by]} {direction}, id {direction} "
+        f"LIMIT ? OFFSET ?", (*params, limit, offset)))
+    return int(total), rows
 
 
-def name_exists(conn: Connection, project_id: str, name: str) -> bool:
-    return conn.execute(select(jobs.c.id).where(jobs.c.project_id == project_id, jobs.c.name == name,
-                                                jobs.c.delete_requested.is_(False))).first() is not None
+def name_exists(conn: Conn, project_id: str, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM jobs WHERE project_id = ? AND name = ? AND delete_requested = 0",
+                        (project_id, name)).fetchone() is not None
 
 
-def job_events(conn: Connection, job_id: str, *, offset: int, limit: int, order: str,
+def job_events(conn: Conn, job_id: str, *, offset: int, limit: int, order: str,
                start_ms: int | None, end_ms: int | None, level: str | None, pattern: str | None
-               ) -> tuple[int, list[Row[Any]]]:
-    conds: list[Any] = [events.c.job_id == job_id]
+               ) -> tuple[int, list[Record]]:
+    conds: list[str] = ["job_id = ?"]
+    params: list[Any] = [job_id]
     if start_ms is not None:
-        conds.append(events.c.time_ms >= start_ms)
+        conds.append("time_ms >= ?")
+        params.append(start_ms)
     if end_ms is not None:
-        conds.append(events.c.time_ms <= end_ms)
+        conds.append("time_ms <= ?")
+        params.append(end_ms)
     if level:
-        conds.append(events.c.level == level)
+        conds.append("level = ?")
+        params.append(level)
     if pattern:
-        conds.append(events.c.message.contains(pattern, autoescape=True))
-    total = conn.execute(select(func.count()).select_from(events).where(*conds)).scalar_one()
-    direction = asc if order == "asc" else desc
-    rows = conn.execute(select(events).where(*conds).order_by(direction(events.c.id))
-                        .offset(offset).limit(limit)).all()
-    return int(total), list(rows)
+        conds.append("message LIKE ? ESCAPE '\\'")
+        params.append(_like_pattern(pattern))
+    where = " AND ".join(conds)
+    total = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()[0]
+    direction = "ASC" if order == "asc" else "DESC"
+    rows = records(conn.execute(f"SELECT * FROM events WHERE {where} ORDER BY id {direction} LIMIT ? OFFSET ?",
+                                (*params, limit, offset)))
+    return int(total), rows
 
 
-def all_tasks(conn: Connection, job_id: str) -> list[Row[Any]]:
-    return list(conn.execute(select(tasks).where(tasks.c.job_id == job_id)
-                             .order_by(tasks.c.seq, tasks.c.idx)).all())
+def all_tasks(conn: Conn, job_id: str) -> list[Record]:
+    return records(conn.execute("SELECT * FROM tasks WHERE job_id = ? ORDER BY seq, idx", (job_id,)))
 
 
-def task_metrics(conn: Connection, job_id: str, task: str) -> list[Row[Any]]:
-    return list(conn.execute(select(metrics).where(metrics.c.job_id == job_id, metrics.c.task == task)
-                             .order_by(metrics.c.minute)).all())
+def task_metrics(conn: Conn, job_id: str, task: str) -> list[Record]:
+    return records(conn.execute("SELECT * FROM metrics WHERE job_id = ? AND task = ? ORDER BY minute",
+                                (job_id, task)))
 
 
-_LIGHT = [c for c in jobs.c if c.name not in ("request", "doc")]  # the large JSON columns stay behind
+# the supervisor's columns: all but the large JSON ones (request, doc)
+_LIGHT = ", ".join(c.name for c in jobs.c if c.name not in ("request", "doc"))
 
 
-def active_jobs(conn: Connection) -> list[Row[Any]]:
-    """Jobs the supervisor must look at: every non-terminal one, and terminal ones awaiting deletion.
-    Without the request and document JSON (see `job_request`)."""
+def active_jobs(conn: Conn) -> list[Record]:
+    """Jobs the supervisor must look at: every non-terminal one, and terminal ones awaiting deletion,
+    in queue order. Without the request and document JSON (see `job_request`)."""
     # two index lookups (phase IN ..., and the partial index on delete_requested) instead of a table scan
-    live = conn.execute(select(*_LIGHT).where(jobs.c.phase.in_(_ACTIVE))).all()
+    live = records(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE phase IN ({placeholders(_ACTIVE)})", _ACTIVE))
     seen = {r.id for r in live}
-    doomed = [r for r in conn.execute(select(*_LIGHT).where(jobs.c.delete_requested.is_(True))) if r.id not in seen]
+    doomed = [r for r in records(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE delete_requested = 1"))
+              if r.id not in seen]
     return sorted([*live, *doomed], key=lambda r: r.queue_seq)
 
 
-def job_request(conn: Connection, job_id: str) -> str:
+def job_request(conn: Conn, job_id: str) -> str:
     """The normalised create body a job was submitted with (JSON text)."""
-    return str(conn.execute(select(jobs.c.request).where(jobs.c.id == job_id)).scalar_one())
+    return str(conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
 
-def current_tasks(conn: Connection, job_rows: Sequence[Row[Any]]) -> dict[str, list[Row[Any]]]:
-    out: dict[str, list[Row[Any]]] = defaultdict(list)
-    conds = [and_(tasks.c.job_id == r.id, tasks.c.seq == r.attempt) for r in job_rows if r.attempt]
-    for chunk_start in range(0, len(conds), 400):
-        chunk = conds[chunk_start:chunk_start + 400]
-        for t in conn.execute(select(tasks).where(or_(*chunk)).order_by(tasks.c.idx)):
-            out[t.job_id].append(t)
+def _of_latest_attempt(conn: Conn, table: str, job_rows: Sequence[Record], order: str) -> list[Record]:
+    latest = {r.id: r.attempt for r in job_rows if r.attempt}
+    out: list[Record] = []
+    for chunk in chunks(list(latest)):
+        out.extend(r for r in records(conn.execute(
+            f"SELECT * FROM {table} WHERE job_id IN ({placeholders(chunk)}) ORDER BY {order}", chunk))
+            if r.seq == latest[r.job_id])
     return out
 
 
-def attempt_row(conn: Connection, job_id: str, seq: int) -> Row[Any] | None:
-    return conn.execute(select(attempts).where(attempts.c.job_id == job_id, attempts.c.seq == seq)).first()
-
-
-def attempts_of(conn: Connection, job_ids: Sequence[str]) -> dict[tuple[str, int], Row[Any]]:
-    out = {}
-    for chunk_start in range(0, len(job_ids), 500):
-        chunk = list(job_ids[chunk_start:chunk_start + 500])
-        for a in conn.execute(select(attempts).where(attempts.c.job_id.in_(chunk))):
-            out[(a.job_id, a.seq)] = a
+def current_tasks(conn: Conn, job_rows: Sequence[Record]) -> dict[str, list[Record]]:
+    """The tasks of each job's latest attempt, in worker order."""
+    out: dict[str, list[Record]] = defaultdict(list)
+    for t in _of_latest_attempt(conn, "tasks", job_rows, "job_id, seq, idx"):
+        out[t.job_id].append(t)
     return out
 
 
-def fenced_nodes(conn: Connection, now_ms: int) -> dict[str, int]:
+def current_attempts(conn: Conn, job_rows: Sequence[Record]) -> dict[str, Record]:
+    """The latest attempt of each job that has one."""
+    return {a.job_id: a for a in _of_latest_attempt(conn, "attempts", job_rows, "job_id, seq")}
+
+
+def fenced_nodes(conn: Conn, now_ms: int) -> dict[str, int]:
     """Nodes fenced off new placements, with the time each fence ends."""
     out: dict[str, int] = {}
-    for f in conn.execute(select(fences).where(fences.c.until_ms > now_ms)):
-        out[f.node] = max(out.get(f.node, 0), f.until_ms)
+    for node, until in conn.execute("SELECT node, until_ms FROM fences WHERE until_ms > ?", (now_ms,)):
+        out[node] = max(out.get(node, 0), until)
     return out
 
 
-def all_attempts(conn: Connection, job_id: str) -> list[Row[Any]]:
-    return list(conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.seq)).all())
+def all_attempts(conn: Conn, job_id: str) -> list[Record]:
+    return records(conn.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY seq", (job_id,)))
 
 
-def current_attempts(conn: Connection, job_rows: Sequence[Row[Any]]) -> dict[str, Row[Any]]:
-    """The latest attempt of each job that has one."""
-    out: dict[str, Row[Any]] = {}
-    conds = [and_(attempts.c.job_id == r.id, attempts.c.seq == r.attempt) for r in job_rows if r.attempt]
-    for chunk_start in range(0, len(conds), 400):
-        for a in conn.execute(select(attempts).where(or_(*conds[chunk_start:chunk_start + 400]))):
-            out[a.job_id] = a
-    return out
-
-
-def project_quotas(conn: Connection, project_id: str | None = None) -> dict[str, dict[str, int]]:
+def project_quotas(conn: Conn, project_id: str | None = None) -> dict[str, dict[str, int]]:
     """project -> resource -> limit, for one project or all."""
-    stmt = select(quotas)
-    if project_id is not None:
-        stmt = stmt.where(quotas.c.project_id == project_id)
+    if project_id is None:
+        cur = conn.execute("SELECT project_id, resource, quota FROM quotas")
+    else:
+        cur = conn.execute("SELECT project_id, resource, quota FROM quotas WHERE project_id = ?", (project_id,))
     out: dict[str, dict[str, int]] = defaultdict(dict)
-    for r in conn.execute(stmt):
-        out[r.project_id][r.resource] = r.quota
+    for project, resource, quota in cur:
+        out[project][resource] = quota
     return dict(out)

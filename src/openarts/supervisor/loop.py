@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Row
 
 from openarts.config import Settings
 from openarts.core import faults
@@ -37,6 +36,7 @@ from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, WorkerPlacem
 from openarts.storage.obs import LocalObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
+from openarts.store.db import Database, Record
 from openarts.supervisor import snapshot as snap
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.decide import LOST_EXIT, Act, TaskView, decide_attempt
@@ -70,7 +70,7 @@ def tail(path: Any, lines: int = TAIL_LINES, max_bytes: int = 16384) -> str:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, db: Engine, catalog: Catalog, executor: Executor,
+    def __init__(self, settings: Settings, db: Database, catalog: Catalog, executor: Executor,
                  store: LocalObjectStore, sampler: MetricsSampler | None = None) -> None:
         self.settings = settings
         self.db = db
@@ -122,7 +122,7 @@ class Supervisor:
             placed = [r for r in rows if r.phase in (Phase.RUNNING, Phase.TERMINATING, Phase.PENDING) and r.attempt]
             tasks = q.current_tasks(conn, placed)
             attempts = q.current_attempts(conn, placed)
-        pending: list[Row[Any]] = []
+        pending: list[Record] = []
         for row in rows:
             try:
                 if row.delete_requested and Phase(row.phase) in TERMINAL:
@@ -141,7 +141,7 @@ class Supervisor:
             await self._schedule(pending, rows, tasks)
 
     # -- Creating -> Pending ---------------------------------------------------------------------
-    def _spec(self, row: Row[Any]) -> JobSpec:
+    def _spec(self, row: Record) -> JobSpec:
         spec = self._specs.get(row.id)
         if spec is None:
             with self.db.connect() as conn:
@@ -150,7 +150,7 @@ class Supervisor:
             self._specs[row.id] = spec
         return spec
 
-    def _prepare(self, row: Row[Any]) -> None:
+    def _prepare(self, row: Record) -> None:
         now = w.now_ms()
         if row.terminate_requested:
             with self.db.begin() as conn:
@@ -167,16 +167,16 @@ class Supervisor:
                          queue_seq=w.next_queue_seq(conn), event="Job queued, waiting for resources.")
         self._wake.set()  # schedule it in the very next pass
 
-    def _abnormal(self, row: Row[Any], expected: Phase, message: str, now: int) -> None:
+    def _abnormal(self, row: Record, expected: Phase, message: str, now: int) -> None:
         with self.db.begin() as conn:
             w.transition(conn, row.id, expected, Phase.ABNORMAL, at_ms=now, secondary=Secondary.CREATE_FAILED,
                          message=message, end_ms=now, event=f"Job creation failed: {message}", level="Error")
 
     # -- Pending -> Running ----------------------------------------------------------------------
-    def _handle(self, row: Row[Any], t: Row[Any]) -> TaskHandle:
+    def _handle(self, row: Record, t: Record) -> TaskHandle:
         return TaskHandle(row.id, t.seq, t.task, t.pid, t.pid_start, self.settings.attempt_dir(row.id, t.seq, t.task))
 
-    def _discard_unstarted(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None) -> bool:
+    def _discard_unstarted(self, row: Record, tasks: list[Record], attempt: Record | None) -> bool:
         """An attempt opened but never marked started (the server died while spawning it): kill
         whatever was spawned and forget it. Returns True if there was one."""
         if attempt is None or attempt.started:
@@ -189,7 +189,7 @@ class Supervisor:
                         level="Warning")
         return True
 
-    def _pending(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None) -> bool:
+    def _pending(self, row: Record, tasks: list[Record], attempt: Record | None) -> bool:
         """Handle terminate and half-started attempts; True if the job should be scheduled."""
         if self._discard_unstarted(row, tasks, attempt):
             self._wake.set()  # schedule it in the next pass, from the row as it is now (attempt - 1)
@@ -201,13 +201,13 @@ class Supervisor:
             return False
         return True
 
-    def _free_capacity(self, rows: list[Row[Any]], tasks: dict[str, list[Row[Any]]]) -> list[NodeFree]:
+    def _free_capacity(self, rows: list[Record], tasks: dict[str, list[Record]]) -> list[NodeFree]:
         with self.db.connect() as conn:
             fenced = q.fenced_nodes(conn, w.now_ms())
         return snap.free_capacity(self.catalog, rows, tasks, fenced)
 
-    async def _schedule(self, pending: list[Row[Any]], rows: list[Row[Any]],
-                        tasks: dict[str, list[Row[Any]]]) -> None:
+    async def _schedule(self, pending: list[Record], rows: list[Record],
+                        tasks: dict[str, list[Record]]) -> None:
         jobs_by_id = {r.id: r for r in pending}
         demands = []
         for r in pending:
@@ -247,7 +247,7 @@ class Supervisor:
             except Exception:
                 log.exception("job %s: start failed", placement.job_id)
 
-    async def _launch(self, row: Row[Any], workers: list[WorkerPlacement], start_type: str, stage: bool) -> None:
+    async def _launch(self, row: Record, workers: list[WorkerPlacement], start_type: str, stage: bool) -> None:
         """Open attempt row.attempt+1 on `workers`, stage, spawn, and mark it started (Pending jobs
         move to Running; Running jobs restart in place)."""
         expected = Phase(row.phase)
@@ -311,7 +311,7 @@ class Supervisor:
             self._watch(h)
         faultpoint("after_start")
 
-    def _fail_start(self, row: Row[Any], expected: Phase, message: str, prepare: bool) -> None:
+    def _fail_start(self, row: Record, expected: Phase, message: str, prepare: bool) -> None:
         now = w.now_ms()
         if expected is Phase.PENDING and prepare:
             self._abnormal(row, expected, message, now)
@@ -328,8 +328,8 @@ class Supervisor:
         self.executor.watch(handle, lambda: self.poke(job_id))
 
     # -- Running / Terminating -------------------------------------------------------------------
-    async def _supervise(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any] | None, poll: bool,
-                         rows: list[Row[Any]], all_tasks: dict[str, list[Row[Any]]]) -> None:
+    async def _supervise(self, row: Record, tasks: list[Record], attempt: Record | None, poll: bool,
+                         rows: list[Record], all_tasks: dict[str, list[Record]]) -> None:
         now = w.now_ms()
         if self._discard_unstarted(row, tasks, attempt):
             return  # the next pass sees the previous (closed) attempt and acts on it
@@ -378,7 +378,7 @@ class Supervisor:
             assert decision.termination is not None and attempt is not None
             await self._finish(row, tasks, attempt, decision.termination, rows, all_tasks)
 
-    def _requeue_preempted(self, row: Row[Any], attempt: Row[Any], now: int) -> None:
+    def _requeue_preempted(self, row: Record, attempt: Record, now: int) -> None:
         """A preempted job goes back to the queue (its old position), without using its retry budget."""
         reason = f"preempted by job {row.preempted_by}"
         run_ms = row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0)
@@ -392,7 +392,7 @@ class Supervisor:
                 w.add_node_count(conn, row.id, now, 0)
         self._wake.set()
 
-    def _check_auto_stop(self, row: Row[Any], now: int) -> None:
+    def _check_auto_stop(self, row: Record, now: int) -> None:
         if row.phase != Phase.RUNNING or row.terminate_requested:
             return
         try:
@@ -405,7 +405,7 @@ class Supervisor:
                 w.request_terminate(conn, row.id, now, f"auto stopped: ran longer than {limit} s (spec.auto_stop)")
             self._wake.set()
 
-    def _observe(self, row: Row[Any], tasks: list[Row[Any]], poll: bool, now: int) -> list[TaskView]:
+    def _observe(self, row: Record, tasks: list[Record], poll: bool, now: int) -> list[TaskView]:
         views = []
         for t in tasks:
             exit_code, end_ms, lost = t.exit_code, t.end_ms, t.exit_code == LOST_EXIT
@@ -423,7 +423,7 @@ class Supervisor:
             views.append(TaskView(t.task, t.idx, exit_code, end_ms, lost, t.hung_ms))
         return views
 
-    def _detect_hangs(self, row: Row[Any], tasks: list[Row[Any]], views: list[TaskView], now: int) -> list[TaskView]:
+    def _detect_hangs(self, row: Record, tasks: list[Record], views: list[TaskView], now: int) -> list[TaskView]:
         if self.sampler is None or any(v.hung_ms for v in views):
             return views
         try:
@@ -442,7 +442,7 @@ class Supervisor:
             out.append(v)
         return out
 
-    def _record_exit(self, row: Row[Any], t: Row[Any], exit_code: int, lost: bool, detail: str, now: int) -> None:
+    def _record_exit(self, row: Record, t: Record, exit_code: int, lost: bool, detail: str, now: int) -> None:
         run_dir = self._handle(row, t).run_dir
         message = ""
         if lost:
@@ -455,7 +455,7 @@ class Supervisor:
                 text = (f"Task {t.task} lost: {detail}." if lost else f"Task {t.task} exited with code {exit_code}.")
                 w.add_event(conn, row.id, text, now, level="Info" if exit_code == 0 else "Warning", source="Worker")
 
-    def _signal_all(self, row: Row[Any], tasks: list[Row[Any]], views: list[TaskView], signum: int) -> None:
+    def _signal_all(self, row: Record, tasks: list[Record], views: list[TaskView], signum: int) -> None:
         live = {v.task for v in views if v.exit_code is None}
         for t in tasks:
             if t.task not in live:
@@ -467,16 +467,16 @@ class Supervisor:
             self.executor.signal(self._handle(row, t), signum)
 
     # -- ending an attempt: finish the job, or recover it ------------------------------------------
-    def _capabilities(self, row: Row[Any], spec: JobSpec, failed_node: str | None, rows: list[Row[Any]],
-                      all_tasks: dict[str, list[Row[Any]]]) -> faults.Capabilities:
+    def _capabilities(self, row: Record, spec: JobSpec, failed_node: str | None, rows: list[Record],
+                      all_tasks: dict[str, list[Record]]) -> faults.Capabilities:
         flavor = spec.flavor
         demand = snap.demand_of(flavor)
         other = any(n.name != failed_node and n.pool == spec.pool_id and n.fits(demand)
                     for n in self._free_capacity(rows, all_tasks))
         return faults.Capabilities(other_node=other, uses_gpus=flavor.gpus > 0)
 
-    async def _finish(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any], term: Termination,
-                      rows: list[Row[Any]] | None = None, all_tasks: dict[str, list[Row[Any]]] | None = None) -> None:
+    async def _finish(self, row: Record, tasks: list[Record], attempt: Record, term: Termination,
+                      rows: list[Record] | None = None, all_tasks: dict[str, list[Record]] | None = None) -> None:
         now = w.now_ms()
         for t in tasks:
             self.executor.cleanup(self._handle(row, t))
@@ -512,7 +512,7 @@ class Supervisor:
                 w.add_node_count(conn, row.id, now, 0)
         self._specs.pop(row.id, None)
 
-    def _final_message(self, row: Row[Any], term: Termination) -> str:
+    def _final_message(self, row: Record, term: Termination) -> str:
         try:
             policy = faults.parse_policy(self._spec(row).annotations)
         except OpenartsError:
@@ -524,8 +524,8 @@ class Supervisor:
             return f"{term.end_reason}; not recovered (enable fault-tolerance/hang-retry to restart hung jobs)"
         return term.end_reason
 
-    def _plan_recovery(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any], term: Termination,
-                       rows: list[Row[Any]], all_tasks: dict[str, list[Row[Any]]], now: int) -> faults.Recovery | None:
+    def _plan_recovery(self, row: Record, tasks: list[Record], attempt: Record, term: Termination,
+                       rows: list[Record], all_tasks: dict[str, list[Record]], now: int) -> faults.Recovery | None:
         try:
             spec = self._spec(row)
             policy = faults.parse_policy(spec.annotations)
@@ -537,7 +537,7 @@ class Supervisor:
         ran_long = attempt.started_ms and now - attempt.started_ms >= self.settings.recovery_reset_seconds * 1000
         return faults.plan_recovery(term, policy, state, cap, bool(ran_long))
 
-    def _begin_recovery(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any], term: Termination,
+    def _begin_recovery(self, row: Record, tasks: list[Record], attempt: Record, term: Termination,
                         rec: faults.Recovery, now: int) -> None:
         record = {"recover_start_at": now // 1000, "recover": rec.tier, "fault_scenario": rec.fault_scenario,
                   "reason": term.end_reason, "related_task": term.related_task or ""}
@@ -564,8 +564,8 @@ class Supervisor:
         faultpoint("recovery_begun")
         self._wake.set()
 
-    async def _restart_in_place(self, row: Row[Any], tasks: list[Row[Any]], attempt: Row[Any],
-                                rows: list[Row[Any]], all_tasks: dict[str, list[Row[Any]]]) -> None:
+    async def _restart_in_place(self, row: Record, tasks: list[Record], attempt: Record,
+                                rows: list[Record], all_tasks: dict[str, list[Record]]) -> None:
         workers = [WorkerPlacement(t.node, t.ip, tuple(int(g) for g in t.gpus.split(",") if g)) for t in tasks]
         start_type = RESTARTED
         if attempt.end_recover == faults.POD_RESCHEDULE:
@@ -583,7 +583,7 @@ class Supervisor:
         await self._launch(row, workers, start_type, stage=start_type == INIT)
 
     # -- deletion --------------------------------------------------------------------------------
-    async def _purge(self, row: Row[Any]) -> None:
+    async def _purge(self, row: Record) -> None:
         with self.db.begin() as conn:
             w.purge_job(conn, row.id)
         self._specs.pop(row.id, None)

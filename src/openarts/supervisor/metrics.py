@@ -19,12 +19,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import psutil
-from sqlalchemy import Engine
 
 from openarts.config import Settings
 from openarts.core.resources import Catalog
 from openarts.store import jobs as w
 from openarts.store import queries as q
+from openarts.store.db import Database
 
 log = logging.getLogger("openarts.metrics")
 
@@ -42,7 +42,7 @@ class _Seen:
 
 
 class MetricsSampler:
-    def __init__(self, settings: Settings, db: Engine, catalog: Catalog, interval: float) -> None:
+    def __init__(self, settings: Settings, db: Database, catalog: Catalog, interval: float) -> None:
         self.settings = settings
         self.db = db
         self.catalog = catalog

@@ -4,13 +4,11 @@ planner inputs out (scheduler/plan.py)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from sqlalchemy import Row
 
 from openarts.core.phases import Phase
 from openarts.core.resources import Catalog, Flavor
 from openarts.scheduler.plan import Demand, NodeFree, Quota, QuotaUse, RunningJob
+from openarts.store.db import Record
 
 HOLDING = (Phase.RUNNING, Phase.TERMINATING)  # phases whose tasks hold capacity
 
@@ -23,7 +21,7 @@ def _gpus(text: str) -> tuple[int, ...]:
     return tuple(int(g) for g in text.split(",") if g)
 
 
-def free_capacity(catalog: Catalog, rows: list[Row[Any]], tasks: Mapping[str, list[Row[Any]]],
+def free_capacity(catalog: Catalog, rows: list[Record], tasks: Mapping[str, list[Record]],
                   fenced: Mapping[str, int]) -> list[NodeFree]:
     """Each node's capacity less what running jobs hold; fenced nodes offer nothing."""
     free = {n.name: NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels)
@@ -47,7 +45,7 @@ def free_capacity(catalog: Catalog, rows: list[Row[Any]], tasks: Mapping[str, li
     return list(free.values())
 
 
-def running_jobs(catalog: Catalog, rows: list[Row[Any]], tasks: Mapping[str, list[Row[Any]]]) -> list[RunningJob]:
+def running_jobs(catalog: Catalog, rows: list[Record], tasks: Mapping[str, list[Record]]) -> list[RunningJob]:
     """Jobs holding capacity, for preemption; those already stopping count as freed."""
     out = []
     for r in rows:
@@ -62,7 +60,7 @@ def running_jobs(catalog: Catalog, rows: list[Row[Any]], tasks: Mapping[str, lis
     return out
 
 
-def quotas(catalog: Catalog, rows: list[Row[Any]], limits: Mapping[str, Mapping[str, int]]
+def quotas(catalog: Catalog, rows: list[Record], limits: Mapping[str, Mapping[str, int]]
            ) -> tuple[dict[str, Quota], dict[str, QuotaUse]]:
     """Per-project limits (cpu_cores in cores, -1 unlimited) and what running jobs use of them."""
     out = {}
