@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openarts.api import errors as api_errors
 from openarts.core import errors
 from openarts.security.audit import AuditRecord
-from openarts.security.guard import ANONYMOUS, Guard, Pending, Principal, RequestView, is_mutating
+from openarts.security.guard import ANONYMOUS, NOTHING_PENDING, Guard, Principal, RequestView, is_mutating
 
 log = logging.getLogger("openarts.security")
 
@@ -121,7 +121,7 @@ class AuthMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         mutating = is_mutating(method, path)
-        principal, pending = ANONYMOUS, Pending()
+        principal, pending = ANONYMOUS, NOTHING_PENDING
         claimed = ""
         body = b""
         try:

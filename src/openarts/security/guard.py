@@ -50,9 +50,12 @@ class Principal:
     user_name: str
     projects: frozenset[str] = field(default_factory=frozenset)
 
-    @property
-    def rate_key(self) -> str:
-        return self.principal_id if self.kind == "aksk" else f"{self.kind}:{self.user_name}"
+    rate_key: str = ""  # what the rate limiter counts: the access key, or kind:user for tokens
+
+    def __post_init__(self) -> None:
+        if not self.rate_key:
+            key = self.principal_id if self.kind == "aksk" else f"{self.kind}:{self.user_name}"
+            object.__setattr__(self, "rate_key", key)
 
 
 ANONYMOUS = Principal("none", "anonymous", "")
@@ -70,7 +73,16 @@ class RequestView:
     connection: str = ""  # the client's address:port, to tell a same-connection repeat from a replay
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """A cached access key: the credential, its secret key (bytes, for the HMAC) and its principal."""
+
+    cred: creds.Credential
+    secret: bytes
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     """What an accepted request still has to do once admitted: remember its signature."""
 
@@ -79,17 +91,22 @@ class Pending:
     connection: str = ""
 
 
+NOTHING_PENDING = Pending()
+
+
 class Guard:
     def __init__(self, cfg: SecurityConfig, engine: Engine | None = None, box: SecretBox | None = None) -> None:
         self.cfg = cfg
         self.engine = engine or db.open_security_db(cfg.db_path)
         self._box = box
         self.replay = ReplayCache()
+        self._replay_all = cfg.replay_protection in ("all", "strict")
+        self._replay_mutating = cfg.replay_protection == "mutating"
         self.limiter = RateLimiter(cfg.rate_limit_per_second, cfg.rate_limit_burst)
         self._version = -1
         self._raw: Any = None
         self._enforcing: bool | None = None
-        self._keys: dict[str, tuple[creds.Credential, str] | None] = {}
+        self._keys: dict[str, _Key] = {}
         self._tokens: dict[str, toks.Token | None] = {}
         self._user_projects: dict[str, set[str]] = {}
         self._password_failures: dict[str, tuple[int, float]] = {}
@@ -124,16 +141,20 @@ class Guard:
                 self._enforcing = creds.any_exist(conn)
         return self._enforcing
 
-    def _key(self, access_key: str) -> tuple[creds.Credential, str] | None:
-        if access_key not in self._keys:
+    def _key(self, access_key: str) -> _Key | None:
+        key = self._keys.get(access_key)
+        if key is None:
             with self.engine.connect() as conn:
                 found = creds.lookup(conn, self.box, access_key)
             if found is None:
                 return None  # unknown keys are not cached: the cache must not grow on garbage
             if len(self._keys) >= MAX_CACHE:
                 self._keys.clear()
-            self._keys[access_key] = found
-        return self._keys[access_key]
+            cred, secret = found
+            key = _Key(cred, secret.encode(), Principal("aksk", cred.access_key, cred.user_name,
+                                                         frozenset(cred.projects)))
+            self._keys[access_key] = key
+        return key
 
     def _token(self, token: str) -> toks.Token | None:
         digest = toks.token_hash(token)
@@ -161,7 +182,7 @@ class Guard:
             return self._aksk(req)
         token = req.headers.get("x-auth-token")
         if token:
-            return self._by_token(token, req.project), Pending()
+            return self._by_token(token, req.project), NOTHING_PENDING
         raise errors.AuthenticationFailed(IAM + "x-auth-token not found and no AK/SK Authorization header.")
 
     def _aksk(self, req: RequestView) -> tuple[Principal, Pending]:
@@ -170,29 +191,33 @@ class Guard:
             raise errors.AuthenticationFailed(
                 IAM + "verify aksk signature fail, the Authorization header is not "
                 "'SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...'.")
-        found = self._key(auth.access_key)
-        if found is None or not found[0].active:
-            why = "ak not exist" if found is None else "ak revoked"
+        key = self._key(auth.access_key)
+        if key is None or not key.cred.active:
+            why = "ak not exist" if key is None else "ak revoked"
             raise errors.AuthenticationFailed(IAM + f"Get secretKey failed,ak:{auth.access_key},err:{why}")
-        cred, secret = found
+        cred = key.cred
         sent_date = req.headers.get("x-sdk-date", "")
-        when = signer.parse_date(sent_date)
+        when = signer.parse_timestamp(sent_date)
         if when is None:
             raise errors.AuthenticationFailed(IAM + "verify aksk signature fail, X-Sdk-Date is missing or "
                                               "not in the form YYYYMMDDTHHMMSSZ.")
-        skew = abs(time.time() - when.timestamp())
+        skew = abs(time.time() - when)
         if skew > self.cfg.clock_skew_seconds:
             raise errors.AuthenticationFailed(
                 IAM + f"verify aksk signature fail, X-Sdk-Date {sent_date} is {skew:.0f}s from the server time "
                 f"(at most {self.cfg.clock_skew_seconds:.0f}s allowed).")
-        missing = [h for h in auth.signed_headers if h not in req.headers or h in req.multi]
-        if missing:
+        headers = req.headers
+        try:
+            signed = {h: headers[h] for h in auth.signed_headers}
+        except KeyError:
+            signed = {}
+        if len(signed) != len(auth.signed_headers) or (req.multi and not req.multi.isdisjoint(signed)):
+            missing = [h for h in auth.signed_headers if h not in headers or h in req.multi]
             raise errors.AuthenticationFailed(
                 IAM + f"verify aksk signature fail, signed headers missing or repeated: {', '.join(missing)}.")
-        signed = {h: req.headers[h] for h in auth.signed_headers}
         signed.setdefault("x-sdk-date", sent_date)
         try:
-            want = signer.expected_signature(secret, req.method, req.raw_path, req.query, signed,
+            want = signer.expected_signature(key.secret, req.method, req.raw_path, req.query, signed,
                                              auth.signed_headers, req.body, signer.MAX_QUERY_FIELDS)
         except ValueError as exc:  # e.g. more query fields than MAX_QUERY_FIELDS
             raise errors.AuthenticationFailed(IAM + f"verify aksk signature fail, {exc}.") from exc
@@ -204,7 +229,7 @@ class Guard:
                                           "of the URL.")
         if req.project is not None and req.project not in cred.projects:
             raise errors.ProjectForbidden(f"Access key {cred.access_key} is not allowed in project {req.project}.")
-        pending = Pending()
+        pending = NOTHING_PENDING
         if self._guards_replay(req.method, req.raw_path):
             first = self.replay.first_connection(auth.signature)
             repeat_read = (first is not None and req.method.upper() in SAFE_METHODS and bool(req.connection)
@@ -212,12 +237,11 @@ class Guard:
             if first is not None and not repeat_read:
                 raise errors.AuthenticationFailed(
                     IAM + "verify aksk signature fail, this signature was already used (replayed request).")
-            pending = Pending(auth.signature, when.timestamp() + self.cfg.clock_skew_seconds, req.connection)
-        return Principal("aksk", cred.access_key, cred.user_name, frozenset(cred.projects)), pending
+            pending = Pending(auth.signature, when + self.cfg.clock_skew_seconds, req.connection)
+        return key.principal, pending
 
     def _guards_replay(self, method: str, path: str) -> bool:
-        mode = self.cfg.replay_protection
-        return mode in ("all", "strict") or (mode == "mutating" and is_mutating(method, path))
+        return self._replay_all or (self._replay_mutating and is_mutating(method, path))
 
     def _by_token(self, token: str, project: str | None) -> Principal:
         rec = self._token(token)

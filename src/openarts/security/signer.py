@@ -14,8 +14,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 ALGORITHM = "SDK-HMAC-SHA256"
@@ -32,8 +32,7 @@ DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$", re.ASCII
 CLIENT_SIGNED = ("content-type", "host", "x-project-id", "x-sdk-date", "x-openarts-nonce")
 
 
-@dataclass(frozen=True)
-class Authorization:
+class Authorization(NamedTuple):
     access_key: str
     signed_headers: tuple[str, ...]
     signature: str
@@ -44,10 +43,13 @@ def parse_authorization(value: str) -> Authorization | None:
     m = AUTH_RE.match(value)
     if not m:
         return None
-    signed = tuple(m.group(2).split(";"))
-    if any(not h or h != h.lower() for h in signed):
+    access_key, names, sig = m.groups()
+    if names != names.lower():
         return None
-    return Authorization(m.group(1), signed, m.group(3))
+    signed = tuple(names.split(";"))
+    if "" in signed:
+        return None
+    return Authorization(access_key, signed, sig)
 
 
 def canonical_uri(raw_path: str) -> str:
@@ -70,7 +72,7 @@ def canonical_query(raw_query: str, max_fields: int | None = None) -> str:
 
 def canonical_headers(headers: Mapping[str, str], signed: Iterable[str]) -> str:
     """One `name:value` line per signed header (names lowercase, values stripped), each ending in \\n."""
-    return "".join(f"{name}:{headers[name].strip()}\n" for name in signed)
+    return "".join([f"{name}:{headers[name].strip()}\n" for name in signed])
 
 
 def payload_hash(body: bytes, headers: Mapping[str, str]) -> str:
@@ -93,8 +95,26 @@ def string_to_sign(sdk_date: str, canonical: str) -> str:
     return f"{ALGORITHM}\n{sdk_date}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
-def signature(secret_key: str, sts: str) -> str:
-    return hmac.new(secret_key.encode(), sts.encode(), hashlib.sha256).hexdigest()
+def signature(secret_key: str | bytes, sts: str) -> str:
+    key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    return hmac.digest(key, sts.encode(), "sha256").hex()
+
+
+def parse_timestamp(value: str) -> float | None:
+    """X-Sdk-Date as epoch seconds; None when malformed. The last answer is kept: every request
+    signed in the same second carries the same date."""
+    last_value, last_ts = _last_date[0]
+    if value == last_value:
+        return last_ts
+    when = parse_date(value)
+    if when is None:
+        return None
+    ts = when.timestamp()
+    _last_date[0] = (value, ts)  # one tuple, replaced whole: safe to read from any thread
+    return ts
+
+
+_last_date: list[tuple[str, float]] = [("", 0.0)]
 
 
 def parse_date(value: str) -> datetime | None:
@@ -113,7 +133,7 @@ def format_date(when: datetime | None = None) -> str:
     return (when or datetime.now(UTC)).astimezone(UTC).strftime(DATE_FORMAT)
 
 
-def expected_signature(secret_key: str, method: str, raw_path: str, raw_query: str,
+def expected_signature(secret_key: str | bytes, method: str, raw_path: str, raw_query: str,
                        headers: Mapping[str, str], signed: Iterable[str], body: bytes,
                        max_fields: int | None = None) -> str:
     """The signature a correct client computes for this request (headers: lowercase names)."""
