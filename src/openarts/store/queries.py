@@ -62,6 +62,7 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
                 ) -> tuple[int, list[Record]]:
     conds = ["project_id = ?", "delete_requested = 0"]
     params: list[Any] = [project_id]
+    split: tuple[int, int, list[Any]] | None = None  # a multi-value phase IN: its cond, its params, values
     if workspace_id:
         conds.append("workspace_id = ?")
         params.append(workspace_id)
@@ -78,6 +79,8 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
             params.append(_like_pattern(values[0]))
         elif op in ("in", "not"):
             conds.append(f"{column} {'NOT IN' if op == 'not' else 'IN'} ({placeholders(values)})")
+            if op == "in" and key == "phase" and len(values) > 1 and split is None:
+                split = (len(conds) - 1, len(params), list(values))
             params.extend(values)
         elif op == "between":
             if key != "create_time" or len(values) != 2:
@@ -92,11 +95,23 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
             raise errors.UnsupportedFilter(f"Unsupported filter operator {op!r}.")
     where = " AND ".join(conds)
     total = conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
-    direction = "ASC" if order == "asc" else "DESC"
-    rows = records(conn.execute(
-        f"SELECT * FROM jobs WHERE {where} ORDER BY {SORTABLE[sort_by]} {direction}, id {direction} "
-        f"LIMIT ? OFFSET ?", (*params, limit, offset)))
-    return int(total), rows
+    column, direction = SORTABLE[sort_by], "ASC" if order == "asc" else "DESC"
+    order_by = f"ORDER BY {column} {direction}, id {direction}"
+    if split is None:
+        rows = records(conn.execute(f"SELECT * FROM jobs WHERE {where} {order_by} LIMIT ? OFFSET ?",
+                                    (*params, limit, offset)))
+        return int(total), rows
+    # phase IN (a, b, ...): one index walk per phase (each already in order), merged here. A single
+    # statement would walk the whole project in create_time order, matching or not.
+    ci, at, values = split
+    one_phase = " AND ".join([*conds[:ci], "phase = ?", *conds[ci + 1:]])
+    merged: list[Record] = []
+    for value in dict.fromkeys(values):
+        merged.extend(records(conn.execute(
+            f"SELECT * FROM jobs WHERE {one_phase} {order_by} LIMIT ?",
+            (*params[:at], value, *params[at + len(values):], offset + limit))))
+    merged.sort(key=lambda r: (getattr(r, column), r.id), reverse=order != "asc")
+    return int(total), merged[offset:offset + limit]
 
 
 def name_exists(conn: Conn, project_id: str, name: str) -> bool:
