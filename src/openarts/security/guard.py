@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
@@ -61,7 +61,7 @@ class Principal:
 ANONYMOUS = Principal("none", "anonymous", "")
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestView:
     method: str
     raw_path: str  # as received, percent-encoded, without the query
@@ -82,8 +82,7 @@ class _Key:
     principal: Principal
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(NamedTuple):
     """What an accepted request still has to do once admitted: remember its signature."""
 
     signature: str = ""

@@ -24,8 +24,9 @@ class RateLimiter:
         if not self.enabled:
             return 0.0
         now = self.clock()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        bucket = self._buckets.get(key)
+        full = float(self.burst)
+        tokens = full if bucket is None else min(full, bucket[0] + (now - bucket[1]) * self.rate)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
