@@ -75,10 +75,10 @@ class RequestView:
 
 @dataclass(frozen=True, slots=True)
 class _Key:
-    """A cached access key: the credential, its secret key (bytes, for the HMAC) and its principal."""
+    """A cached access key: the credential, its secret key (a keyed HMAC) and its principal."""
 
     cred: creds.Credential
-    secret: bytes
+    mac: hmac.HMAC
     principal: Principal
 
 
@@ -150,7 +150,7 @@ class Guard:
             if len(self._keys) >= MAX_CACHE:
                 self._keys.clear()
             cred, secret = found
-            key = _Key(cred, secret.encode(), Principal("aksk", cred.access_key, cred.user_name,
+            key = _Key(cred, signer.keyed(secret), Principal("aksk", cred.access_key, cred.user_name,
                                                          frozenset(cred.projects)))
             self._keys[access_key] = key
         return key
@@ -216,7 +216,7 @@ class Guard:
                 IAM + f"verify aksk signature fail, signed headers missing or repeated: {', '.join(missing)}.")
         signed.setdefault("x-sdk-date", sent_date)
         try:
-            want = signer.expected_signature(key.secret, req.method, req.raw_path, req.query, signed,
+            want = signer.expected_signature(key.mac, req.method, req.raw_path, req.query, signed,
                                              auth.signed_headers, req.body, signer.MAX_QUERY_FIELDS)
         except ValueError as exc:  # e.g. more query fields than MAX_QUERY_FIELDS
             raise errors.AuthenticationFailed(IAM + f"verify aksk signature fail, {exc}.") from exc

@@ -95,9 +95,16 @@ def string_to_sign(sdk_date: str, canonical: str) -> str:
     return f"{ALGORITHM}\n{sdk_date}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
-def signature(secret_key: str | bytes, sts: str) -> str:
-    key = secret_key.encode() if isinstance(secret_key, str) else secret_key
-    return hmac.digest(key, sts.encode(), "sha256").hex()
+def keyed(secret_key: str | bytes) -> hmac.HMAC:
+    """HMAC-SHA256 keyed once; the server keeps one per access key and signs with copies of it
+    (a one-shot HMAC looks the digest up and sets the key up again on every call)."""
+    return hmac.new(secret_key.encode() if isinstance(secret_key, str) else secret_key, digestmod="sha256")
+
+
+def signature(secret_key: str | bytes | hmac.HMAC, sts: str) -> str:
+    mac = secret_key.copy() if isinstance(secret_key, hmac.HMAC) else keyed(secret_key)
+    mac.update(sts.encode())
+    return mac.hexdigest()
 
 
 def parse_timestamp(value: str) -> float | None:
@@ -133,7 +140,7 @@ def format_date(when: datetime | None = None) -> str:
     return (when or datetime.now(UTC)).astimezone(UTC).strftime(DATE_FORMAT)
 
 
-def expected_signature(secret_key: str | bytes, method: str, raw_path: str, raw_query: str,
+def expected_signature(secret_key: str | bytes | hmac.HMAC, method: str, raw_path: str, raw_query: str,
                        headers: Mapping[str, str], signed: Iterable[str], body: bytes,
                        max_fields: int | None = None) -> str:
     """The signature a correct client computes for this request (headers: lowercase names)."""
