@@ -3,8 +3,10 @@
 The shim is started in a new session (so it survives the server and its terminal) and runs the worker
 with `setsid`, so the worker leads its own process group and can be signalled without touching the
 shim. The shim writes the worker's pid, waits for it, and records its exit status (128+N for signal
-N) atomically in `exit`. The server watches shims with pidfds, whether it spawned them or re-adopted
-them after a restart; no Python interpreter runs per task.
+N) in `exit` with one write: no temporary file and `mv`, whose fork and exec were a third of a short
+job's process cost. A reader that finds `exit` empty sees an unfinished task and looks again once
+the shim is gone. The server watches shims with pidfds, whether it spawned them or re-adopted them
+after a restart; no Python interpreter runs per task.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ SHIM = r"""
 d=$1
 if ! cd "$2"; then
   echo "[ModelArts Service Log] cannot enter working directory $2" >>"$d/log"
-  echo 126 >"$d/exit.tmp"; mv "$d/exit.tmp" "$d/exit"; exit 0
+  echo 126 >"$d/exit"; exit 0
 fi
 shift 2
 setsid -w "$@" </dev/null >>"$d/log" 2>&1 &
 echo $! >"$d/worker.pid"
 wait $!
-echo $? >"$d/exit.tmp"
-mv "$d/exit.tmp" "$d/exit"
+echo $? >"$d/exit"
 """
 
 SH = "/bin/sh"
@@ -62,10 +63,12 @@ class LocalExecutor:
 
     # -- starting ------------------------------------------------------------------------------
     def start(self, launch: TaskLaunch) -> TaskHandle:
-        launch.run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("exit", "exit.tmp", "worker.pid", "log"):  # a discarded start may have left them
-            with contextlib.suppress(FileNotFoundError):
-                (launch.run_dir / name).unlink()
+        try:
+            os.makedirs(launch.run_dir)
+        except FileExistsError:  # a discarded start may have left files behind
+            for name in ("exit", "worker.pid", "log"):
+                with contextlib.suppress(FileNotFoundError):
+                    (launch.run_dir / name).unlink()
         argv = [SH, "-c", SHIM, "openarts-shim", str(launch.run_dir), launch.cwd, *launch.argv]
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
