@@ -60,7 +60,7 @@ def _like_pattern(value: Any) -> str:
 def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], sort_by: str,
                 order: str, offset: int, limit: int, workspace_id: str | None = None
                 ) -> tuple[int, list[Record]]:
-    conds = ["project_id = ?", "delete_requested = 0"]
+    conds = ["project_id = ?", "delete_requested IS 0"]
     params: list[Any] = [project_id]
     split: tuple[int, int, list[Any]] | None = None  # a multi-value phase IN: its cond, its params, values
     if workspace_id:
@@ -115,7 +115,7 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
 
 
 def name_exists(conn: Conn, project_id: str, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM jobs WHERE project_id = ? AND name = ? AND delete_requested = 0",
+    return conn.execute("SELECT 1 FROM jobs WHERE project_id = ? AND name = ? AND delete_requested IS 0",
                         (project_id, name)).fetchone() is not None
 
 
@@ -163,7 +163,7 @@ def active_jobs(conn: Conn) -> list[Record]:
     # two index lookups (phase IN ..., and the partial index on delete_requested) instead of a table scan
     live = records(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE phase IN ({placeholders(_ACTIVE)})", _ACTIVE))
     seen = {r.id for r in live}
-    doomed = [r for r in records(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE delete_requested = 1"))
+    doomed = [r for r in records(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE delete_requested IS 1"))
               if r.id not in seen]
     return sorted([*live, *doomed], key=lambda r: r.queue_seq)
 
