@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -113,13 +114,17 @@ async def list_tasks(request: Request) -> Response:
 
 async def log_preview(request: Request) -> Response:
     p = request.path_params
-    return ok(_observe(request).log_preview(p["project_id"], p["job_id"], p["task_id"]))
+    observe = _observe(request)
+    path = observe.task_log(p["project_id"], p["job_id"], p["task_id"])
+    return ok(await asyncio.to_thread(observe.preview, path))  # up to 5 MB read: off the event loop
 
 
 async def log_lines(request: Request) -> Response:
     p, qp = request.path_params, request.query_params
-    return ok(_observe(request).log_lines(p["project_id"], p["job_id"], p["task_id"], qp.get("base_line"),
-                                          qp.get("lines"), qp.get("order")))
+    observe = _observe(request)
+    path = observe.task_log(p["project_id"], p["job_id"], p["task_id"])
+    query = observe.line_query(qp.get("base_line"), qp.get("lines"), qp.get("order"))
+    return ok(await asyncio.to_thread(observe.lines, path, query))
 
 
 async def job_events(request: Request) -> Response:

@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from openarts.config import Settings
 from openarts.core import errors
+from openarts.service.logs import LogReader
 from openarts.store import queries as q
-from openarts.store.db import Database, Record
+from openarts.store.db import Database
 
 TASK_RE = re.compile(r"worker-(0|[1-9]\d{0,5})")
+
+
+class LineQuery(NamedTuple):
+    base: int | None
+    lines: int
+    order: str
 
 
 class ObserveService:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
+        self.reader = LogReader()
 
-    def _task_log(self, project_id: str, job_id: str, task_id: str) -> tuple[Record, Path]:
+    def task_log(self, project_id: str, job_id: str, task_id: str) -> Path:
+        """The log of a task's latest attempt (it may not exist yet)."""
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
         m = TASK_RE.fullmatch(task_id)
@@ -30,29 +37,15 @@ class ObserveService:
             raise errors.TaskNotFound(job_id, task_id)
         if not row.attempt:
             raise errors.LogNotReady(f"Task {task_id} of training job {job_id} has not started; no log yet.")
-        path = self.settings.attempt_dir(job_id, row.attempt, task_id) / "log"
-        return row, path
+        return self.settings.attempt_dir(job_id, row.attempt, task_id) / "log"
 
-    def log_preview(self, project_id: str, job_id: str, task_id: str) -> dict[str, Any]:
-        _, path = self._task_log(project_id, job_id, task_id)
-        limit = self.settings.log_preview_bytes
-        try:
-            with path.open("rb") as fh:
-                full = os.fstat(fh.fileno()).st_size
-                fh.seek(max(0, full - limit))
-                data = fh.read(limit)
-        except FileNotFoundError:
-            full, data = 0, b""
-        if full > limit:  # start at a line boundary
-            cut = data.find(b"\n")
-            if 0 <= cut < len(data) - 1:
-                data = data[cut + 1:]
-        return {"content": data.decode("utf-8", errors="replace"), "current_size": len(data),
-                "full_size": full}
+    def preview(self, path: Path) -> dict[str, Any]:
+        """The latest part of a log, at most log_preview_bytes (file I/O: call it off the event loop)."""
+        data, full = self.reader.tail(path, self.settings.log_preview_bytes)
+        return {"content": data.decode("utf-8", errors="replace"), "current_size": len(data), "full_size": full}
 
-    def log_lines(self, project_id: str, job_id: str, task_id: str, base_line: str | None,
-                  lines: str | None, order: str | None) -> dict[str, Any]:
-        _, path = self._task_log(project_id, job_id, task_id)
+    @staticmethod
+    def line_query(base_line: str | None, lines: str | None, order: str | None) -> LineQuery:
         try:
             n = int(lines) if lines not in (None, "") else 500
             base = int(base_line) if base_line not in (None, "") else None
@@ -63,7 +56,11 @@ class ObserveService:
         order = order or "desc"
         if order not in ("asc", "desc"):
             raise errors.QueryParamsError("order must be 'asc' or 'desc'.")
-        start, chunk = _read_lines(path, base, n, order)
+        return LineQuery(base, n, order)
+
+    def lines(self, path: Path, query: LineQuery) -> dict[str, Any]:
+        """A page of a log by lines (file I/O: call it off the event loop)."""
+        start, chunk = self.reader.page(path, query.base, query.lines, query.order)
         end = start + len(chunk) - 1
         content = b"".join(chunk).decode("utf-8", errors="replace")
         return {"start_line": str(start if chunk else 0), "end_line": str(end if chunk else 0),
@@ -155,27 +152,3 @@ class ObserveService:
                 mem.append(round(s.mem_sum / s.samples, 2) if s else -1.0)
         return {"metrics": [{"metric": "cpuUsage", "value": cpu}, {"metric": "memUsage", "value": mem}]}
 
-
-def _read_lines(path: Path, base: int | None, n: int, order: str) -> tuple[int, list[bytes]]:
-    """Lines split on '\n' only (a '\r' progress bar stays one line), 1-based. One pass over the
-    file, holding at most `n` lines: `asc` reads n lines from `base` (default 1), `desc` the n lines
-    ending at `base` (default: the last line)."""
-    window: deque[bytes] = deque(maxlen=n)
-    number = 0
-    try:
-        with path.open("rb") as fh:
-            for number, line in enumerate(fh, start=1):
-                if order == "asc":
-                    if number >= (base or 1):
-                        window.append(line)
-                        if len(window) == n:
-                            break
-                else:
-                    window.append(line)
-                    if base is not None and number >= base:
-                        break
-    except FileNotFoundError:
-        return 0, []
-    if order == "asc":
-        return max(1, base or 1), list(window)
-    return number - len(window) + 1, list(window)
