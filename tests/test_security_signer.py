@@ -91,3 +91,10 @@ def test_replay_cache_forgets_after_the_window() -> None:
     assert cache.first_connection("sig") == "c1" and len(cache) == 1
     now[0] = 1901.0
     assert cache.first_connection("sig") is None and len(cache) == 0
+
+
+def test_a_missing_or_malformed_date_never_parses() -> None:
+    assert signer.parse_timestamp("") is None
+    assert signer.parse_timestamp("20261202T030000Z") == signer.parse_date("20261202T030000Z").timestamp()  # type: ignore[union-attr]
+    assert signer.parse_timestamp("") is None  # the cache of the last good date does not answer for ""
+    assert signer.parse_timestamp("20261302T030000Z") is None

@@ -50,7 +50,7 @@ def test_illegal_transitions_are_refused() -> None:
             w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=1, phase="Running")
 
 
-PHASE_SQL = re.compile(r"\b(secondary_)?phase\s*=\s*\?", re.IGNORECASE)  # "SET phase = ?"
+PHASE_SQL = re.compile(r"\b(secondary_)?phase\s*=(?!=)", re.IGNORECASE)  # "SET phase = ?", "phase = 'Failed'"
 
 
 WRITERS = {"insert", "values", "update", "dict", "execute", "executemany"}  # calls that can carry a row's values
@@ -83,6 +83,10 @@ def _scopes(tree: ast.Module) -> list[tuple[str, ast.AST]]:
         elif isinstance(stmt, ast.ClassDef):
             out.extend((f"{stmt.name}.{f.name}", f) for f in stmt.body
                        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef))
+        elif isinstance(stmt, ast.Assign | ast.AnnAssign):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names = ",".join(t.id for t in targets if isinstance(t, ast.Name))
+            out.append((f"<module>:{names}", stmt))
         else:
             out.append(("<module>", stmt))
     return out
@@ -99,15 +103,28 @@ def _phase_writers() -> list[str]:
 
 def test_no_phase_writes_outside_transition() -> None:
     # the module-level _SET_PHASE statement, which only transition() uses; create_job inserts Creating
-    assert _phase_writers() == ["store/jobs.py:<module>", "store/jobs.py:create_job"]
+    assert _phase_writers() == ["store/jobs.py:<module>:_SET_PHASE", "store/jobs.py:create_job"]
     tree = ast.parse((SRC / "store" / "jobs.py").read_text())
     users = {name for name, scope in _scopes(tree) for n in ast.walk(scope)
              if isinstance(n, ast.Name) and n.id == "_SET_PHASE"}
-    assert users == {"<module>", "transition"}
+    assert users == {"<module>:_SET_PHASE", "transition"}
 
 
 def test_the_phase_writer_check_finds_writes() -> None:
     for snippet in ('conn.execute("UPDATE jobs SET phase = ? WHERE id = ?", (p, i))',
+                    "conn.execute(\"UPDATE jobs SET phase='Failed' WHERE id = :id\", {'id': i})",
                     "insert(conn, jobs, {'phase': 'Running'})", "update(jobs).values(secondary_phase=x)"):
         assert any(_writes_phase(n) for n in ast.walk(ast.parse(snippet))), snippet
     assert not any(_writes_phase(n) for n in ast.walk(ast.parse('conn.execute("SELECT phase FROM jobs")')))
+
+
+def test_a_failed_transaction_rolls_back_and_the_next_one_works() -> None:
+    db, job_id = _db_with_job()
+    with pytest.raises(RuntimeError), db.begin() as conn:
+        assert w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2000)
+        raise RuntimeError("boom")
+    assert not db.conn.in_transaction
+    with db.begin() as conn:
+        phase = conn.execute("SELECT phase FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+        assert phase == "Creating"  # the move above was rolled back
+        assert w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2001)

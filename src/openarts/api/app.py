@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(t, timeout=5)
             executor.close()
+            app.state.observe.close()
             db.close()
 
     exception_handlers: dict[Any, Any] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -116,7 +115,7 @@ async def log_preview(request: Request) -> Response:
     p = request.path_params
     observe = _observe(request)
     path = observe.task_log(p["project_id"], p["job_id"], p["task_id"])
-    return ok(await asyncio.to_thread(observe.preview, path))  # up to 5 MB read: off the event loop
+    return ok(await observe.off_loop(observe.preview, path))  # up to 5 MB read: off the event loop
 
 
 async def log_lines(request: Request) -> Response:
@@ -124,7 +123,7 @@ async def log_lines(request: Request) -> Response:
     observe = _observe(request)
     path = observe.task_log(p["project_id"], p["job_id"], p["task_id"])
     query = observe.line_query(qp.get("base_line"), qp.get("lines"), qp.get("order"))
-    return ok(await asyncio.to_thread(observe.lines, path, query))
+    return ok(await observe.off_loop(observe.lines, path, query))
 
 
 async def job_events(request: Request) -> Response:

@@ -51,6 +51,8 @@ class SecurityConfig:
         for name in ("rate_limit_burst", "token_ttl_seconds", "max_token_ttl_seconds", "password_lockout_failures"):
             if name in raw:
                 kw[name] = int(raw[name])
+        if not 1 <= kw.get("clock_skew_seconds", 900.0) <= 86400:
+            raise ValueError("[security] clock_skew_seconds must be from 1 to 86400")
         if "replay_protection" in raw:
             mode = str(raw["replay_protection"])
             if mode not in REPLAY_MODES:

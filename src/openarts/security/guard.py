@@ -206,14 +206,18 @@ class Guard:
                 IAM + f"verify aksk signature fail, X-Sdk-Date {sent_date} is {skew:.0f}s from the server time "
                 f"(at most {self.cfg.clock_skew_seconds:.0f}s allowed).")
         headers = req.headers
+        signed: dict[str, str] | None
         try:
             signed = {h: headers[h] for h in auth.signed_headers}
         except KeyError:
-            signed = {}
-        if len(signed) != len(auth.signed_headers) or (req.multi and not req.multi.isdisjoint(signed)):
+            signed = None
+        if signed is None or (req.multi and not req.multi.isdisjoint(signed)):
             missing = [h for h in auth.signed_headers if h not in headers or h in req.multi]
             raise errors.AuthenticationFailed(
                 IAM + f"verify aksk signature fail, signed headers missing or repeated: {', '.join(missing)}.")
+        if len(signed) != len(auth.signed_headers):
+            raise errors.AuthenticationFailed(IAM + "verify aksk signature fail, a header is listed twice in "
+                                              "SignedHeaders.")
         signed.setdefault("x-sdk-date", sent_date)
         try:
             want = signer.expected_signature(key.mac, req.method, req.raw_path, req.query, signed,

@@ -111,7 +111,7 @@ def parse_timestamp(value: str) -> float | None:
     """X-Sdk-Date as epoch seconds; None when malformed. The last answer is kept: every request
     signed in the same second carries the same date."""
     last_value, last_ts = _last_date[0]
-    if value == last_value:
+    if value == last_value:  # never "" (the cache starts with None; a malformed value is not kept)
         return last_ts
     when = parse_date(value)
     if when is None:
@@ -121,7 +121,7 @@ def parse_timestamp(value: str) -> float | None:
     return ts
 
 
-_last_date: list[tuple[str, float]] = [("", 0.0)]
+_last_date: list[tuple[str | None, float]] = [(None, 0.0)]
 
 
 def parse_date(value: str) -> datetime | None:

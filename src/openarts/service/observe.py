@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from openarts.config import Settings
 from openarts.core import errors
@@ -13,6 +16,7 @@ from openarts.service.logs import LogReader
 from openarts.store import queries as q
 from openarts.store.db import Database
 
+T = TypeVar("T")
 TASK_RE = re.compile(r"worker-(0|[1-9]\d{0,5})")
 
 
@@ -27,6 +31,16 @@ class ObserveService:
         self.settings = settings
         self.db = db
         self.reader = LogReader()
+        # log reads have their own small pool: a first read of a large log (building its line index)
+        # must not hold up staging and uploads, which use asyncio's default pool
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="openarts-logs")
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run file reads in the log pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def task_log(self, project_id: str, job_id: str, task_id: str) -> Path:
         """The log of a task's latest attempt (it may not exist yet)."""

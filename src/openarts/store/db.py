@@ -88,10 +88,11 @@ class Database:
         conn.execute("BEGIN")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # also when COMMIT itself failed; SQLite may have rolled back already
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

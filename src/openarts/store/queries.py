@@ -45,6 +45,7 @@ def job_details(conn: Conn, job_rows: Sequence[Record]) -> dict[str, dict[str, l
     return out
 
 
+SPLIT_MAX_ROWS = 1000  # a multi-phase page deeper than this is left to one statement (see search_jobs)
 UNSET_KEYS = frozenset({"algorithm_name", "runtime_type"})
 SORTABLE = {"create_time": "create_ms", "name": "name", "phase": "phase", "update_time": "update_ms"}
 FILTER_COLUMNS = {"name": "name", "phase": "phase", "create_time": "create_ms", "kind": "kind",
@@ -97,12 +98,13 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
     total = conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
     column, direction = SORTABLE[sort_by], "ASC" if order == "asc" else "DESC"
     order_by = f"ORDER BY {column} {direction}, id {direction}"
-    if split is None:
+    if split is None or offset + limit > SPLIT_MAX_ROWS:
         rows = records(conn.execute(f"SELECT * FROM jobs WHERE {where} {order_by} LIMIT ? OFFSET ?",
                                     (*params, limit, offset)))
         return int(total), rows
-    # phase IN (a, b, ...): one index walk per phase (each already in order), merged here. A single
-    # statement would walk the whole project in create_time order, matching or not.
+    # phase IN (a, b, ...): one index walk per phase (each already in order, offset + limit rows at
+    # most), merged here. A single statement would walk the whole project in create_time order,
+    # matching or not; for deep pages it is the better plan, and it keeps the rows out of memory.
     ci, at, values = split
     one_phase = " AND ".join([*conds[:ci], "phase = ?", *conds[ci + 1:]])
     merged: list[Record] = []
