@@ -1,7 +1,7 @@
 """The `[security]` section of the config file (DATA_DIR/config.toml), with defaults:
 
     [security]
-    clock_skew_seconds = 900          # X-Sdk-Date must be this close to the server's clock
+    clock_skew_seconds = 900          # X-Sdk-Date must be this close to the server's clock (1-86400)
     replay_protection = "all"         # which signed requests the replay cache guards: "all" (a read repeated
                                       # on its own connection passes), "strict", "mutating" or "off"
     rate_limit_per_second = 50        # per credential (access key or token); 0 turns it off
