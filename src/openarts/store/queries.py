@@ -15,6 +15,8 @@ from openarts.store.schema import jobs
 Conn = sqlite3.Connection
 
 _ACTIVE = tuple(p.value for p in Phase if p not in TERMINAL)
+# rows of a job's latest attempt only (the job's `attempt`), however many attempts it had
+_LATEST = "SELECT x.* FROM {table} x JOIN jobs j ON j.id = x.job_id AND j.attempt = x.seq"
 
 
 def get_job(conn: Conn, project_id: str, job_id: str) -> Record:
@@ -36,8 +38,8 @@ def job_details(conn: Conn, job_rows: Sequence[Record]) -> dict[str, dict[str, l
         out[a.job_id]["attempts"].append(a)
     latest = {r.id: r.attempt for r in job_rows if r.attempt}
     if latest:
-        for t in records(conn.execute(f"SELECT * FROM tasks WHERE job_id IN ({placeholders(latest)}) "
-                                      f"ORDER BY job_id, seq, idx", list(latest))):
+        for t in records(conn.execute(f"{_LATEST.format(table='tasks')} WHERE x.job_id IN ({placeholders(latest)}) "
+                                      f"ORDER BY x.job_id, x.idx", list(latest))):
             if latest[t.job_id] == t.seq:
                 out[t.job_id]["tasks"].append(t)
     for n in records(conn.execute(f"SELECT * FROM node_counts WHERE job_id IN ({marks}) ORDER BY job_id, id", ids)):
@@ -180,7 +182,7 @@ def _of_latest_attempt(conn: Conn, table: str, job_rows: Sequence[Record], order
     out: list[Record] = []
     for chunk in chunks(list(latest)):
         out.extend(r for r in records(conn.execute(
-            f"SELECT * FROM {table} WHERE job_id IN ({placeholders(chunk)}) ORDER BY {order}", chunk))
+            f"{_LATEST.format(table=table)} WHERE x.job_id IN ({placeholders(chunk)}) ORDER BY {order}", chunk))
             if r.seq == latest[r.job_id])
     return out
 
@@ -188,14 +190,14 @@ def _of_latest_attempt(conn: Conn, table: str, job_rows: Sequence[Record], order
 def current_tasks(conn: Conn, job_rows: Sequence[Record]) -> dict[str, list[Record]]:
     """The tasks of each job's latest attempt, in worker order."""
     out: dict[str, list[Record]] = defaultdict(list)
-    for t in _of_latest_attempt(conn, "tasks", job_rows, "job_id, seq, idx"):
+    for t in _of_latest_attempt(conn, "tasks", job_rows, "x.job_id, x.idx"):
         out[t.job_id].append(t)
     return out
 
 
 def current_attempts(conn: Conn, job_rows: Sequence[Record]) -> dict[str, Record]:
     """The latest attempt of each job that has one."""
-    return {a.job_id: a for a in _of_latest_attempt(conn, "attempts", job_rows, "job_id, seq")}
+    return {a.job_id: a for a in _of_latest_attempt(conn, "attempts", job_rows, "x.job_id")}
 
 
 def fenced_nodes(conn: Conn, now_ms: int) -> dict[str, int]:
