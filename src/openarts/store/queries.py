@@ -36,12 +36,8 @@ def job_details(conn: Conn, job_rows: Sequence[Record]) -> dict[str, dict[str, l
     for a in records(conn.execute(f"SELECT * FROM attempts WHERE job_id IN ({marks}) AND started = 1 "
                                   f"ORDER BY job_id, seq", ids)):
         out[a.job_id]["attempts"].append(a)
-    latest = {r.id: r.attempt for r in job_rows if r.attempt}
-    if latest:
-        for t in records(conn.execute(f"{_LATEST.format(table='tasks')} WHERE x.job_id IN ({placeholders(latest)}) "
-                                      f"ORDER BY x.job_id, x.idx", list(latest))):
-            if latest[t.job_id] == t.seq:
-                out[t.job_id]["tasks"].append(t)
+    for job_id, tasks in current_tasks(conn, job_rows).items():
+        out[job_id]["tasks"] = tasks
     for n in records(conn.execute(f"SELECT * FROM node_counts WHERE job_id IN ({marks}) ORDER BY job_id, id", ids)):
         out[n.job_id]["node_counts"].append(n)
     return out
