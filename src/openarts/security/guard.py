@@ -50,12 +50,10 @@ class Principal:
     user_name: str
     projects: frozenset[str] = field(default_factory=frozenset)
 
-    rate_key: str = ""  # what the rate limiter counts: the access key, or kind:user for tokens
-
-    def __post_init__(self) -> None:
-        if not self.rate_key:
-            key = self.principal_id if self.kind == "aksk" else f"{self.kind}:{self.user_name}"
-            object.__setattr__(self, "rate_key", key)
+    @property
+    def rate_key(self) -> str:
+        """What the rate limiter counts: the access key, or kind:user for tokens."""
+        return self.principal_id if self.kind == "aksk" else f"{self.kind}:{self.user_name}"
 
 
 ANONYMOUS = Principal("none", "anonymous", "")

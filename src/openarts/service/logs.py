@@ -28,7 +28,7 @@ TAIL_CHECK = 64  # bytes compared to tell a replaced log from a grown one
 
 @dataclass
 class LineIndex:
-    """newlines[k] = the number of '\n' in the log's first k * MARK bytes. Used under its own lock."""
+    """newlines[k] = the number of '\\n' in the log's first k * MARK bytes. Used under its own lock."""
 
     inode: tuple[int, int]
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +49,10 @@ class LineIndex:
             self.tail = (self.tail + data[-TAIL_CHECK:])[-TAIL_CHECK:]
             if self.scanned == boundary:
                 self.newlines.append(self.counted)
+
+    def reset(self) -> None:
+        """Forget what was counted (the file was replaced); the caller holds `lock`."""
+        self.scanned, self.counted, self.tail, self.newlines = 0, 0, b"", [0]
 
     def still_matches(self, fh: BinaryIO, size: int) -> bool:
         """Whether the file still holds what was counted (same bytes before `scanned`, as far as the
@@ -101,9 +105,7 @@ class LogReader:
             index = self._index_of(path, (st.st_dev, st.st_ino))
             with index.lock:
                 if not index.still_matches(fh, st.st_size):  # replaced by a new log on the same inode
-                    index = LineIndex(index.inode)
-                    with self._lock:
-                        self._indexes[str(path)] = index
+                    index.reset()
                 index.extend(fh, st.st_size)
                 size, total = index.scanned, index.total_lines
                 base = None if base is None else max(1, base)
