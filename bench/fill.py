@@ -1,6 +1,6 @@
 """Fill a data directory's store with many finished jobs, fast, while no server runs on it.
 
-Each job is parsed from a real create body (`core.spec.parse_job`) and rendered (`api.render.static_document`)
+Each job is parsed from a real create body (`core.spec.parse_job`) and rendered (`service.document.static_document`)
 as the API would. The new rows (phase Creating, plus their "created" event) are inserted in bulk with
 statements that mirror `store.jobs.create_job` column for column; every phase change after that goes
 through `store.jobs.transition()`, the only writer of a phase, along the lifecycle's allowed edges.
@@ -37,7 +37,6 @@ import common  # noqa: F401  (first: it points sys.path at OPENARTS_BENCH_SRC wh
 import openarts.store.db as store_db
 import openarts.store.schema as store_schema
 from common import BENCH_DIR, CONFIG, PROJECT, RESULTS, job_body
-from openarts.api.render import static_document
 from openarts.config import load_settings
 from openarts.core.phases import Phase, Secondary
 from openarts.core.resources import build_catalog
@@ -46,6 +45,11 @@ from openarts.store import jobs as w
 from openarts.store.db import insert, open_db
 from openarts.store.schema import attempts, jobs, tasks
 from openarts.supervisor import workspace as ws
+
+try:
+    from openarts.service.document import static_document
+except ImportError:  # a snapshot (OPENARTS_BENCH_SRC) from before the job document moved below the API
+    from openarts.api.render import static_document  # type: ignore[no-redef]
 
 # Final phases, in a repeating pattern of 20 jobs: 60% Completed, 20% Failed, 15% Terminated (while
 # queued), 5% Abnormal (creation failed).

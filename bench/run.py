@@ -453,7 +453,10 @@ def bench_get(args: argparse.Namespace) -> list[Headline]:
 
 def _get_evidence(data_dir: Path, job_id: str) -> dict[str, Any]:
     """The store reads behind one GET (statements, in-process time) and the render time."""
-    from openarts.api.render import job_document
+    try:
+        from openarts.service.document import job_document
+    except ImportError:  # a snapshot from before the job document moved below the API
+        from openarts.api.render import job_document  # type: ignore[no-redef]
     from openarts.store import queries as q
     from sqlcheck import connect, median_us, store_time
 

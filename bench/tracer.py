@@ -33,7 +33,8 @@ TARGETS: list[tuple[str, str | None, list[str]]] = [
     ("openarts.store.queries", None,
      ["active_jobs", "current_tasks", "current_attempts", "fenced_nodes", "get_job", "job_details",
       "search_jobs"]),
-    ("openarts.api.render", None, ["job_document"]),
+    ("openarts.service.document", None, ["job_document"]),
+    ("openarts.api.render", None, ["job_document"]),  # snapshots from before it moved below the API
 ]
 
 STATS: dict[str, list[float]] = {}

@@ -19,6 +19,7 @@ from huaweicloudsdkmodelarts.v1 import (
     ShowTrainingJobLogsPreviewRequest,
 )
 
+import sdk_types
 from conftest import DEFAULT_CONFIG, PROJECT, Server, wait_for
 
 FINAL_PHASES = ("Completed", "Failed", "Terminated", "Abnormal")
@@ -66,9 +67,12 @@ def show(sdk: Any, job_id: str) -> Any:
 
 
 def show_json(sdk: Any, job_id: str) -> dict[str, Any]:
-    """The job document exactly as the server sent it (the SDK model drops unknown fields)."""
+    """The job document exactly as the server sent it (the SDK model drops unknown fields); every value
+    must have the type the SDK's response model declares, whatever state the test put the job in."""
     raw = show(sdk, job_id).to_json_object()
     assert isinstance(raw, dict)
+    mismatches, _unknown = sdk_types.check("ShowTrainingJobDetailsResponse", raw)
+    assert not mismatches, mismatches
     return raw
 
 

@@ -4,6 +4,7 @@ mistake gets 400 with its ModelArts error code, creates nothing, and never shows
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,13 @@ BAD_BODIES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("code-dir-dotdot", _set("algorithm", {"code_dir": "obs://bucket/../code/", "boot_file": "train.py"}),
      "ModelArts.2791", ".."),
     ("boot-file-escapes", _set("algorithm", {"code_dir": "/tmp/code/", "boot_file": "../evil.py"}),
-     "ModelArts.2788", "evil.py"),
-    ("no-command-no-boot-file", _set("algorithm", {}), "ModelArts.2788", "command"),
+     "ModelArts.2758", "evil.py"),
+    ("boot-file-elsewhere", _set("algorithm", {"code_dir": "/tmp/code/", "boot_file": "/tmp/other/train.py"}),
+     "ModelArts.2758", "not inside code_dir"),
+    ("boot-file-without-code-dir", _set("algorithm", {"boot_file": "train.py"}), "ModelArts.2757", "code_dir"),
+    ("code-dir-relative", _set("algorithm", {"code_dir": "code/", "boot_file": "train.py"}), "ModelArts.2757",
+     "code_dir"),
+    ("no-command-no-boot-file", _set("algorithm", {}), "ModelArts.2806", "command"),
     ("kind-not-job", _set("kind", "notebook"), "ModelArts.2788", "kind"),
     ("param-value-nul", _set("algorithm.parameters", [{"name": "p", "value": "a\x00b"}]), "ModelArts.2788",
      "parameters[0].value"),
@@ -129,9 +135,16 @@ BAD_BODIES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("param-name-leading-dash", _set("algorithm.parameters", [{"name": "-x", "value": "1"}]), "ModelArts.2788",
      "parameters[0].name"),
     ("parameters-not-list", _set("algorithm.parameters", "epochs=2"), "ModelArts.2788", "parameters"),
-    ("input-without-remote", _set("algorithm.inputs", [{"name": "data_url"}]), "ModelArts.2788", "remote"),
-    ("algorithm-id", _set("algorithm", {"id": "2e5451fe-913f-4492-821a-2981031382f7"}), "ModelArts.2788",
+    ("input-without-remote", _set("algorithm.inputs", [{"name": "data_url"}]), "ModelArts.2753", "remote"),
+    ("input-without-name", _set("algorithm.inputs", [{"remote": {"obs": {"obs_url": "obs://b/d/"}}}]),
+     "ModelArts.2753", "inputs[0].name"),
+    ("output-without-obs-url", _set("algorithm.outputs", [{"name": "train_url", "remote": {"obs": {}}}]),
+     "ModelArts.2753", "obs_url"),
+    ("outputs-not-list", _set("algorithm.outputs", "obs://b/out/"), "ModelArts.2753", "outputs"),
+    ("algorithm-id", _set("algorithm", {"id": "2e5451fe-913f-4492-821a-2981031382f7"}), "ModelArts.2755",
      "algorithm"),
+    ("algorithm-subscription", _set("algorithm", {"subscription_id": "s", "item_version_id": "v"}),
+     "ModelArts.2755", "algorithm"),
 ]
 
 
@@ -346,3 +359,191 @@ def test_missing_input_data_ends_abnormal(sdk: Any) -> None:
     job = wait_phase(sdk, created.metadata.id)
     assert (job.status.phase, job.status.secondary_phase) == ("Abnormal", "CreateFailed")
     assert "obs://bucket/missing/" in job.status.task_statuses[0].message
+
+
+# -- integers beyond 64 bits, wrong shapes, deep nesting, media types --------------------------------
+# Each must be a 400 (415 for a media type) with the documented code, before anything reaches SQLite.
+
+def _none_created(raw: httpx.Client) -> None:
+    """No job of these tests' body (_good: "valid-job") was created (earlier tests of the module may
+    have created others)."""
+    found = raw.post("/training-job-searches", json={"filters": [{"key": "name", "operator": "like",
+                                                                  "value": ["valid-job"]}]}).json()
+    assert found["total"] == 0, found
+
+
+HUGE_INTS = [2**63, 2**64, -2**63 - 1, 10**30]
+CREATE_INTS: list[tuple[str, Callable[[Any], Callable[[dict[str, Any]], None]]]] = [
+    ("node_count", lambda v: _set("spec.resource.node_count", v)),
+    ("priority", lambda v: _set("spec.schedule_policy.priority", v)),
+    ("duration", lambda v: _set("spec.auto_stop", {"time_unit": "HOURS", "duration": v})),
+    ("affinity_group_size", lambda v: _set("spec.schedule_policy.required_affinity",
+                                           {"affinity_type": "hyperinstance", "affinity_group_size": v})),
+]
+
+
+@pytest.mark.parametrize("value", HUGE_INTS, ids=["2^63", "2^64", "-2^63-1", "10^30"])
+def test_integers_beyond_64_bits_in_a_create_body(raw: httpx.Client, vsdk: Any, vserver: Server, value: int) -> None:
+    for field, change in CREATE_INTS:
+        r = raw.post("/training-jobs", json=_with(change(value)))
+        assert (r.status_code, r.json()["error_code"]) == (400, "ModelArts.2788"), (field, r.text)
+        assert field.split(".")[0] in r.json()["error_msg"], (field, r.text)
+    _none_created(raw)
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1], ids=["2^63", "2^64-1"])
+def test_integers_beyond_64_bits_anywhere_in_a_body(raw: httpx.Client, vsdk: Any, vserver: Server,
+                                                   value: int) -> None:
+    """Where a field takes a number as text (parameters, environments, annotations) or is not one the
+    server reads, an integer literal must still fit in signed 64 bits. (Beyond 2^64-1 or below -2^63 the
+    JSON parser yields a float, which such fields take as text and integer fields refuse.)"""
+    for field, change in [
+        ("metadata.annotations.fault-tolerance/job-retry-num",
+         _set("metadata.annotations", {"fault-tolerance/job-retry-num": value})),
+        ("algorithm.parameters[0].value", _set("algorithm.parameters", [{"name": "epochs", "value": value}])),
+        ("algorithm.environments.N", _set("algorithm.environments", {"N": value})),
+        ("metadata.labels.size", _set("metadata.labels", {"size": value})),
+    ]:
+        r = raw.post("/training-jobs", json=_with(change))
+        assert (r.status_code, r.json()["error_code"]) == (400, "ModelArts.2788"), (field, r.text)
+        assert field in r.json()["error_msg"], (field, r.text)
+    _none_created(raw)
+
+
+def _search_ints(v: int) -> list[dict[str, Any]]:
+    return [{"offset": v}, {"limit": v},
+            {"filters": [{"key": "create_time", "operator": "between", "value": [0, v]}]},
+            {"filters": [{"key": "create_time", "operator": "between", "value": [v, 1]}]},
+            {"filters": [{"key": "phase", "operator": "in", "value": [v]}]},
+            {"filters": [{"key": "phase", "operator": "not", "value": ["Running", v]}]},
+            {"filters": [{"key": "name", "operator": "like", "value": [v]}]},
+            {"filters": [{"key": "kind", "operator": "in", "value": [v]}]}]
+
+
+@pytest.mark.parametrize("value", HUGE_INTS, ids=["2^63", "2^64", "-2^63-1", "10^30"])
+def test_integers_beyond_64_bits_in_other_bodies(raw: httpx.Client, value: int) -> None:
+    for body in _search_ints(value):
+        r = raw.post("/training-job-searches", json=body)
+        assert (r.status_code, r.json()["error_code"]) == (400, "ModelArts.2764"), (body, r.text)
+    others: list[tuple[str, str, dict[str, Any]]] = [
+        ("/training-jobs/nope", "PUT", {"spec": {"schedule_policy": {"priority": value}}}),
+        ("/training-jobs/nope", "PUT", {"description": value}),
+        ("/training-quotas", "PUT", {"quotas": [{"resource": "gpus", "quota": value}]}),
+        ("/training-jobs/batch-delete", "POST", {"jobs": [{"metadata": {"id": value}}]}),
+        # a field the server does not read: only an integer literal (2^63 parses as one) is refused
+        *([("/training-jobs/nope/actions", "POST", {"action_type": "terminate", "grace": value})]
+          if value == 2**63 else []),
+    ]
+    for path, method, body in others:
+        r = raw.request(method, path, json=body)
+        assert (r.status_code, r.json()["error_code"]) == (400, "ModelArts.2788"), (path, body, r.text)
+    assert raw.get("/training-quotas").json()["quotas"][0]["quota"] == -1  # nothing was changed
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"sort_by": ["create_time"]}, "ModelArts.2764"), ({"sort_by": {"create_time": 1}}, "ModelArts.2764"),
+    ({"sort_by": 5}, "ModelArts.2764"), ({"order": ["asc"]}, "ModelArts.2764"), ({"order": {"a": 1}}, "ModelArts.2764"),
+    ({"group_by": {"a": 1}}, "ModelArts.2764"), ({"group_by": ["phase"]}, "ModelArts.2764"),
+    ({"workspace_id": ["0"]}, "ModelArts.2764"), ({"workspace_id": {"id": "0"}}, "ModelArts.2764"),
+    ({"workspace_id": 0}, "ModelArts.2764"), ({"offset": "1"}, "ModelArts.2764"), ({"offset": 1.5}, "ModelArts.2764"),
+    ({"offset": True}, "ModelArts.2764"), ({"limit": [10]}, "ModelArts.2764"),
+    ({"offset": 10**9 + 1}, "ModelArts.2764"),
+    ({"filters": {"key": "name"}}, "ModelArts.2764"), ({"filters": [["name"]]}, "ModelArts.2764"),
+    ({"filters": [{"key": "name", "operator": "like", "value": [{"a": 1}]}]}, "ModelArts.2764"),
+    ({"filters": [{"key": "name", "operator": "like", "value": [["a"]]}]}, "ModelArts.2764"),
+    ({"filters": [{"key": ["name"], "operator": "like", "value": ["a"]}]}, "ModelArts.2764"),
+    ({"filters": [{"key": "name", "operator": "like", "value": ["%" * 40_000]}]}, "ModelArts.2764"),
+    ({"filters": [{"key": "name", "operator": "like", "value": ["a\x00b"]}]}, "ModelArts.2764"),
+], ids=lambda v: repr(v)[:40] if isinstance(v, dict) else None)
+def test_wrong_types_in_a_search(vsdk: Any, raw: httpx.Client, body: dict[str, Any], code: str) -> None:
+    r = raw.post("/training-job-searches", json=body)
+    assert (r.status_code, r.json()["error_code"]) == (400, code), r.text
+    assert "Traceback" not in r.text
+
+
+def _nested(levels: int) -> Any:
+    """A value `levels` containers deep: {"a": {"a": ... "x" ...}}."""
+    value: Any = "x"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+DEEP = "__deep__"
+
+
+@pytest.mark.parametrize("levels", [64, 100, 254, 300, 1000])
+def test_over_deep_bodies_are_refused_at_the_boundary(raw: httpx.Client, levels: int) -> None:
+    """A body nests at most 64 containers deep (the top-level object is the first): deeper ones get 400
+    ModelArts.2787 on every JSON operation, whether the field is stored, echoed or ignored."""
+    nested = b'{"a":' * levels + b'"x"' + b"}" * levels  # beyond what json.dumps can write
+    for path, method, body in [
+        ("/training-jobs", "POST", _with(_set("metadata.labels", DEEP))),
+        ("/training-job-searches", "POST", {"group_by": DEEP}),
+        ("/training-job-searches", "POST", {"workspace_id": "0", "extra": DEEP}),
+        ("/training-jobs/nope", "PUT", {"description": "x", "metadata": DEEP}),
+        ("/training-quotas", "PUT", {"quotas": [{"resource": "gpus", "quota": 1, "x": DEEP}]}),
+    ]:
+        content = json.dumps(body).encode().replace(b'"__deep__"', nested)
+        r = raw.request(method, path, content=content, headers={"Content-Type": "application/json"})
+        assert (r.status_code, r.json()["error_code"]) == (400, "ModelArts.2787"), (levels, path, r.text[:200])
+        assert "64" in r.json()["error_msg"]
+    _none_created(raw)
+
+
+def test_nesting_up_to_the_bound_is_accepted(raw: httpx.Client) -> None:
+    r = raw.post("/training-job-searches", json={"extra": _nested(63)})  # 64 containers in all
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\x07", "\x7f"], ids=["NUL", "ESC", "BEL", "DEL"])
+def test_description_is_validated_the_same_on_create_and_update(raw: httpx.Client, vsdk: Any, vserver: Server,
+                                                               char: str) -> None:
+    text = f"before{char}after"
+    created = raw.post("/training-jobs", json=_with(_set("metadata.description", text)))
+    updated = raw.put("/training-jobs/nope", json={"description": text})
+    for r in (created, updated):
+        assert (r.status_code, r.json()["error_code"]) == (400, "ModelArts.2788"), r.text
+        assert "description" in r.json()["error_msg"]
+    assert created.json()["error_msg"].replace("metadata.", "") == updated.json()["error_msg"]
+    too_long = raw.put("/training-jobs/nope", json={"description": "d" * 257})
+    assert (too_long.status_code, too_long.json()["error_code"]) == (400, "ModelArts.2788")
+    _none_created(raw)
+
+
+JSON_OPERATIONS = [("POST", "/training-jobs", {"kind": "job"}), ("POST", "/training-job-searches", {}),
+                   ("PUT", "/training-jobs/nope", {"description": "x"}),
+                   ("POST", "/training-jobs/batch-delete", {"jobs": [{"metadata": {"id": "nope"}}]}),
+                   ("POST", "/training-jobs/nope/actions", {"action_type": "terminate"}),
+                   ("PUT", "/training-quotas", {"quotas": [{"resource": "gpus", "quota": -1}]})]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/xml", "json",
+                                          "application/jsonx"])
+def test_a_body_that_is_not_declared_json_is_refused(raw: httpx.Client, vsdk: Any, vserver: Server,
+                                                    content_type: str) -> None:
+    for method, path, body in JSON_OPERATIONS:
+        r = raw.request(method, path, content=json.dumps(body).encode(), headers={"Content-Type": content_type})
+        assert (r.status_code, r.json()["error_code"]) == (415, "ModelArts.2787"), (method, path, r.text)
+        assert content_type in r.json()["error_msg"] and "application/json" in r.json()["error_msg"]
+    _none_created(raw)
+
+
+@pytest.mark.parametrize("content_type", ["application/json;charset=UTF-8", "application/json; charset=utf-8",
+                                          "Application/JSON", "application/merge-patch+json", None])
+def test_json_content_types_and_none_are_accepted(raw: httpx.Client, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = raw.post("/training-job-searches", content=b'{"limit": 3}', headers=headers)
+    assert (r.status_code, r.json()["limit"]) == (200, 3), r.text
+    assert raw.post("/training-job-searches", headers={"Content-Type": "text/plain"}).status_code == 200  # no body
+
+
+def test_405_names_the_allowed_methods(raw: httpx.Client) -> None:
+    for method, path, allowed in [("PATCH", "/training-jobs/abc", {"GET", "HEAD", "PUT", "DELETE"}),
+                                  ("DELETE", "/training-jobs", {"POST"}),
+                                  ("GET", "/training-jobs/abc/actions", {"POST"}),
+                                  ("POST", "/training-quotas", {"GET", "HEAD", "PUT"})]:
+        r = raw.request(method, path)
+        assert (r.status_code, r.json()["error_code"]) == (405, "APIGW.0101"), (method, path)
+        assert {m.strip() for m in r.headers["allow"].split(",")} == allowed, (method, path, r.headers)

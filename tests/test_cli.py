@@ -237,7 +237,7 @@ def test_cli_signs_with_sdk_credentials(make_server: Any) -> None:
     base = [sys.executable, "-m", "openarts.cli.main", "list", "--server", server.url, "--project", PROJECT]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUAWEICLOUD_SDK_")}
     refused = subprocess.run(base, capture_output=True, text=True, env=env)
-    assert refused.returncode == 1 and "APIG.0301" in refused.stderr
+    assert refused.returncode == 1 and "APIGW.0301" in refused.stderr
     signed = subprocess.run(base, capture_output=True, text=True, env={
         **env, "HUAWEICLOUD_SDK_AK": cred["access_key"], "HUAWEICLOUD_SDK_SK": cred["secret_key"]})
     assert signed.returncode == 0, signed.stderr

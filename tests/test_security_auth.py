@@ -1,10 +1,11 @@
 """Authentication through a real server: the official SDK with valid keys does everything; each kind of
-bad request is refused with the APIG/ModelArts status and code; tokens work, expire and are revoked."""
+bad request is refused with the APIGW/ModelArts status and code; tokens work, expire and are revoked."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,21 +130,21 @@ def test_bad_signatures_are_refused_with_apig_0301(secure: Secure) -> None:
     srv, alice = secure.server, secure.alice
     wrong = Key(alice.access_key, "x" * 40, alice.project_id, "alice")
     expect_error(lambda: sdk_for_key(srv, wrong).show_training_job_engines(ShowTrainingJobEnginesRequest()),
-                 401, "APIG.0301")
+                 401, "APIGW.0301")
     unknown = Key("NOSUCHKEY00000000000", alice.secret_key, alice.project_id, "alice")
     exc = expect_error(lambda: sdk_for_key(srv, unknown).show_training_job_engines(ShowTrainingJobEnginesRequest()),
-                       401, "APIG.0301")
+                       401, "APIGW.0301")
     assert "ak not exist" in exc.error_msg
 
     body = json.dumps(job_body("sec-tamper", command="true")).encode()
     url = _url(srv, "/training-jobs")
     headers = signed_headers("POST", url, alice, body)
     altered = httpx.post(url, content=body.replace(b"sec-tamper", b"sec-tampex"), headers=headers)
-    assert error_of(altered)[:2] == (401, "APIG.0301")
+    assert error_of(altered)[:2] == (401, "APIGW.0301")
 
     logs = _url(srv, f"/training-jobs/{'0' * 8}/logs/worker-0?lines=5")
     headers = signed_headers("GET", logs, alice)
-    assert error_of(httpx.get(logs.replace("lines=5", "lines=6"), headers=headers))[:2] == (401, "APIG.0301")
+    assert error_of(httpx.get(logs.replace("lines=5", "lines=6"), headers=headers))[:2] == (401, "APIGW.0301")
     headers = signed_headers("GET", logs, alice, headers={"X-Extra": "1"})
     assert httpx.get(logs, headers={**headers, "X-Extra": "2"}).status_code != 401  # unsigned headers are free
 
@@ -151,21 +152,21 @@ def test_bad_signatures_are_refused_with_apig_0301(secure: Secure) -> None:
     for skew in (timedelta(minutes=-16), timedelta(minutes=16)):
         stale = signed_headers("GET", engines, alice, when=datetime.now(UTC) + skew)
         status, code, msg = error_of(httpx.get(engines, headers=stale))
-        assert (status, code) == (401, "APIG.0301") and "X-Sdk-Date" in msg
+        assert (status, code) == (401, "APIGW.0301") and "X-Sdk-Date" in msg
     fresh = signed_headers("GET", engines, alice, when=datetime.now(UTC) - timedelta(minutes=10))
     assert httpx.get(engines, headers=fresh).status_code == 200  # inside the 15-minute window
 
     no_auth = httpx.get(engines)
-    assert error_of(no_auth)[:2] == (401, "APIG.0301")
+    assert error_of(no_auth)[:2] == (401, "APIGW.0301")
     assert no_auth.headers["x-request-id"] and no_auth.json()["request_id"] == no_auth.headers["x-request-id"]
     garbage = httpx.get(engines, headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"})
-    assert error_of(garbage)[:2] == (401, "APIG.0301")
+    assert error_of(garbage)[:2] == (401, "APIGW.0301")
     assert httpx.get(f"{srv.url}/health").status_code == 200  # the one open path
-    assert error_of(httpx.get(f"{srv.url}/openapi.json"))[:2] == (401, "APIG.0301")
+    assert error_of(httpx.get(f"{srv.url}/openapi.json"))[:2] == (401, "APIGW.0301")
     assert job_names(sdk_for_key(srv, alice)) == []  # nothing was created by any refused request
 
 
-def test_a_replayed_request_is_refused_and_acts_once(secure: Secure) -> None:
+def test_a_replayed_write_is_refused_and_acts_once(secure: Secure) -> None:
     srv, alice = secure.server, secure.alice
     url = _url(srv, "/training-jobs")
     body = json.dumps(job_body("sec-replay", command="true")).encode()
@@ -173,19 +174,59 @@ def test_a_replayed_request_is_refused_and_acts_once(secure: Secure) -> None:
     with httpx.Client() as same:
         assert same.post(url, content=body, headers=headers).status_code == 201
         status, code, msg = error_of(same.post(url, content=body, headers=headers))  # even on its own connection
-        assert (status, code) == (401, "APIG.0301") and "replayed" in msg
-    assert error_of(httpx.post(url, content=body, headers=headers))[:2] == (401, "APIG.0301")
+        assert (status, code) == (401, "APIGW.0301") and "replayed" in msg
+    assert error_of(httpx.post(url, content=body, headers=headers))[:2] == (401, "APIGW.0301")
     assert job_names(sdk_for_key(srv, alice)) == ["sec-replay"]
+    refused = [r for r in json.loads(cli(secure.data_dir, "audit", "list", "--json").stdout) if r["status"] == 401]
+    assert [(r["auth"], r["principal"], r["error_code"], r["method"]) for r in refused] == [
+        ("failed", alice.access_key, "APIGW.0301", "POST")] * 2
 
+
+def test_identical_reads_in_one_second_all_succeed(secure: Secure) -> None:
+    """The SDK signs with a one-second X-Sdk-Date and no nonce: two threads of one client reading the
+    same thing in the same second send byte-identical requests, on different connections."""
+    srv, alice = secure.server, secure.alice
+    engines = _url(srv, "/training-job-engines")
+    headers = signed_headers("GET", engines, alice)
+    with httpx.Client() as one, httpx.Client() as other:
+        assert [c.get(engines, headers=headers).status_code for c in (one, other, one, other)] == [200] * 4
+    search = _url(srv, "/training-job-searches")  # a POST that only reads is a read
+    body = json.dumps({"limit": 10, "filters": [{"key": "phase", "operator": "in", "value": ["Running"]}]}).encode()
+    headers = signed_headers("POST", search, alice, body)
+    assert [httpx.post(search, content=body, headers=headers).status_code for _ in range(2)] == [200, 200]
+
+
+def test_many_sdk_threads_on_one_key_are_never_taken_for_replays(make_server: Callable[..., Server],
+                                                                tmp_path: Path) -> None:
+    data_dir = tmp_path / "threads"
+    data_dir.mkdir()
+    alice = create_key(data_dir, PROJECT, "alice")
+    srv = make_server(DEFAULT_CONFIG + "\n[security]\nrate_limit_per_second = 0\n", data_dir=data_dir)
+    sdk = sdk_for_key(srv, alice)  # one client, shared by the threads as an application would
+    job_id = create_id(sdk, job_body("sec-threads", command="true"))
+
+    def reads(_: int) -> list[int]:
+        return [sdk.show_training_job_details(ShowTrainingJobDetailsRequest(training_job_id=job_id)).status_code
+                for _ in range(10)]
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = [c for batch in pool.map(reads, range(16)) for c in batch]
+    assert codes == [200] * 160
+
+
+def test_strict_replay_protection_also_refuses_a_repeated_read(make_server: Callable[..., Server],
+                                                               tmp_path: Path) -> None:
+    data_dir = tmp_path / "strict"
+    data_dir.mkdir()
+    alice = create_key(data_dir, PROJECT, "alice")
+    srv = make_server(DEFAULT_CONFIG + '\n[security]\nreplay_protection = "strict"\n', data_dir=data_dir)
     engines = _url(srv, "/training-job-engines")
     headers = signed_headers("GET", engines, alice)
     with httpx.Client() as same:
         assert same.get(engines, headers=headers).status_code == 200
-        assert same.get(engines, headers=headers).status_code == 200  # an SDK polling twice a second
-    assert error_of(httpx.get(engines, headers=headers))[:2] == (401, "APIG.0301")  # anyone else: a replay
-    refused = [r for r in json.loads(cli(secure.data_dir, "audit", "list", "--json").stdout) if r["status"] == 401]
-    assert [(r["auth"], r["principal"], r["error_code"], r["method"]) for r in refused] == [
-        ("failed", alice.access_key, "APIG.0301", "POST")] * 2
+        status, code, msg = error_of(same.get(engines, headers=headers))  # even on its own connection
+        assert (status, code) == (401, "APIGW.0301") and "replayed" in msg
+    assert sdk_for_key(srv, alice).show_training_job_engines(ShowTrainingJobEnginesRequest()).status_code == 200
 
 
 def test_keys_act_only_in_their_projects(secure: Secure) -> None:
@@ -212,10 +253,10 @@ def test_a_revoked_key_is_refused_on_the_next_request(secure: Secure) -> None:
     assert {c["access_key"] for c in listed} == {secure.alice.access_key, secure.bob.access_key}
     assert "secret" not in json.dumps(listed)
     cli(secure.data_dir, "credentials", "revoke", secure.alice.access_key)
-    exc = expect_error(lambda: sdk.show_training_job_flavors(ShowTrainingJobFlavorsRequest()), 401, "APIG.0301")
+    exc = expect_error(lambda: sdk.show_training_job_flavors(ShowTrainingJobFlavorsRequest()), 401, "APIGW.0301")
     assert "revoked" in exc.error_msg
     resp = httpx.get(_url(secure.server, "/training-job-engines"), headers={"X-Auth-Token": token["token"]})
-    assert error_of(resp)[:2] == (401, "APIG.0301")  # its tokens went with it
+    assert error_of(resp)[:2] == (401, "APIGW.0301")  # its tokens went with it
     assert sdk_for_key(secure.server, secure.bob).show_training_job_engines(
         ShowTrainingJobEnginesRequest()).status_code == 200
 
@@ -242,10 +283,10 @@ def test_tokens_work_expire_and_are_revoked(secure: Secure) -> None:
     other = httpx.get(f"{srv.url}/v2/{PROJECT_B}/training-job-engines", headers=auth)
     assert error_of(other)[:2] == (404, "ModelArts.2786")
     bad = httpx.get(_url(srv, "/training-job-engines"), headers={"X-Auth-Token": token["token"] + "x"})
-    assert error_of(bad) == (401, "APIG.0301", "Incorrect IAM authentication information: decrypt token fail")
+    assert error_of(bad) == (401, "APIGW.0301", "Incorrect IAM authentication information: decrypt token fail")
 
     cli(secure.data_dir, "token", "revoke", token["token_id"])
-    assert error_of(httpx.get(_url(srv, "/training-job-engines"), headers=auth))[:2] == (401, "APIG.0301")
+    assert error_of(httpx.get(_url(srv, "/training-job-engines"), headers=auth))[:2] == (401, "APIGW.0301")
 
     short = create_token(secure.data_dir, alice, ttl=1.5)
     engines = _url(srv, "/training-job-engines")
@@ -286,9 +327,9 @@ def test_iam_tokens_by_aksk_and_by_password(secure: Secure) -> None:
     wrong = {"user": {"name": "alice", "password": "wrong password", "domain": {"name": "x"}}}
     for _ in range(5):
         assert error_of(httpx.post(iam, json=_iam_body(PROJECT, methods=["password"], password=wrong)))[:2] == (
-            401, "APIG.0301")
+            401, "APIGW.0301")
     locked = httpx.post(iam, json=_iam_body(PROJECT, methods=["password"], password=password))
-    assert error_of(locked)[:2] == (401, "APIG.0301") and "limit" in locked.json()["error_msg"]
+    assert error_of(locked)[:2] == (401, "APIGW.0301") and "limit" in locked.json()["error_msg"]
     nobody = {"user": {"name": "mallory", "password": "whatever1", "domain": {"name": "x"}}}
     assert httpx.post(iam, json=_iam_body(PROJECT, methods=["password"], password=nobody)).status_code == 401
     audit = json.loads(cli(secure.data_dir, "audit", "list", "--json").stdout)

@@ -13,12 +13,14 @@ import copy
 import itertools
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import requests
 import schemathesis
@@ -32,7 +34,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conftest import DEFAULT_CONFIG, PROJECT, Server, job_body, wait_for
-from security_support import RequestsSigner, create_key, signed_client
+from openarts.api.errors import TABLE
+from security_support import Key, RequestsSigner, create_key, signed_client
 
 EXAMPLES = int(os.environ.get("OPENARTS_FUZZ_EXAMPLES", "20"))
 REPORT = os.environ.get("OPENARTS_FUZZ_REPORT")  # write a JSON summary here (the longer, recorded run)
@@ -111,8 +114,8 @@ def _fuzz(operation: Any, mode: schemathesis.GenerationMode, base_url: str, sess
         statuses[f"{operation.label} [no {mode.value} cases]"] += 0
 
 
-@pytest.mark.timeout(1800)
-def test_fuzz_the_authenticated_api(make_server: Callable[..., Server], tmp_path: Path) -> None:
+def _seeded(make_server: Callable[..., Server], tmp_path: Path) -> tuple[Server, Key, httpx.Client, list[str]]:
+    """An enforcing server with two seeded jobs: one Completed, one running `sleep 600`."""
     data_dir = tmp_path / "fuzz"
     data_dir.mkdir()
     key = create_key(data_dir, PROJECT, "fuzzer")
@@ -122,6 +125,12 @@ def test_fuzz_the_authenticated_api(make_server: Callable[..., Server], tmp_path
                for i, cmd in enumerate(["echo seeded", "sleep 600"])]
     wait_for(lambda: client.get(f"/training-jobs/{job_ids[0]}").json()["status"]["phase"] == "Completed",
              timeout=30, message="seed job")
+    return server, key, client, job_ids
+
+
+@pytest.mark.timeout(1800)
+def test_fuzz_the_authenticated_api(make_server: Callable[..., Server], tmp_path: Path) -> None:
+    server, key, client, job_ids = _seeded(make_server, tmp_path)
     raw = client.get(f"{server.url}/openapi.json").json()
     schema = schemathesis.openapi.from_dict(_pin(raw, job_ids))
 
@@ -145,3 +154,167 @@ def test_fuzz_the_authenticated_api(make_server: Callable[..., Server], tmp_path
     assert summary["server_errors"] == 0
     assert summary["requests"] >= EXAMPLES * 10
     assert client.get(f"/training-jobs/{job_ids[1]}").status_code in (200, 400)  # still serving
+
+
+# -- hostile values in every field ---------------------------------------------------------------------
+# Deterministic, on top of the generated cases: each field of each JSON body the OpenAPI document
+# declares (plus those of a full valid body), and each query parameter, gets each hostile value in
+# turn. Zero 5xx; every refusal a documented code; integers beyond 64 bits refused as invalid
+# parameters wherever an integer is expected, and a 2^63 literal refused anywhere; over-deep values
+# refused as invalid JSON bodies.
+
+def _deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+HUGE_INTS = [2**63, 2**64, -2**63 - 1, 10**30]
+DEEP = _deep(200)  # beyond the 64-level bound, below orjson's own: it used to crash where stored or echoed
+HOSTILE_VALUES: list[Any] = [*HUGE_INTS, [1, "a"], {"a": [1]}, DEEP, "x" * 300_000, "a\x00b",
+                             "\x01\x1b[2J\r\n\t\x7f\u2028", "", True, 1.5, -1, None]
+HOSTILE_QUERY = ["9223372036854775808", "18446744073709551616", "-9223372036854775809", "1" + "0" * 30,
+                 "1" * 5000, "x" * 10_000, "\x00", "a\x00b", "\x01\x1b[2J", "", "[1]", "{}", "1.5", "-1", "0x10",
+                 "1_000", "\uff11"]
+DOCUMENTED = {code for _cls, _status, code in TABLE} | {"APIGW.0101"}
+# query parameters that are integers, whatever /openapi.json declares
+INT_QUERY = {"offset", "limit", "start_time", "end_time", "base_line", "lines", "schedule_count", "attempt"}
+
+
+def _baselines(job_ids: list[str]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """operationId -> (method, path, a valid body): mutations start from these."""
+    create = job_body("mut", command="true")
+    create["metadata"].update(workspace_id="0", annotations={"fault-tolerance/job-retry-num": "1"})
+    create["algorithm"].update(parameters=[{"name": "epochs", "value": "1"}], environments={"A": "1"},
+                               engine={"engine_id": "local-python3"},
+                               outputs=[{"name": "train_url", "remote": {"obs": {"obs_url": "obs://b/out/"}}}])
+    create["spec"].update(schedule_policy={"priority": 1, "preemptible": False},
+                          auto_stop={"time_unit": "HOURS", "duration": 1})
+    done = job_ids[0]
+    return {
+        "create_job": ("POST", "/training-jobs", create),
+        "search_jobs": ("POST", "/training-job-searches", {
+            "offset": 0, "limit": 10, "sort_by": "create_time", "order": "desc", "group_by": "", "workspace_id": "0",
+            "filters": [{"key": "create_time", "operator": "between", "value": ["0", "1"]},
+                        {"key": "phase", "operator": "in", "value": ["Completed"]}]}),
+        "update_job": ("PUT", f"/training-jobs/{done}", {"description": "x",
+                                                          "spec": {"schedule_policy": {"priority": 1}}}),
+        "batch_delete": ("POST", "/training-jobs/batch-delete", {"jobs": [{"metadata": {"id": "no-such-job"}}]}),
+        "job_action": ("POST", f"/training-jobs/{done}/actions", {"action_type": "terminate"}),
+        "modify_quotas": ("PUT", "/training-quotas", {"quotas": [{"resource": "gpus", "quota": -1}]}),
+        "create_token": ("POST", "/v3/auth/tokens", {"auth": {"identity": {"methods": ["hw_ak_sk"]},
+                                                               "scope": {"project": {"id": PROJECT}}}}),
+    }
+
+
+def _schema_paths(schema: dict[str, Any], prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], str]:
+    """Every location the schema declares -> its type (an array's items at index 0)."""
+    out: dict[tuple[Any, ...], str] = {}
+    for name, sub in schema.get("properties", {}).items():
+        out[(*prefix, name)] = sub.get("type", "")
+        out.update(_schema_paths(sub, (*prefix, name)))
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        out.update(_schema_paths(schema["items"], (*prefix, 0)))
+    return out
+
+
+def _value_paths(value: Any, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], str]:
+    out: dict[tuple[Any, ...], str] = {}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        kind = ("boolean" if isinstance(v, bool) else "integer" if isinstance(v, int) else
+                "string" if isinstance(v, str) else "array" if isinstance(v, list) else "object")
+        out[(*prefix, k)] = kind
+        out.update(_value_paths(v, (*prefix, k)))
+    return out
+
+
+def _put(body: Any, path: tuple[Any, ...], value: Any) -> Any:
+    body = copy.deepcopy(body)
+    node = body
+    for key, nxt in itertools.pairwise(path):
+        empty: Any = [] if isinstance(nxt, int) else {}
+        if isinstance(node, list):
+            while len(node) <= key:
+                node.append(copy.deepcopy(empty))
+            if not isinstance(node[key], dict | list):
+                node[key] = empty
+            node = node[key]
+        else:
+            if not isinstance(node.get(key), dict | list):
+                node[key] = empty
+            node = node[key]
+    last = path[-1]
+    if isinstance(node, list):
+        while len(node) <= last:
+            node.append(None)
+    node[last] = value
+    return body
+
+
+def _check(label: str, r: httpx.Response, expect: tuple[int, str] | None, problems: list[str]) -> None:
+    if r.status_code >= 500:
+        problems.append(f"{label}: {r.status_code} {r.text[:200]}")
+        return
+    if r.status_code >= 400:
+        doc = r.json()
+        if doc.get("error_code") not in DOCUMENTED or not doc.get("error_msg") or "Traceback" in r.text:
+            problems.append(f"{label}: undocumented error {r.status_code} {r.text[:200]}")
+            return
+    if expect is not None:
+        doc = r.json() if r.content else None
+        if (r.status_code, doc.get("error_code") if isinstance(doc, dict) else "") != expect:
+            problems.append(f"{label}: want {expect}, got {r.status_code} {r.text[:200]}")
+
+
+@pytest.mark.timeout(900)
+def test_hostile_values_in_every_field(make_server: Callable[..., Server], tmp_path: Path) -> None:
+    server, _key, client, job_ids = _seeded(make_server, tmp_path)
+    doc = client.get(f"{server.url}/openapi.json").json()
+    ops = {op["operationId"]: op for ops in doc["paths"].values() for op in ops.values()}
+    problems: list[str] = []
+    statuses: Counter[int] = Counter()
+    serial = itertools.count()
+    for name, (method, path, baseline) in _baselines(job_ids).items():
+        schema = ops[name]["requestBody"]["content"]["application/json"]["schema"]
+        fields = {**_value_paths(baseline), **_schema_paths(schema)}
+        invalid = "ModelArts.2764" if name == "search_jobs" else "ModelArts.2788"
+        url = f"{server.url}{path}" if path.startswith("/v3") else path
+        for field, kind in sorted(fields.items(), key=str):
+            for value in HOSTILE_VALUES:
+                body = _put(baseline, field, value)
+                if name == "create_job" and field != ("metadata", "name") and isinstance(body["metadata"], dict):
+                    body["metadata"]["name"] = f"mut-{next(serial)}"
+                r = client.request(method, url, content=json.dumps(body).encode(),
+                                   headers={"Content-Type": "application/json;charset=UTF-8"})
+                statuses[r.status_code] += 1
+                expect: tuple[int, str] | None = None
+                if value is DEEP:
+                    expect = (400, "ModelArts.2787")  # nested beyond 64 levels
+                elif value == 2**63 or (kind == "integer" and value in HUGE_INTS):
+                    # refused at the boundary, before any field's own check (so inside a channel too):
+                    # the operation's invalid-parameter code
+                    expect = (400, invalid)
+                _check(f"{method} {path} {'.'.join(map(str, field))}={str(value)[:30]!r}", r, expect, problems)
+    for op in ops.values():
+        params = [p for p in op.get("parameters", []) if p["in"] == "query"]
+        if not params:
+            continue
+        route = next(p for p, o in doc["paths"].items() if op in o.values())
+        url = server.url + route.format(project_id=PROJECT, job_id=job_ids[0], task_id="worker-0")
+        for p in params:
+            for value in HOSTILE_QUERY:
+                r = client.get(url, params={p["name"]: value})
+                statuses[r.status_code] += 1
+                overflow = (p["name"] in INT_QUERY and re.fullmatch(r"-?[0-9]+", value) is not None
+                            and (len(value) > 20 or abs(int(value)) >= 2**63))
+                _check(f"GET {route}?{p['name']}={value[:30]!r}", r, (400, "ModelArts.2764") if overflow else None,
+                       problems)
+    if REPORT:
+        Path(REPORT).with_suffix(".hostile.json").write_text(json.dumps(
+            {"requests": sum(statuses.values()), "by_status": dict(sorted(statuses.items())),
+             "problems": problems}, indent=2))
+    assert sum(statuses.values()) > 500
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])
+    assert statuses[500] == 0

@@ -19,7 +19,7 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     [[flavors]]                        # added to the ones derived from the machine
     flavor_id = "modelarts.vm.cpu.2u"
     cpu_cores = 2
-    memory_gb = 8
+    memory_gb = 8                      # may be a fraction (0.5: 512 MiB); see docs/FLAVORS.md
     gpus = 0
 
     [[engines]]                        # added to the service's own Python
@@ -27,14 +27,21 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     engine_name = "PyTorch"
     engine_version = "2.3"
     python = "/opt/venvs/torch/bin/python"
+
+The file is checked before the server starts: a TOML syntax error, an unknown section or key, a
+value of the wrong type and an entry without its required key (`flavor_id`, `engine_id`) are each
+reported as one `ConfigError` line that names the file and the key.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from openarts.core.suggest import did_you_mean
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Settings:
     taint_seconds: float = 300.0  # how long job_reschedule_with_taint fences a node
     log_preview_bytes: int = 5 * 1024 * 1024
     raw: dict[str, Any] = field(default_factory=dict)
+    config_path: Path | None = None  # the config file read, if any
 
     @property
     def db_path(self) -> Path:
@@ -71,17 +79,153 @@ class Settings:
         return self.job_dir(job_id) / "attempts" / str(seq) / task
 
 
+class ConfigError(ValueError):
+    """A config file the server cannot use: one line that names the file and the key."""
+
+    def __init__(self, path: Path, where: str, problem: str) -> None:
+        super().__init__(f"{path}: {where}: {problem}" if where else f"{path}: {problem}")
+        self.path = path
+        self.where = where
+
+
+# A check returns None when the value is fine, else what it should be ("a number greater than 0").
+Check = Callable[[Any], str | None]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def number(minimum: float = 0.0, strict: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        ok = _is_number(v) and (v > minimum if strict else v >= minimum)
+        return None if ok else f"a number {'greater than' if strict else 'of at least'} {minimum:g}"
+    return check
+
+
+def integer(minimum: int = 0) -> Check:
+    def check(v: Any) -> str | None:
+        return None if isinstance(v, int) and not isinstance(v, bool) and v >= minimum else \
+            f"an integer of at least {minimum}"
+    return check
+
+
+def string(v: Any) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+def any_string(v: Any) -> str | None:
+    return None if isinstance(v, str) else "a string"
+
+
+def integer_list(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+    return None if ok else "a list of integers (device indexes), e.g. [0, 1]"
+
+
+def scalar_table(v: Any) -> str | None:
+    ok = isinstance(v, dict) and all(isinstance(x, str | int | float | bool) for x in v.values())
+    return None if ok else 'a table of plain values, e.g. { zone = "a" }'
+
+
+SERVER_KEYS: dict[str, Check] = {
+    "terminate_grace_seconds": number(0),
+    "metrics_interval_seconds": number(0, strict=True),
+    "reconcile_interval_seconds": number(0, strict=True),
+    "hang_detect_minutes": number(0, strict=True),
+    "recovery_reset_seconds": number(0),
+    "taint_seconds": number(0),
+}
+NODE_KEYS: dict[str, Check] = {"name": string, "cpu_cores": number(0, strict=True),
+                               "memory_gb": number(0, strict=True), "gpus": integer_list, "pool": string,
+                               "labels": scalar_table}
+FLAVOR_KEYS: dict[str, Check] = {"flavor_id": string, "cpu_cores": number(0, strict=True), "memory_gb": number(0),
+                                 "gpus": integer(0), "gpu_product": any_string, "gpu_memory": any_string,
+                                 "flavor_name": string}
+ENGINE_KEYS: dict[str, Check] = {"engine_id": string, "engine_name": string, "engine_version": any_string,
+                                 "python": string}
+# section -> (an array of tables?, its keys, its required keys); None: its keys are checked by its owner
+# ([security]: openarts.security.config, through check_table)
+SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
+    "server": (False, SERVER_KEYS, ()),
+    "nodes": (True, NODE_KEYS, ()),
+    "flavors": (True, FLAVOR_KEYS, ("flavor_id",)),
+    "engines": (True, ENGINE_KEYS, ("engine_id",)),
+    "security": (False, None, ()),
+}
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_table(path: Path, where: str, table: Mapping[str, Any], keys: Mapping[str, Check],
+                required: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError for the first unknown key, missing required key or bad value of one table."""
+    for key in required:
+        if key not in table:
+            raise ConfigError(path, where, f"missing required key {key!r}")
+    for key, value in table.items():
+        check = keys.get(key)
+        if check is None:
+            hint = did_you_mean(key, keys)
+            raise ConfigError(path, f"{where} {key}", "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+                              + f"; known keys: {', '.join(sorted(keys))}")
+        problem = check(value)
+        if problem:
+            raise ConfigError(path, f"{where} {key}", f"must be {problem}, not {_show(value)}")
+
+
+def validate_config(path: Path, raw: Mapping[str, Any]) -> None:
+    """Check a parsed config file against SECTIONS (see the module docstring)."""
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            hint = did_you_mean(name, SECTIONS)
+            raise ConfigError(path, f"[{name}]", "unknown section" + (f" (did you mean [{hint}]?)" if hint else "")
+                              + f"; known sections: {', '.join(SECTIONS)}")
+        many, keys, required = SECTIONS[name]
+        if many:
+            if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+                raise ConfigError(path, name, f"must be an array of tables ([[{name}]] entries)")
+            for i, table in enumerate(value, 1):
+                if keys is not None:
+                    check_table(path, f"[[{name}]] entry {i}", table, keys, required)
+        elif not isinstance(value, dict):
+            raise ConfigError(path, name, f"must be a table ([{name}])")
+        elif keys is not None:
+            check_table(path, f"[{name}]", value, keys, required)
+    names = [str(n.get("name", f"node-{i}")) for i, n in enumerate(raw.get("nodes", []))]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(path, "[[nodes]] name", f"{name!r} is used by more than one node")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The parsed and checked config file; ConfigError (one line) for anything wrong with it."""
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "not valid TOML: the file is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read it: {exc.strerror or exc}") from None
+    validate_config(path, raw)
+    return raw
+
+
 def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: Any) -> Settings:
     data_dir = data_dir.expanduser().resolve()
     path = config_path or data_dir / "config.toml"
     raw: dict[str, Any] = {}
-    if path.is_file():
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    elif config_path is not None:
-        raise FileNotFoundError(f"config file {config_path} does not exist")
+    if config_path is not None and not config_path.exists():
+        raise ConfigError(config_path, "", "no such file (given with --config)")
+    if path.exists():
+        raw = read_config(path)
     server = raw.get("server", {})
-    s = Settings(data_dir=data_dir, raw=raw)
+    s = Settings(data_dir=data_dir, raw=raw, config_path=path if path.exists() else None)
     for key in ("terminate_grace_seconds", "metrics_interval_seconds", "reconcile_interval_seconds",
                 "hang_detect_minutes", "recovery_reset_seconds", "taint_seconds"):
         if key in server:

@@ -30,12 +30,24 @@ def _db_with_job() -> tuple[Database, str]:
 def test_compare_and_set_and_event() -> None:
     db, job_id = _db_with_job()
     with db.begin() as conn:
-        assert w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2000)
-        assert not w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2001)  # stale expectation
+        w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2000)
         phase = conn.execute("SELECT phase FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
         n_events = conn.execute("SELECT count(*) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
     assert phase == "Pending"
     assert n_events == 2  # created + the one move
+
+
+def test_a_lost_compare_and_set_raises_and_rolls_back_its_side_writes() -> None:
+    db, job_id = _db_with_job()
+    with db.begin() as conn:
+        w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2000)
+    with pytest.raises(w.LostRace), db.begin() as conn:
+        w.set_priority(conn, job_id, 3, 2001)  # a side write in the same transaction
+        w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2001)  # stale expectation
+    with db.connect() as conn:
+        priority, update_ms = conn.execute("SELECT priority, update_ms FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        n_events = conn.execute("SELECT count(*) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
+    assert (priority, update_ms, n_events) == (1, 2000, 2)  # nothing of the losing transaction stayed
 
 
 def test_illegal_transitions_are_refused() -> None:
@@ -121,10 +133,10 @@ def test_the_phase_writer_check_finds_writes() -> None:
 def test_a_failed_transaction_rolls_back_and_the_next_one_works() -> None:
     db, job_id = _db_with_job()
     with pytest.raises(RuntimeError), db.begin() as conn:
-        assert w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2000)
+        w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2000)
         raise RuntimeError("boom")
     assert not db.conn.in_transaction
     with db.begin() as conn:
         phase = conn.execute("SELECT phase FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
         assert phase == "Creating"  # the move above was rolled back
-        assert w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2001)
+        w.transition(conn, job_id, Phase.CREATING, Phase.PENDING, at_ms=2001)

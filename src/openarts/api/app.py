@@ -23,9 +23,10 @@ from openarts.api.auth import MAX_BODY, AuthMiddleware
 from openarts.api.iam import IAM_ROUTES
 from openarts.api.openapi import build_openapi
 from openarts.api.routes import ROUTES
+from openarts.api.unimplemented import UNIMPLEMENTED_ROUTES
 from openarts.config import Settings
 from openarts.core.errors import OpenartsError
-from openarts.core.resources import build_catalog
+from openarts.core.resources import Catalog, build_catalog
 from openarts.executors.local import LocalExecutor
 from openarts.security.config import SecurityConfig
 from openarts.security.guard import Guard
@@ -76,7 +77,8 @@ class RequestId:
             await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
+    """The application; `catalog` (nodes, flavors, engines) is built from the settings when not given."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     settings.obs_dir.mkdir(parents=True, exist_ok=True)
@@ -84,16 +86,16 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = open_db(settings.db_path)
-        catalog = build_catalog(settings.raw)
+        cat = catalog or build_catalog(settings.raw)
         executor = LocalExecutor(asyncio.get_running_loop())
         store = LocalObjectStore(settings.obs_dir)
-        sampler = MetricsSampler(settings, db, catalog, settings.metrics_interval_seconds)
-        supervisor = Supervisor(settings, db, catalog, executor, store, sampler)
+        sampler = MetricsSampler(settings, db, cat, settings.metrics_interval_seconds)
+        supervisor = Supervisor(settings, db, cat, executor, store, sampler)
         await supervisor.reconcile(full=True)  # re-adopt before serving
         app.state.supervisor = supervisor
-        app.state.jobs = JobService(settings, db, catalog, supervisor.poke)
+        app.state.jobs = JobService(settings, db, cat, supervisor.poke)
         app.state.observe = ObserveService(settings, db)
-        app.state.catalog = CatalogService(catalog)
+        app.state.catalog = CatalogService(cat)
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
                  asyncio.create_task(sampler.run(), name="metrics")]
         log.info("openarts %s ready: data in %s", __version__, settings.data_dir)
@@ -113,9 +115,9 @@ def create_app(settings: Settings) -> Starlette:
         OpenartsError: api_errors.domain_error,
         HTTPException: api_errors.http_error,
     }
-    routes = [*ROUTES, *IAM_ROUTES]
+    routes = [*ROUTES, *IAM_ROUTES]  # what /openapi.json describes; the unimplemented ones only answer 501
     guard = Guard(SecurityConfig.from_settings(settings))
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    app = Starlette(routes=[*routes, *UNIMPLEMENTED_ROUTES], lifespan=lifespan, exception_handlers=exception_handlers)
     app.router.redirect_slashes = False  # a 307 would look like success to the SDK
     app.state.version = __version__
     app.state.openapi = build_openapi(routes, __version__)

@@ -4,7 +4,7 @@ For each HTTP request it enforces the URI and body size limits, refuses path seg
 walk out of a directory, authenticates (AK/SK signature or X-Auth-Token) when the data directory
 holds credentials, rate-limits per credential, puts the user name where the routes read it
 (`scope["openarts.user"]`), and writes an audit row for every mutating request, refused ones too.
-`/health` is always open. Refusals are ModelArts/APIG error bodies from the one table in api/errors.py.
+`/health` is always open. Refusals are ModelArts/APIGW error bodies from the one table in api/errors.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from openarts.security.guard import ANONYMOUS, NOTHING_PENDING, Guard, Principal
 log = logging.getLogger("openarts.security")
 
 MAX_URI = 16 * 1024
-MAX_BODY = 12 * 1024 * 1024  # APIG's limit (413 APIG.0201); the routes refuse smaller ones (400 ModelArts.2787)
+MAX_BODY = 12 * 1024 * 1024  # APIG's limit (413 APIGW.0201); the routes refuse smaller ones (400 ModelArts.2787)
 OPEN_PATHS = frozenset({"/health"})
 IAM_TOKENS = "/v3/auth/tokens"
 CAPTURE_BYTES = 64 * 1024  # of a mutating request's response, to audit its error code or new job id
@@ -135,10 +135,8 @@ class AuthMiddleware:
             enforcing = self.guard.enforcing()
             anonymous_ok = not enforcing or (path == IAM_TOKENS and not claimed)
             if not anonymous_ok:
-                client = scope.get("client")
                 view = RequestView(method, raw_path.decode("latin-1").split("?", 1)[0], query.decode("latin-1"),
-                                   headers, body, _project(path), multi,
-                                   f"{client[0]}:{client[1]}" if client else "")
+                                   headers, body, _project(path), multi)
                 principal, pending = self.guard.authenticate(view)
             check_path(path, raw_path)
             if principal is not ANONYMOUS:

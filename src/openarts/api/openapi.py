@@ -16,7 +16,7 @@ JSON = "application/json"
 
 _ERROR: dict[str, Any] = {
     "type": "object",
-    "properties": {"error_code": {"type": "string", "pattern": r"^(ModelArts|APIG)\.\d{4}$"},
+    "properties": {"error_code": {"type": "string", "pattern": r"^(ModelArts|APIGW)\.\d{4}$"},
                    "error_msg": {"type": "string", "minLength": 1}, "request_id": {"type": "string"}},
     "required": ["error_code", "error_msg"],
 }
@@ -76,7 +76,8 @@ JOB = _obj({
 }, ["kind", "metadata", "status"])
 
 SEARCH_REQUEST = _obj({
-    "offset": {"type": "integer", "minimum": 0}, "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+    "offset": {"type": "integer", "minimum": 0, "maximum": 10**9},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 50}, "group_by": _STR, "workspace_id": _STR,
     "sort_by": {"type": "string", "enum": ["create_time", "name", "phase", "update_time"]},
     "order": {"type": "string", "enum": ["asc", "desc"]},
     "filters": _arr(_obj({"key": {"type": "string", "enum": ["name", "phase", "create_time", "kind"]},
@@ -84,9 +85,29 @@ SEARCH_REQUEST = _obj({
                           "value": _arr(_STR, 100)}, ["key", "operator", "value"]), 20),
 })
 
+# What a PUT may change (service/update.py); anything else is refused.
+UPDATE_REQUEST = {**_obj({
+    "description": {"type": "string", "maxLength": 256},
+    "spec": {**_obj({"schedule_policy": {**_obj({"priority": {"type": "integer", "minimum": 1, "maximum": 3},
+                                                 "preemptible": {"type": "boolean"}}),
+                                         "additionalProperties": False},
+                     "notification": {**_obj({"topic_urn": _STR, "events": _arr(_STR, 100)}),
+                                      "additionalProperties": False}}),
+             "additionalProperties": False},
+    "endpoints": {**_obj({"ssh": {**_obj({"key_pair_names": _arr(_STR, 100)}), "additionalProperties": False}}),
+                  "additionalProperties": False},
+    "metadata": {**_obj({"annotation": _STR_MAP}), "additionalProperties": False},
+}), "additionalProperties": False}
+
 _QUOTA_RESOURCES = ("running_jobs", "cpu_cores", "gpus")
 _QUOTAS = _obj({"quotas": _arr(_obj({"resource": _STR, "quota": _INT, "used": _INT}, ["resource", "quota"]))},
                ["quotas"])
+
+# An openarts extension to the two log operations (ModelArts has no such parameter; without it they read
+# the latest attempt, as ModelArts does).
+_ATTEMPT = {"type": "integer", "minimum": 1,
+            "description": "openarts extension: read this attempt's log (its number, as the task list's "
+                           "schedule_count; 1 is the first) instead of the latest attempt's."}
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     # operation -> {"body": request schema, "ok": (status, response schema or None), "query": [...]}
@@ -95,32 +116,37 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "search_jobs": {"body": SEARCH_REQUEST, "ok": ("200", _obj({
         "total": _INT, "count": _INT, "limit": _INT, "offset": _INT, "items": _arr(JOB)},
         ["total", "count", "items"]))},
-    "update_job": {"body": _obj({"description": {"type": "string", "maxLength": 256}}), "ok": ("200", None)},
+    "update_job": {"body": UPDATE_REQUEST, "ok": ("200", None)},
     "delete_job": {"ok": ("202", None)},
     "batch_delete": {"body": _obj({"jobs": _arr(_obj({"kind": _STR, "metadata": _obj({"id": _STR}, ["id"])},
                                                     ["metadata"]), 1000)}, ["jobs"]), "ok": ("202", None)},
     "job_action": {"body": _obj({"action_type": {"type": "string", "enum": ["terminate"]}}, ["action_type"]),
                    "ok": ("202", JOB)},
-    "list_tasks": {"query": [("schedule_count", _INT, False)],
-                   "ok": ("200", _arr(_obj({"task": _STR, "ip": _STR, "host_ip": _STR, "schedule_count": _INT})))},
-    "log_preview": {"ok": ("200", _obj({"content": _STR, "current_size": _INT, "full_size": _INT},
+    "list_tasks": {"query": [("schedule_count", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, False)],
+                   "ok": ("200", _arr(_obj({"task": _STR, "ip": _STR, "schedule_count": _INT})))},
+    "log_preview": {"query": [("attempt", _ATTEMPT, False)],
+                    "ok": ("200", _obj({"content": _STR, "current_size": _INT, "full_size": _INT},
                                        ["content", "current_size", "full_size"]))},
-    "log_lines": {"query": [("base_line", _STR, False), ("lines", {"type": "integer", "minimum": 1}, False),
-                            ("order", {"type": "string", "enum": ["asc", "desc"]}, False)],
+    "log_lines": {"query": [("base_line", {"type": "integer", "minimum": -2**63, "maximum": 2**63 - 1}, False),
+                            ("lines", {"type": "integer", "minimum": 1, "maximum": 10000}, False),
+                            ("order", {"type": "string", "enum": ["asc", "desc"]}, False),
+                            ("attempt", _ATTEMPT, False)],
                   "ok": ("200", _obj({"start_line": _STR, "end_line": _STR, "lines": _INT, "content": _STR},
                                      ["content"]))},
-    "job_events": {"query": [("offset", {"type": "integer", "minimum": 0}, False),
-                             ("limit", {"type": "integer", "minimum": 1}, False),
+    "job_events": {"query": [("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, False),
+                             ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False),
+                             ("start_time", {"type": "integer", "minimum": 0, "maximum": 10**14}, False),
+                             ("end_time", {"type": "integer", "minimum": 0, "maximum": 10**14}, False),
                              ("order", {"type": "string", "enum": ["asc", "desc"]}, False),
                              ("level", _STR, False), ("pattern", _STR, False)],
-                   "ok": ("200", _obj({"total": _INT, "events": _arr(_obj({"message": _STR, "level": _STR}))},
-                                      ["events"]))},
+                   "ok": ("200", _obj({"total": _INT, "start_time": _STR, "end_time": _STR, "events": _arr(_obj(
+                       {"message": _STR, "level": _STR, "time": _STR, "source": _STR}))}, ["events"]))},
     "job_metrics": {"ok": ("200", _obj({"metrics": _arr(_obj({"metric": _STR, "value": _arr({"type": "number"})}))},
                                        ["metrics"]))},
     "job_stages": {"ok": ("200", _obj({"total_count": _INT, "running_records": _arr({"type": "object"})}))},
     "flavors": {"query": [("flavor_type", {"type": "string", "enum": ["CPU", "GPU", "Ascend"]}, False)],
-                "ok": ("200", _obj({"total_count": _INT, "flavors": _arr(_obj({"flavor_id": _STR}, ["flavor_id"]))},
-                                   ["flavors"]))},
+                "ok": ("200", _obj({"total_count": _INT, "flavors": _arr(_obj(
+                    {"flavor_id": _STR, "support_engines": _STR, "max_num": _INT}, ["flavor_id"]))}, ["flavors"]))},
     "engines": {"ok": ("200", _obj({"total": _INT, "items": _arr(_obj({"engine_id": _STR}, ["engine_id"]))},
                                    ["items"]))},
     "job_names": {"query": [("job_name", {"type": "string", "minLength": 1}, True)],
@@ -146,7 +172,8 @@ _SUMMARY = {
     "create_job": "Create a training job",
     "show_job": "Query the details of a training job",
     "search_jobs": "List training jobs",
-    "update_job": "Modify the description of a training job",
+    "update_job": "Update a training job (description, priority, preemptible, notification, SSH keys, "
+                  "annotations)",
     "delete_job": "Delete a training job",
     "batch_delete": "Delete training jobs in batches",
     "job_action": "Terminate a training job",
@@ -167,13 +194,13 @@ _SUMMARY = {
     "list_projects": "The projects the caller may act in (IAM v3)",
 }
 
-_ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "414", "429")
+_ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "414", "415", "429")
 _PUBLIC = {"health", "create_token"}
 
 
 def _operation(name: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     info = _SCHEMAS.get(name, {})
-    error = {"description": "ModelArts / APIG error", "content": {JSON: {"schema": _ERROR}}}
+    error = {"description": "ModelArts / APIGW error", "content": {JSON: {"schema": _ERROR}}}
     status, schema = info.get("ok", ("200", None))
     ok: dict[str, Any] = {"description": "Success"}
     if schema is not None:

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from openarts.core import errors
+from openarts.core.inputs import check_json
 from openarts.service.catalog import CatalogService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
@@ -25,8 +26,22 @@ def empty(status: int) -> Response:
     return Response(b"", status_code=status)
 
 
-async def body_json(request: Request, required: bool = True) -> Any:
+def is_json_media(content_type: str) -> bool:
+    """application/json (any parameters: the SDK sends application/json;charset=UTF-8) or a +json type."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def body_json(request: Request, required: bool = True,
+                    invalid: type[errors.InvalidRequest] = errors.InvalidRequest) -> Any:
+    """The body of a JSON operation: declared as JSON when it declares a type (415 otherwise), at most
+    MAX_BODY bytes, valid JSON, at most inputs.MAX_DEPTH levels deep, and no integer beyond 64 bits
+    (`invalid`, the operation's invalid-parameter error, names where)."""
     raw = await request.body()
+    content_type = request.headers.get("content-type")
+    if raw.strip() and content_type is not None and not is_json_media(content_type):
+        raise errors.UnsupportedMediaType(
+            f"Unsupported Content-Type {content_type[:100]!r}: send the body as application/json.")
     if len(raw) > MAX_BODY:
         raise errors.InvalidJsonBody(f"The request body is larger than {MAX_BODY} bytes.")
     if not raw.strip():
@@ -34,9 +49,10 @@ async def body_json(request: Request, required: bool = True) -> Any:
             raise errors.InvalidJsonBody("The request body is empty; a JSON object is required.")
         return None
     try:
-        return orjson.loads(raw)
+        doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.InvalidJsonBody(f"The request body is not valid JSON: {exc}.") from exc
+    return check_json(doc, invalid)
 
 
 def _jobs(request: Request) -> JobService:
@@ -69,7 +85,7 @@ async def show_job(request: Request) -> Response:
 
 
 async def search_jobs(request: Request) -> Response:
-    body = await body_json(request, required=False)
+    body = await body_json(request, required=False, invalid=errors.QueryParamsError)
     return ok(_jobs(request).search(request.path_params["project_id"], body))
 
 
@@ -114,14 +130,14 @@ async def list_tasks(request: Request) -> Response:
 async def log_preview(request: Request) -> Response:
     p = request.path_params
     observe = _observe(request)
-    path = observe.task_log(p["project_id"], p["job_id"], p["task_id"])
+    path = observe.task_log(p["project_id"], p["job_id"], p["task_id"], request.query_params.get("attempt"))
     return ok(await observe.off_loop(observe.preview, path))  # up to 5 MB read: off the event loop
 
 
 async def log_lines(request: Request) -> Response:
     p, qp = request.path_params, request.query_params
     observe = _observe(request)
-    path = observe.task_log(p["project_id"], p["job_id"], p["task_id"])
+    path = observe.task_log(p["project_id"], p["job_id"], p["task_id"], qp.get("attempt"))
     query = observe.line_query(qp.get("base_line"), qp.get("lines"), qp.get("order"))
     return ok(await observe.off_loop(observe.lines, path, query))
 

@@ -1,8 +1,10 @@
-"""Client commands of `openarts`: submit, get, list, logs, stop, delete.
+"""Client commands of `openarts`: submit, get, list, logs, stop, delete (and, in cli/info.py, events,
+flavors, engines, quotas).
 
-They talk to a running server over its ModelArts Training v2 REST API with httpx, and render with Rich.
-Expected failures (an error body from the server, no server, a bad job file) print one `error: ...` line
-to stderr and exit 1; they never show a traceback.
+They talk to a running server over its ModelArts Training v2 REST API with httpx, and render with Rich
+(cli/output.py; --json prints the server's answer instead). Expected failures (an error body from the
+server, no server, a bad job file) print one `error: ...` line to stderr and exit 1; they never show a
+traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -26,6 +27,21 @@ from rich.table import Table
 from rich.text import Text
 
 from openarts import __version__
+from openarts.cli.fields import MAX_WARNINGS, unknown_fields
+from openarts.cli.output import (
+    cell,
+    clip,
+    clipped,
+    err_console,
+    first_line,
+    fmt_duration,
+    fmt_time_ms,
+    fmt_time_s,
+    out_console,
+    phase_text,
+    print_json,
+    show,
+)
 from openarts.security.client import SdkHmacAuth
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -37,7 +53,7 @@ SEARCH_PAGE_MAX = 50
 LOG_PAGE = 1000
 POLL_SECONDS = 0.5
 HTTP_TIMEOUT = 30.0
-PIPE_WIDTH = 500  # Rich's width when stdout is not a terminal: never wrap table rows in pipes and files
+STOP_WAIT_SECONDS = 10.0  # how long `stop` waits to see the job leave Running
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -117,71 +133,6 @@ def job_path(job_id: str, *rest: str) -> str:
     return "/".join(["/training-jobs", quote(job_id, safe=""), *(quote(r, safe="") for r in rest)])
 
 
-# ---------------------------------------------------------------------------------------------------- output
-
-
-def out_console() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = PIPE_WIDTH
-    return console
-
-
-def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def show(console: Console, renderable: Any) -> None:
-    """Print a Rich renderable; in a pipe or a file, without the padding Rich leaves at line ends."""
-    if console.is_terminal:
-        console.print(renderable)
-        return
-    with console.capture() as captured:
-        console.print(renderable)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def fmt_time_ms(ms: Any) -> str:
-    if not isinstance(ms, int | float) or ms <= 0:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def fmt_time_s(seconds: Any) -> str:
-    return fmt_time_ms(seconds * 1000) if isinstance(seconds, int | float) else "-"
-
-
-def fmt_duration(ms: Any) -> str:
-    if not isinstance(ms, int | float) or ms < 0:
-        return "-"
-    total = int(ms // 1000)
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{seconds:02d}s"
-    if minutes:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{ms / 1000:.1f}s"
-
-
-def phase_text(status: dict[str, Any]) -> str:
-    phase = str(status.get("phase", "?"))
-    secondary = status.get("secondary_phase")
-    return f"{phase} ({secondary})" if secondary and secondary != phase else phase
-
-
-def cell(value: Any) -> Text:
-    return Text("-" if value is None or value == "" else str(value))
-
-
-def first_line(message: Any) -> str:
-    return str(message).splitlines()[0] if message else ""
-
-
 # ---------------------------------------------------------------------------------------------------- job views
 
 
@@ -205,7 +156,7 @@ def print_summary(console: Console, job: dict[str, Any]) -> None:
     console.print(Text(f"{phase_text(status)}: {meta.get('name')} ({meta.get('id')}) "
                        f"after {fmt_duration(status.get('duration'))}"))
     for line in task_lines(status):
-        console.print(Text(f"  {line}"))
+        console.print(Text(f"  {clip(line)}"), no_wrap=True, overflow="ellipsis")
     reason = last_end_reason(status)
     if reason:
         console.print(Text(f"  end reason: {reason}"))
@@ -224,7 +175,7 @@ def details_grid(job: dict[str, Any]) -> Table:
     if meta.get("description"):
         rows.insert(2, ("description", meta["description"]))
     for key, value in rows:
-        grid.add_row(key, cell(value))
+        grid.add_row(key, clipped(value))
     return grid
 
 
@@ -232,11 +183,12 @@ def tasks_table(status: dict[str, Any]) -> Table:
     by_task = {st.get("task"): st for st in status.get("task_statuses") or []}
     ips = {t.get("task"): t.get("ip") for t in status.get("task_ips") or []}
     table = Table(title="tasks", title_justify="left")
-    for name in ("task", "ip", "exit code", "message"):
-        table.add_column(name)
+    for name in ("task", "ip", "exit code"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("message")  # narrowed first on a narrow terminal; its cells never wrap (clipped)
     for task in status.get("tasks") or list(by_task):
         st = by_task.get(task, {})
-        table.add_row(cell(task), cell(ips.get(task)), cell(st.get("exit_code")), cell(st.get("message")))
+        table.add_row(cell(task), cell(ips.get(task)), cell(st.get("exit_code")), clipped(st.get("message")))
     return table
 
 
@@ -246,7 +198,7 @@ def records_table(status: dict[str, Any]) -> Table:
         table.add_column(name)
     for i, rec in enumerate(status.get("running_records") or [], 1):
         table.add_row(cell(i), cell(fmt_time_s(rec.get("start_at"))), cell(fmt_time_s(rec.get("end_at"))),
-                      cell(rec.get("start_type")), cell(rec.get("end_reason")), cell(rec.get("end_recover")))
+                      cell(rec.get("start_type")), clipped(rec.get("end_reason")), cell(rec.get("end_recover")))
     return table
 
 
@@ -274,8 +226,18 @@ def with_name(body: dict[str, Any], name: str | None) -> dict[str, Any]:
     return {**body, "metadata": {**(meta if isinstance(meta, dict) else {}), "name": name}}
 
 
+def warn_unknown_fields(path: Path, body: dict[str, Any]) -> None:
+    """One line on stderr for each field ModelArts does not know (the server ignores them)."""
+    found = unknown_fields(body)
+    for field_ in found[:MAX_WARNINGS]:
+        print(f"warning: {path}: {field_}", file=sys.stderr)
+    if len(found) > MAX_WARNINGS:
+        print(f"warning: {path}: {len(found) - MAX_WARNINGS} more unknown field(s)", file=sys.stderr)
+
+
 def cmd_submit(api: Api, args: argparse.Namespace) -> int:
     body = with_name(load_job_file(args.file), args.name)
+    warn_unknown_fields(args.file, body)
     job: dict[str, Any] = api.call("POST", "/training-jobs", body)
     job_id = job["metadata"]["id"]
     if args.json and not args.wait:
@@ -401,13 +363,18 @@ class LogPrinter:
     job_id: str
     task: str
     out: TextIO
+    attempt: int | None = None  # None: the latest attempt's log
     next_line: int = 1
     open_text: str | None = None
 
     def drain(self) -> None:
         while True:
-            page = self.api.call("GET", job_path(self.job_id, "logs", self.task),
-                                 params={"base_line": self.next_line, "lines": LOG_PAGE, "order": "asc"})
+            params: dict[str, Any] = {"base_line": self.next_line, "lines": LOG_PAGE, "order": "asc"}
+            if self.attempt is not None:
+                params["attempt"] = self.attempt  # an openarts extension of the ModelArts operation
+            page = self.api.call("GET", job_path(self.job_id, "logs", self.task), params=params)
+            if page is None:  # 204: ModelArts.2776 NotReadyToFetchLog, which HTTP lets carry no body
+                raise ApiError(204, LOG_NOT_READY, f"the log of {self.task} is not ready: the task has not started.")
             count = int(page.get("lines") or 0)
             if count:
                 self.write(int(page["start_line"]), str(page["content"]).removesuffix("\n").split("\n"))
@@ -433,7 +400,7 @@ class LogPrinter:
 
 
 def cmd_logs(api: Api, args: argparse.Namespace) -> int:
-    printer = LogPrinter(api, args.id, args.task, sys.stdout)
+    printer = LogPrinter(api, args.id, args.task, sys.stdout, args.attempt)
     try:
         follow_log(api, printer) if args.follow else printer.drain()
     except KeyboardInterrupt:
@@ -448,7 +415,7 @@ def follow_log(api: Api, printer: LogPrinter) -> None:
     for job in poll_job(api, printer.job_id):
         status = job.get("status", {})
         records = len(status.get("running_records") or [])
-        if attempts is not None and records > attempts and printer.open_text is not None:
+        if printer.attempt is None and attempts is not None and records > attempts and printer.open_text is not None:
             printer.close()  # a new attempt writes a new log
             err_console().print(Text(f"--- attempt {records} ---"))
         attempts = records
@@ -463,11 +430,25 @@ def follow_log(api: Api, printer: LogPrinter) -> None:
 
 
 def cmd_stop(api: Api, args: argparse.Namespace) -> int:
-    job = api.call("POST", job_path(args.id, "actions"), {"action_type": "terminate"})
+    """Terminate, then show the phase the job moved to: the answer to the action is the job as it was
+    (often still Running), so wait a little for the supervisor to act on it; with --wait, until final."""
+    job: dict[str, Any] = api.call("POST", job_path(args.id, "actions"), {"action_type": "terminate"})
+    if args.wait:
+        job = wait_final(api, args.id)
+    else:
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while job.get("status", {}).get("phase") in ("Creating", "Pending", "Running") \
+                and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS / 2)
+            job = api.job(args.id)
     if args.json:
         print_json(job)
-    else:
-        out_console().print(Text(f"{args.id}: {phase_text(job.get('status', {}))}"))
+        return 0
+    status = job.get("status", {})
+    line = f"{args.id}: {phase_text(status)}"
+    if status.get("phase") in ("Creating", "Pending", "Running"):
+        line += f" (termination requested; still {status.get('phase')} after {STOP_WAIT_SECONDS:g}s)"
+    out_console().print(Text(line))
     return 0
 
 
@@ -536,13 +517,18 @@ def positive_int(value: str) -> int:
     return n
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = [common_options()]
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                command: Callable[[Api, argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    """A client command with the common options (--server, --project, --json)."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, parents=[common_options()], help=help_,
+                                                     description=help_)
+    parser.set_defaults(handler=run_command(command))
+    return parser
 
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(name: str, command: Callable[[Api, argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, parents=common, help=help_, description=help_)
-        parser.set_defaults(handler=run_command(command))
-        return parser
+        return add_command(sub, name, command, help_)
 
     p = add("submit", cmd_submit, "create a training job from a JSON or YAML job body")
     p.add_argument("file", type=Path, help="the job body (.json, .yaml or .yml)")
@@ -558,7 +544,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("id")
     p.add_argument("--task", default="worker-0", help="the task (default worker-0)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job is final")
-    p = add("stop", cmd_stop, "terminate a training job")
+    p.add_argument("--attempt", type=positive_int, metavar="N",
+                   help="the log of attempt N (1 is the first; see the running records of `get`) instead of "
+                        "the latest attempt's")
+    p = add("stop", cmd_stop, "terminate a training job and show the phase it moved to")
     p.add_argument("id")
+    p.add_argument("--wait", action="store_true", help="wait until the job is final (Terminated)")
     p = add("delete", cmd_delete, "delete training jobs")
     p.add_argument("ids", nargs="+", metavar="ID")

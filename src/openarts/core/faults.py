@@ -123,7 +123,10 @@ class Capabilities:
 def retryable(t: Termination, policy: FaultPolicy) -> bool:
     if t.kind in (EndKind.SIGNALED, EndKind.LOST, EndKind.START_FAILED, EndKind.HANG):
         return True
-    return t.kind is EndKind.USER_EXIT and policy.unconditional
+    # Out of memory is the job's own doing, as on ModelArts (an OOM-killed container is a user error,
+    # not a fault the platform recovers from): restarting it would only run out of memory again.
+    # Retried only under unconditional retry, like a non-zero exit.
+    return t.kind in (EndKind.USER_EXIT, EndKind.OOM) and policy.unconditional
 
 
 def _first_tier(t: Termination) -> int:

@@ -41,7 +41,8 @@ TERMINABLE: frozenset[Phase] = frozenset({Phase.CREATING, Phase.PENDING, Phase.R
 
 ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.CREATING: frozenset({Phase.PENDING, Phase.ABNORMAL, Phase.TERMINATED}),
-    Phase.PENDING: frozenset({Phase.RUNNING, Phase.ABNORMAL, Phase.TERMINATED}),
+    # Pending -> Failed: its workers could not be started and its retry budget is spent.
+    Phase.PENDING: frozenset({Phase.RUNNING, Phase.ABNORMAL, Phase.TERMINATED, Phase.FAILED}),
     # Running -> Pending is a requeue (recovery by rescheduling, preemption).
     Phase.RUNNING: frozenset(
         {Phase.COMPLETED, Phase.FAILED, Phase.TERMINATING, Phase.PENDING, Phase.ABNORMAL}

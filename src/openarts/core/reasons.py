@@ -20,6 +20,7 @@ class EndKind(StrEnum):
     LOST = "lost"  # workers vanished (machine reboot, shim gone) with no exit status
     START_FAILED = "start_failed"  # the executor could not start a worker
     HANG = "hang"  # no output and no CPU progress for the hang window
+    OOM = "oom"  # the task's processes held more memory than its flavor has: killed by openarts
     PREPARE_FAILED = "prepare_failed"  # code, boot file, engine or data could not be prepared
     TERMINATED = "terminated"  # the user asked for it
 
@@ -44,6 +45,11 @@ def classify_exit(task: str, exit_code: int) -> Termination:
             name = f"signal {signum}"
         return Termination(EndKind.SIGNALED, f"exit with {exit_code} (killed by {name})", task, exit_code)
     return Termination(EndKind.USER_EXIT, f"exit with {exit_code}", task, exit_code)
+
+
+def oom_reason(used_bytes: int, limit_mb: int) -> str:
+    """The end reason of a task ended for holding more memory than its flavor has."""
+    return f"out of memory: {used_bytes // 2**20} MiB used, flavor limit {limit_mb} MiB"
 
 
 def outcome(t: Termination) -> tuple[Phase, Secondary]:

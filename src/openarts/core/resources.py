@@ -1,17 +1,19 @@
 """Nodes, flavors and engines: what the service can run jobs on, and with what.
 
 Pure data plus `build_catalog()`, which derives the defaults from the machine (CPU cores, memory,
-NVIDIA GPUs through NVML) and merges what the config file adds.
+NVIDIA GPUs through NVML) and merges what the config file adds. What a flavor enforces on a worker
+(threads, CPU affinity, memory) is described in docs/FLAVORS.md.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import platform
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psutil
@@ -28,6 +30,9 @@ class Node:
     pool: str = DEFAULT_POOL
     labels: Mapping[str, str] = field(default_factory=dict)
     ip: str = "127.0.0.1"
+    # The machine's CPU ids this node's workers may be pinned to, one per core; empty when the node's
+    # cores are virtual (configured nodes that together claim more cores than the machine has).
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Flavor:
     flavor_id: str
     flavor_type: str  # "CPU" | "GPU"
     cpu_cores: float
-    memory_gb: int
+    memory_mb: int  # MiB; a worker whose processes hold more is ended as out of memory
     gpus: int = 0
     gpu_product: str = ""
     gpu_memory: str = ""
@@ -48,8 +53,18 @@ class Flavor:
         return round(self.cpu_cores * 1000)
 
     @property
-    def memory_mb(self) -> int:
-        return self.memory_gb * 1024
+    def memory_gb(self) -> float:
+        return self.memory_mb / 1024
+
+    @property
+    def threads(self) -> int:
+        """Threads a worker of this flavor should run per pool (OMP_NUM_THREADS and the like)."""
+        return max(1, math.ceil(self.cpu_cores))
+
+    @property
+    def pinned_cores(self) -> int:
+        """Cores a worker is pinned to on a node with real cores; 0 for a fraction of a core (unpinned)."""
+        return int(self.cpu_cores) if float(self.cpu_cores).is_integer() and self.cpu_cores >= 1 else 0
 
 
 @dataclass(frozen=True)
@@ -154,7 +169,7 @@ def _derived_flavors(node: Node, gpus: list[GpuInfo]) -> list[Flavor]:
     mem_gb_per_core = max(1, node.memory_mb // 1024 // cores)
     sizes = sorted({n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= cores} | {cores})
     flavors = [
-        Flavor(f"modelarts.local.cpu.{n}u", "CPU", n, n * mem_gb_per_core, arch=_arch(),
+        Flavor(f"modelarts.local.cpu.{n}u", "CPU", n, n * mem_gb_per_core * 1024, arch=_arch(),
                flavor_name=f"CPU: {n} vCPUs {n * mem_gb_per_core}GB")
         for n in sizes
     ]
@@ -163,11 +178,33 @@ def _derived_flavors(node: Node, gpus: list[GpuInfo]) -> list[Flavor]:
         per_gpu_cores = max(1, cores // len(gpus))
         for k in sorted({k for k in (1, 2, 4, 8) if k <= len(gpus)} | {len(gpus)}):
             flavors.append(Flavor(
-                f"modelarts.local.gpu.{k}x", "GPU", k * per_gpu_cores, k * per_gpu_cores * mem_gb_per_core,
+                f"modelarts.local.gpu.{k}x", "GPU", k * per_gpu_cores, k * per_gpu_cores * mem_gb_per_core * 1024,
                 gpus=k, gpu_product=product, gpu_memory=f"{gpus[0].memory_gb}GB", arch=_arch(),
                 flavor_name=f"GPU: {k}*{product} | CPU: {k * per_gpu_cores} vCPUs",
             ))
     return flavors
+
+
+def usable_cpus() -> list[int]:
+    """The CPU ids this process may run on (its affinity mask: a container's cpuset, taskset)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def assign_cpus(nodes: list[Node], usable: list[int]) -> list[Node]:
+    """Give each node its own slice of the machine's CPU ids, in order, when the nodes' cores are real:
+    every node has a whole number of cores and together they fit in `usable`. Otherwise (virtual,
+    oversubscribed capacity) no node gets any, and workers are not pinned."""
+    cores = [n.cpu_milli // 1000 for n in nodes]
+    if any(n.cpu_milli % 1000 or c < 1 for n, c in zip(nodes, cores, strict=True)) or sum(cores) > len(usable):
+        return [replace(n, cpus=()) for n in nodes]
+    out, start = [], 0
+    for n, c in zip(nodes, cores, strict=True):
+        out.append(replace(n, cpus=tuple(usable[start:start + c])))
+        start += c
+    return out
 
 
 def build_catalog(raw: Mapping[str, Any], gpus: list[GpuInfo] | None = None) -> Catalog:
@@ -185,13 +222,14 @@ def build_catalog(raw: Mapping[str, Any], gpus: list[GpuInfo] | None = None) -> 
         )
         for i, n in enumerate(raw.get("nodes", []))
     ] or [local]
+    nodes = assign_cpus(nodes, usable_cpus())
     flavors = {f.flavor_id: f for f in _derived_flavors(local, gpus)}
     for f in raw.get("flavors", []):
         fl = Flavor(
             flavor_id=str(f["flavor_id"]),
             flavor_type="GPU" if int(f.get("gpus", 0)) else "CPU",
             cpu_cores=float(f.get("cpu_cores", 1)),
-            memory_gb=int(f.get("memory_gb", 1)),
+            memory_mb=round(float(f.get("memory_gb", 1)) * 1024),
             gpus=int(f.get("gpus", 0)),
             gpu_product=str(f.get("gpu_product", gpus[0].product if gpus else "")),
             gpu_memory=str(f.get("gpu_memory", f"{gpus[0].memory_gb}GB" if gpus else "")),

@@ -11,12 +11,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from openarts.core import errors, faults
+from openarts.core import arglimits, errors, faults
 from openarts.core.resources import DEFAULT_POOL, Catalog, Engine, Flavor
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # portable: /bin/sh drops other names
 PARAM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab, LF, CR; and DEL
 MAX_ENVIRONMENTS = 100
 MAX_DESCRIPTION = 256
 MAX_PARAMETERS = 500
@@ -65,6 +66,7 @@ def _obj(parent: dict[str, Any], key: str, path: str, required: bool = False) ->
     if value is None:
         if required:
             raise _bad(f"{path}.{key}", "it is required")
+        parent.pop(key, None)  # null is absent: the stored request never holds a null object
         return {}
     if not isinstance(value, dict):
         raise _bad(f"{path}.{key}", "must be an object")
@@ -96,6 +98,21 @@ def _str(parent: dict[str, Any], key: str, path: str, required: bool = False, li
         raise _bad(f"{path}.{key}", f"must be at most {limit} characters")
     if "\x00" in value:
         raise _bad(f"{path}.{key}", "must not contain NUL characters")
+    return value
+
+
+def check_description(value: Any, path: str) -> str:
+    """A job description, at create and at update alike: a string of at most MAX_DESCRIPTION characters,
+    no NUL or other control character but tab, newline and carriage return. None is ""."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(path, "must be a string")
+    if len(value) > MAX_DESCRIPTION:
+        raise _bad(path, f"must be at most {MAX_DESCRIPTION} characters")
+    if CONTROL_RE.search(value):
+        raise _bad(path, "must not contain NUL or other control characters (tab, newline and carriage return "
+                   "are allowed)")
     return value
 
 
@@ -132,6 +149,15 @@ def check_obs_url(url: str, path: str) -> str:
 
 
 def _channels(algorithm: dict[str, Any], key: str, path: str) -> list[Channel]:
+    try:
+        return _channel_list(algorithm, key, path)
+    except errors.InvalidObsPath:
+        raise
+    except errors.InvalidRequest as exc:  # any other fault of a channel: ModelArts' InputsOutputsMessageError
+        raise errors.InputsOutputsError(exc.message) from None
+
+
+def _channel_list(algorithm: dict[str, Any], key: str, path: str) -> list[Channel]:
     seen: dict[str, int] = {}
     out = []
     for i, item in enumerate(_list(algorithm, key, path, MAX_CHANNELS)):
@@ -147,7 +173,7 @@ def _channels(algorithm: dict[str, Any], key: str, path: str) -> list[Channel]:
         dataset = _obj(remote, "dataset", f"{p}.remote")
         url = _str(obs, "obs_url", f"{p}.remote.obs") or _str(dataset, "obs_url", f"{p}.remote.dataset")
         if not url:
-            raise errors.InvalidRequest(
+            raise errors.InputsOutputsError(
                 f"Inputs/outputs error: {p}.remote needs obs.obs_url"
                 + (" (datasets are resolved only through their obs_url)." if dataset else ".")
             )
@@ -166,9 +192,9 @@ def _split_boot_file(code_dir: str, boot_file: str) -> str:
     base = code_dir.rstrip("/") + "/"
     rel = boot_file[len(base):] if boot_file.startswith(base) else boot_file
     if rel.startswith("/") or "://" in rel:
-        raise errors.InvalidRequest(f"Boot file {boot_file!r} is not inside code_dir {code_dir!r}.")
+        raise errors.BootFileError(f"Boot file {boot_file!r} is not inside code_dir {code_dir!r}.")
     if any(seg == ".." for seg in rel.split("/")) or not rel:
-        raise errors.InvalidRequest(f"Boot file {boot_file!r} must name a file inside code_dir.")
+        raise errors.BootFileError(f"Boot file {boot_file!r} must name a file inside code_dir.")
     return rel
 
 
@@ -214,9 +240,12 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     assert name is not None
     if not NAME_RE.match(name):
         raise _bad("metadata.name", "use 1 to 64 letters, digits, '_' or '-'")
-    description = _str(metadata, "description", "metadata", limit=MAX_DESCRIPTION) or ""
+    description = check_description(metadata.get("description"), "metadata.description")
     workspace_id = _str(metadata, "workspace_id", "metadata", limit=64) or "0"
     annotations_raw = _obj(metadata, "annotations", "metadata")
+    for k in annotations_raw:
+        if len(k) > 256 or "\x00" in k:
+            raise _bad(f"metadata.annotations.{k[:64]!r}", "a key is at most 256 characters, without NUL")
     annotations = {str(k): _scalar_str(v, f"metadata.annotations.{k}") for k, v in annotations_raw.items()}
     if len(annotations) > 100:
         raise _bad("metadata.annotations", "at most 100 annotations are allowed")
@@ -224,7 +253,7 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
 
     algorithm = _obj(body, "algorithm", "", required=True)
     if algorithm.get("id") or algorithm.get("subscription_id") or algorithm.get("item_version_id"):
-        raise errors.InvalidRequest(
+        raise errors.AlgorithmNotFound(
             "AI algorithm not found: algorithm.id and subscriptions are not available here; "
             "use code_dir + boot_file or command."
         )
@@ -232,14 +261,14 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     code_dir = _str(algorithm, "code_dir", "algorithm", limit=1024)
     boot_file = _str(algorithm, "boot_file", "algorithm", limit=1024)
     if boot_file and not code_dir:
-        raise errors.InvalidRequest("Code directory error: algorithm.boot_file needs algorithm.code_dir.")
+        raise errors.CodeDirError("Code directory error: algorithm.boot_file needs algorithm.code_dir.")
     if not command and not boot_file:
-        raise errors.InvalidRequest("algorithm needs either command, or code_dir and boot_file.")
+        raise errors.CommandRequired("algorithm needs either command, or code_dir and boot_file.")
     if code_dir:
         if code_dir.startswith("obs://"):
             check_obs_url(code_dir, "algorithm.code_dir")
         elif not (code_dir.startswith("/") or code_dir.startswith("file://")):
-            raise errors.InvalidRequest(
+            raise errors.CodeDirError(
                 f"Code directory error: algorithm.code_dir {code_dir!r} must be obs://, file:// or an absolute path."
             )
     boot_rel = _split_boot_file(code_dir, boot_file) if boot_file and code_dir else None
@@ -298,6 +327,12 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
             raise _bad(f"algorithm.environments.{k}", "values must not contain '$'")
         environments[k] = value
     faults.check_hang_env(environments)
+    try:
+        arglimits.check(command, parameters, environments, {
+            "algorithm.inputs": [(c.name, c.local_dir) for c in inputs],
+            "algorithm.outputs": [(c.name, c.local_dir) for c in outputs]})
+    except arglimits.ArgLimitError as exc:
+        raise _bad(exc.field, exc.message) from None
     working_dir = _str(algorithm, "working_dir", "algorithm", limit=1024)
     if working_dir is not None and not working_dir.startswith("/"):
         raise _bad("algorithm.working_dir", "must be an absolute path")

@@ -22,6 +22,7 @@ class TaskLaunch:
     env: dict[str, str]
     cwd: str
     run_dir: Path  # per task and attempt: log, pid and exit files live here
+    cpus: tuple[int, ...] = ()  # CPU ids to pin the task's processes to; empty: not pinned
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,20 @@ N) in `exit` with one write: no temporary file and `mv`, whose fork and exec wer
 job's process cost. A reader that finds `exit` empty sees an unfinished task and looks again once
 the shim is gone. The server watches shims with pidfds, whether it spawned them or re-adopted them
 after a restart; no Python interpreter runs per task.
+
+A launch with `cpus` is pinned to them (CPU affinity, which every process it starts inherits): the
+spawning thread takes that affinity for the moment of posix_spawn and gives it back, so the shim is
+pinned from its first instruction and no process of the task ever runs unpinned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -37,6 +42,8 @@ echo $? >"$d/exit"
 
 SH = "/bin/sh"
 
+log = logging.getLogger("openarts.executor")
+
 
 def _proc_start(pid: int) -> float:
     try:
@@ -56,6 +63,28 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+@contextlib.contextmanager
+def _pinned(cpus: tuple[int, ...], task: str) -> Iterator[None]:
+    """Run the block with the calling thread's CPU affinity set to `cpus` (on Linux affinity is per
+    thread: the server's other threads are untouched), then restore it. CPU ids this process may no
+    longer use (its cpuset shrank since the catalog was built) are left out; none left: not pinned."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    wanted = set(cpus) & before
+    if not wanted:
+        log.warning("task %s: CPUs %s are not available to the server (%s): not pinned", task,
+                    sorted(cpus), sorted(before))
+        yield
+        return
+    os.sched_setaffinity(0, wanted)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 class LocalExecutor:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop
@@ -72,11 +101,12 @@ class LocalExecutor:
         argv = [SH, "-c", SHIM, "openarts-shim", str(launch.run_dir), launch.cwd, *launch.argv]
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
-            pid = os.posix_spawn(
-                SH, argv, launch.env, setsid=True,
-                file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-                              (os.POSIX_SPAWN_DUP2, devnull, 2)],
-            )
+            with _pinned(launch.cpus, launch.task):
+                pid = os.posix_spawn(
+                    SH, argv, launch.env, setsid=True,
+                    file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+                                  (os.POSIX_SPAWN_DUP2, devnull, 2)],
+                )
         except OSError as exc:
             raise StartError(f"cannot start {launch.task}: {exc}") from exc
         finally:

@@ -19,7 +19,8 @@ One pass, per pool, in priority order (3 highest) then submission order:
 
 Decisions within a pass only consume capacity, so a demand shape that failed once fails for the
 rest of the pass: failures are memoised, which keeps a pass over 10,000 pending jobs fast.
-The supervisor applies the plan and re-checks nothing changed underneath.
+The supervisor applies the plan through the pass's capacity ledger (scheduler/ledger.py), which
+re-checks each placement against what the same pass already committed.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class NodeFree:
     memory_mb: int
     gpus: list[int] = field(default_factory=list)
     labels: Mapping[str, str] = field(default_factory=dict)
+    cpus: list[int] = field(default_factory=list)  # free real CPU ids (empty: virtual cores)
 
     def fits(self, d: Demand) -> bool:
         return self.cpu_milli >= d.cpu_milli and self.memory_mb >= d.memory_mb and len(self.gpus) >= d.gpus
@@ -99,7 +101,8 @@ class NodeFree:
         self.gpus = sorted([*self.gpus, *gpus])
 
     def copy(self) -> NodeFree:
-        return NodeFree(self.name, self.pool, self.ip, self.cpu_milli, self.memory_mb, list(self.gpus), self.labels)
+        return NodeFree(self.name, self.pool, self.ip, self.cpu_milli, self.memory_mb, list(self.gpus), self.labels,
+                        list(self.cpus))
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class WorkerPlacement:
     node: str
     ip: str
     gpus: tuple[int, ...]
+    cpus: tuple[int, ...] = ()  # CPU ids to pin to, handed out when the placement is claimed
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Client side: an httpx `Auth` that signs each request with SDK-HMAC-SHA256, as the official SDK
 does, plus a random signed `X-Openarts-Nonce` so that two identical requests in the same second
-are not taken for a replay (the SDK has no nonce: it must not repeat an identical request within
-one second when the server's replay cache guards every method)."""
+are not taken for a replay (the SDK has no nonce: two identical writes in one second, or two
+identical reads against a server with replay_protection = "strict", would share a signature)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
     [security]
     clock_skew_seconds = 900          # X-Sdk-Date must be this close to the server's clock (1-86400)
-    replay_protection = "all"         # which signed requests the replay cache guards: "all" (a read repeated
-                                      # on its own connection passes), "strict", "mutating" or "off"
+    replay_protection = "writes"      # which signed requests may not be sent twice: "writes" (requests that
+                                      # can change state), "strict" (reads too) or "off"
     rate_limit_per_second = 50        # per credential (access key or token); 0 turns it off
     rate_limit_burst = 100
     token_ttl_seconds = 86400         # default lifetime of tokens from POST /v3/auth/tokens
@@ -21,14 +21,17 @@ from typing import Any
 
 from openarts.config import Settings
 
-REPLAY_MODES = ("all", "strict", "mutating", "off")
+REPLAY_MODES = ("writes", "strict", "off")
+# Earlier names: "mutating" was "writes"; "all" was the default that also guarded reads sent on another
+# connection, which refused real clients (the SDK's one-second X-Sdk-Date): it now means the default.
+REPLAY_ALIASES = {"mutating": "writes", "all": "writes"}
 
 
 @dataclass(frozen=True)
 class SecurityConfig:
     data_dir: Path
     clock_skew_seconds: float = 900.0
-    replay_protection: str = "all"
+    replay_protection: str = "writes"
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     token_ttl_seconds: int = 86400
@@ -55,6 +58,7 @@ class SecurityConfig:
             raise ValueError("[security] clock_skew_seconds must be from 1 to 86400")
         if "replay_protection" in raw:
             mode = str(raw["replay_protection"])
+            mode = REPLAY_ALIASES.get(mode, mode)
             if mode not in REPLAY_MODES:
                 raise ValueError(f"[security] replay_protection must be one of {REPLAY_MODES}, not {mode!r}")
             kw["replay_protection"] = mode

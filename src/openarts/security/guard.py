@@ -36,9 +36,13 @@ READ_ONLY_POSTS = ("/training-job-searches",)  # POSTs that only read
 
 
 def is_mutating(method: str, path: str) -> bool:
-    """Whether a request can change state (audited; guarded by the replay cache in "mutating" mode)."""
+    """Whether a request can change state: audited, and guarded by the replay cache (a repeated read
+    does no harm; only replay_protection = "strict" refuses one)."""
     return method.upper() not in SAFE_METHODS and not path.endswith(READ_ONLY_POSTS)
-MAX_CACHE = 10_000
+
+
+MAX_CACHE = 10_000  # entries in each lookup cache and in the password-failure table
+USER_KEY_CHARS = 65  # a user name is at most 64 characters: longer ones name no user and share one entry
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,6 @@ class RequestView:
     body: bytes
     project: str | None  # the {project_id} of a /v2/{project_id}/... path
     multi: frozenset[str] = frozenset()  # header names that were sent more than once
-    connection: str = ""  # the client's address:port, to tell a same-connection repeat from a replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,6 @@ class Pending(NamedTuple):
 
     signature: str = ""
     until: float = 0.0
-    connection: str = ""
 
 
 NOTHING_PENDING = Pending()
@@ -97,8 +99,8 @@ class Guard:
         self.engine = engine or db.open_security_db(cfg.db_path)
         self._box = box
         self.replay = ReplayCache()
-        self._replay_all = cfg.replay_protection in ("all", "strict")
-        self._replay_mutating = cfg.replay_protection == "mutating"
+        self._replay_reads = cfg.replay_protection == "strict"
+        self._replay_writes = cfg.replay_protection in ("writes", "strict")
         self.limiter = RateLimiter(cfg.rate_limit_per_second, cfg.rate_limit_burst)
         self._version = -1
         self._raw: Any = None
@@ -167,6 +169,8 @@ class Guard:
 
     def projects_of(self, user_name: str) -> set[str]:
         if user_name not in self._user_projects:
+            if len(self._user_projects) >= MAX_CACHE:
+                self._user_projects.clear()
             with self.engine.connect() as conn:
                 self._user_projects[user_name] = creds.user_projects(conn, user_name)
         return self._user_projects[user_name]
@@ -231,18 +235,17 @@ class Guard:
         if req.project is not None and req.project not in cred.projects:
             raise errors.ProjectForbidden(f"Access key {cred.access_key} is not allowed in project {req.project}.")
         pending = NOTHING_PENDING
-        if self._guards_replay(req.method, req.raw_path):
-            first = self.replay.first_connection(auth.signature)
-            repeat_read = (first is not None and req.method.upper() in SAFE_METHODS and bool(req.connection)
-                           and first == req.connection and self.cfg.replay_protection != "strict")
-            if first is not None and not repeat_read:
+        if self.guards_replay(req.method, req.raw_path):
+            if self.replay.seen(auth.signature):
                 raise errors.AuthenticationFailed(
                     IAM + "verify aksk signature fail, this signature was already used (replayed request).")
-            pending = Pending(auth.signature, when + self.cfg.clock_skew_seconds, req.connection)
+            pending = Pending(auth.signature, when + self.cfg.clock_skew_seconds)
         return key.principal, pending
 
-    def _guards_replay(self, method: str, path: str) -> bool:
-        return self._replay_all or (self._replay_mutating and is_mutating(method, path))
+    def guards_replay(self, method: str, path: str) -> bool:
+        """Whether a request's signature may be accepted only once: writes (requests that can change
+        state) unless replay_protection is "off"; reads too when it is "strict"."""
+        return self._replay_reads or (self._replay_writes and is_mutating(method, path))
 
     def _by_token(self, token: str, project: str | None) -> Principal:
         rec = self._token(token)
@@ -271,13 +274,13 @@ class Guard:
         if pending.signature:
             if self.replay.full():
                 raise errors.TooManyRequests("The replay cache is full; retry shortly.", retry_after=1.0)
-            self.replay.remember(pending.signature, pending.until, pending.connection)
+            self.replay.remember(pending.signature, pending.until)
 
     # -- passwords and tokens (POST /v3/auth/tokens, the CLI) -------------------------------------
 
     def password_locked(self, user_name: str) -> None:
         """Refuse a user whose consecutive wrong passwords reached the limit, until the lock ends."""
-        count, until = self._password_failures.get(user_name, (0, 0.0))
+        count, until = self._password_failures.get(user_name[:USER_KEY_CHARS], (0, 0.0))
         if count >= self.cfg.password_lockout_failures and time.monotonic() < until:
             raise errors.AuthenticationFailed(IAM + "AK access failed to reach the limit,forbidden: too many "
                                               "wrong passwords; retry later.")
@@ -287,6 +290,9 @@ class Guard:
             return creds.password_hash(conn, user_name)
 
     def password_result(self, user_name: str, ok: bool) -> None:
+        """Count a wrong password (anyone may send any name: the table is keyed by at most
+        USER_KEY_CHARS characters and holds at most MAX_CACHE names), or clear the count."""
+        user_name = user_name[:USER_KEY_CHARS]
         if ok:
             self._password_failures.pop(user_name, None)
             return
@@ -294,9 +300,20 @@ class Guard:
         now = time.monotonic()
         if now >= until:
             count = 0  # earlier failures have aged out
-        if len(self._password_failures) >= MAX_CACHE:  # bounded: forget the locks that have ended
-            self._password_failures = {u: v for u, v in self._password_failures.items() if v[1] > now}
+        if user_name not in self._password_failures and len(self._password_failures) >= MAX_CACHE:
+            self._forget_failures(now)
         self._password_failures[user_name] = (count + 1, now + self.cfg.password_lockout_seconds)
+
+    def _forget_failures(self, now: float) -> None:
+        """Make room: forget the failures that have aged out, then the counts that lock nobody yet,
+        and only then the oldest locks (a flood of names cannot grow the table)."""
+        limit = self.cfg.password_lockout_failures
+        kept = {u: v for u, v in self._password_failures.items() if v[1] > now}
+        if len(kept) >= MAX_CACHE:
+            kept = {u: v for u, v in kept.items() if v[0] >= limit}
+        if len(kept) >= MAX_CACHE:
+            kept = dict(list(kept.items())[len(kept) - MAX_CACHE + 1:])
+        self._password_failures = kept
 
     def issue_token(self, user_name: str, project_id: str, ttl: float, method: str,
                     issued_by: str) -> tuple[str, toks.Token]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from openarts.api.render import flavor_info
 from openarts.core import errors
 from openarts.core.resources import Catalog
+from openarts.service.document import flavor_info
 
 
 class CatalogService:
@@ -24,16 +24,19 @@ class CatalogService:
                 max_num = self.catalog.max_num(f, pool)
                 if max_num == 0:
                     continue
-                items.append({
-                    "pool_id": pool, "flavor_id": f.flavor_id, "flavor_name": f.flavor_name or f.flavor_id,
-                    "flavor_type": f.flavor_type, "max_num": max_num,
-                    "support_engines": sorted(self.catalog.engines),
+                item: dict[str, Any] = {
+                    "pool_id": pool, "flavor_id": f.flavor_id, "flavor_type": f.flavor_type, "max_num": max_num,
+                    # a string in the SDK's model: the engine ids, comma-separated
+                    "support_engines": ",".join(sorted(self.catalog.engines)),
                     "flavor_info": flavor_info(f, max_num),
-                })
+                }
+                if f.flavor_name:
+                    item["flavor_name"] = f.flavor_name
+                items.append(item)
         return {"total_count": len(items), "flavors": items}
 
     def engines(self) -> dict[str, Any]:
-        items = [{"engine_id": e.engine_id, "engine_name": e.engine_name, "engine_version": e.engine_version,
-                  "v1_compatible": False, "run_user": e.run_user}
+        # v1_compatible, run_user and image_info do not apply (no v1 jobs, no container images): left out
+        items = [{"engine_id": e.engine_id, "engine_name": e.engine_name, "engine_version": e.engine_version}
                  for e in self.catalog.engines.values()]
         return {"total": len(items), "items": items}

@@ -7,18 +7,22 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from openarts.api.render import job_document, static_document
+import orjson
+
 from openarts.config import Settings
 from openarts.core import errors
+from openarts.core.inputs import parse_search
+from openarts.core.layout import layout
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import Catalog
-from openarts.core.spec import MAX_DESCRIPTION, JobSpec, parse_job
-from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, can_ever_fit
+from openarts.core.spec import JobSpec, parse_job
+from openarts.scheduler.plan import Affinity, Demand, NodeFree, PendingJob, can_ever_fit
+from openarts.service.document import job_document, static_document
+from openarts.service.update import apply_static, parse_update
+from openarts.store import amend
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
-from openarts.supervisor import workspace as ws
-from openarts.supervisor.snapshot import demand_of
 
 SEARCH_LIMIT_MAX = 50
 
@@ -35,8 +39,7 @@ class JobService:
         spec = parse_job(body, self.catalog)
         self._check_satisfiable(spec)
         job_id = str(uuid.uuid4())
-        layout = ws.layout(spec, self.settings.job_dir(job_id))
-        doc = static_document(spec, job_id, self.catalog, layout)
+        doc = static_document(spec, job_id, self.catalog, layout(spec, self.settings.job_dir(job_id)))
         now = w.now_ms()
         with self.db.begin() as conn:
             w.create_job(conn, job_id, project_id, user_name, spec, doc, now)
@@ -45,7 +48,9 @@ class JobService:
 
     def _check_satisfiable(self, spec: JobSpec) -> None:
         """Refuse what the pool could never hold, even empty, rather than let it wait forever."""
-        job = PendingJob("new", spec.pool_id, demand_of(spec.flavor), spec.node_count, spec.priority, 0, "",
+        flavor = spec.flavor
+        demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
+        job = PendingJob("new", spec.pool_id, demand, spec.node_count, spec.priority, 0, "",
                          Affinity(*spec.affinity) if spec.affinity else None)
         capacity = [NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels)
                     for n in self.catalog.nodes]
@@ -63,76 +68,49 @@ class JobService:
         return job_document(row, details, w.now_ms())
 
     def search(self, project_id: str, body: Any) -> dict[str, Any]:
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise errors.InvalidJsonBody("The request body must be a JSON object.")
-        offset = body.get("offset", 0)
-        limit = body.get("limit", 10)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise errors.QueryParamsError("offset must be an integer >= 0.")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= SEARCH_LIMIT_MAX:
-            raise errors.QueryParamsError(f"limit must be an integer from 1 to {SEARCH_LIMIT_MAX}.")
-        sort_by = body.get("sort_by") or "create_time"
-        if sort_by not in q.SORTABLE:
-            raise errors.UnsupportedSort(f"Unsupported sort_by {sort_by!r}; use one of {sorted(q.SORTABLE)}.")
-        order = body.get("order") or "desc"
-        if order not in ("asc", "desc"):
-            raise errors.QueryParamsError("order must be 'asc' or 'desc'.")
-        filters = body.get("filters") or []
-        if not isinstance(filters, list) or len(filters) > 20:
-            raise errors.QueryParamsError("filters must be an array of at most 20 filters.")
-        clean = []
-        for f in filters:
-            if not isinstance(f, dict) or not isinstance(f.get("key"), str) or not isinstance(
-                    f.get("operator"), str):
-                raise errors.QueryParamsError("each filter needs a key, an operator and a value array.")
-            value = f.get("value", [])
-            if not isinstance(value, list):
-                value = [value]
-            if not value or len(value) > 100 or not all(isinstance(v, str | int) for v in value):
-                raise errors.QueryParamsError(f"filter {f['key']!r}: value must be 1 to 100 strings.")
-            clean.append({"key": f["key"], "operator": f["operator"], "value": value})
-        workspace_id = body.get("workspace_id")
+        offset, limit, sort_by, order, clean, workspace_id, group_by = parse_search(body, q.SORTABLE,
+                                                                                    SEARCH_LIMIT_MAX)
         with self.db.connect() as conn:
             total, rows = q.search_jobs(conn, project_id, filters=clean, sort_by=sort_by, order=order,
-                                        offset=offset, limit=limit,
-                                        workspace_id=workspace_id if isinstance(workspace_id, str) else None)
+                                        offset=offset, limit=limit, workspace_id=workspace_id)
             details = q.job_details(conn, rows)
         now = w.now_ms()
         return {
             "total": total, "count": len(rows), "limit": limit, "offset": offset, "sort_by": sort_by,
-            "order": order, "group_by": body.get("group_by") or "", "workspace_id": workspace_id or "0",
-            "ai_project": "default-ai-project",
+            "order": order, "group_by": group_by, "workspace_id": workspace_id or "0",
             "items": [job_document(r, details[r.id], now) for r in rows],
         }
 
     def update(self, project_id: str, job_id: str, body: Any) -> None:
-        if not isinstance(body, dict):
-            raise errors.InvalidJsonBody("The request body must be a JSON object.")
-        description = body.get("description")
-        spec = body.get("spec")
-        policy = spec.get("schedule_policy") if isinstance(spec, dict) else None
-        priority = policy.get("priority") if isinstance(policy, dict) else None
-        if description is not None and (not isinstance(description, str) or len(description) > MAX_DESCRIPTION):
-            raise errors.InvalidRequest(
-                f"Invalid parameter description: a string of at most {MAX_DESCRIPTION} characters.")
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                     or not 1 <= priority <= 3):
-            raise errors.InvalidRequest("Invalid parameter spec.schedule_policy.priority: an integer from 1 to 3.")
+        """Apply what ModelArts lets a PUT change (service/update.py); refuse the rest, changing nothing."""
+        change = parse_update(body)
+        now = w.now_ms()
         with self.db.begin() as conn:
             row = q.get_job(conn, project_id, job_id)
-            if priority is not None and priority != row.priority:
+            if change.priority is not None and change.priority != row.priority:
                 if row.phase not in (Phase.CREATING, Phase.PENDING):
                     raise errors.JobStatusChanged(
                         f"The priority of training job (ID: {job_id}) can change only while it is pending; "
                         f"it is {row.phase}.")
-                w.set_priority(conn, job_id, priority, w.now_ms())
-                w.add_event(conn, job_id, f"Priority changed from {row.priority} to {priority}.", w.now_ms())
-            if description is not None:
-                w.set_description(conn, job_id, description, w.now_ms())
-        if priority is not None:
-            self.wake(job_id)
+                w.set_priority(conn, job_id, change.priority, now)
+                w.add_event(conn, job_id, f"Priority changed from {row.priority} to {change.priority}.", now)
+            if change.preemptible is not None and change.preemptible != bool(row.preemptible):
+                if is_terminal(row.phase):
+                    raise errors.JobStatusChanged(
+                        f"Whether training job (ID: {job_id}) may be preempted can change only until it ends; "
+                        f"it is {row.phase}.")
+                amend.set_preemptible(conn, job_id, change.preemptible, now)
+                w.add_event(conn, job_id, f"Preemptible changed to {str(change.preemptible).lower()}.", now)
+            if change.description is not None:
+                w.set_description(conn, job_id, change.description, now)
+            if change.changes_static:
+                request, doc = apply_static(change, orjson.loads(row.request), orjson.loads(row.doc), self.catalog)
+                amend.set_static(conn, job_id, request, doc, now)
+                if change.annotations:
+                    w.add_event(conn, job_id, f"Annotations changed: {', '.join(sorted(change.annotations))}.",
+                                now)
+        if change.priority is not None or change.preemptible is not None or change.annotations:
+            self.wake(job_id)  # re-plan; the supervisor reads the changed annotations again
 
     def terminate(self, project_id: str, job_id: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or body.get("action_type") != "terminate":

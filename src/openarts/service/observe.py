@@ -12,12 +12,14 @@ from typing import Any, NamedTuple, TypeVar
 
 from openarts.config import Settings
 from openarts.core import errors
+from openarts.core.inputs import INT64_MAX, INT64_MIN, query_int
 from openarts.service.logs import LogReader
 from openarts.store import queries as q
 from openarts.store.db import Database
 
 T = TypeVar("T")
 TASK_RE = re.compile(r"worker-(0|[1-9]\d{0,5})")
+ATTEMPT_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 
 class LineQuery(NamedTuple):
@@ -42,16 +44,27 @@ class ObserveService:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def task_log(self, project_id: str, job_id: str, task_id: str) -> Path:
-        """The log of a task's latest attempt (it may not exist yet)."""
+    def task_log(self, project_id: str, job_id: str, task_id: str, attempt: str | None = None) -> Path:
+        """The log of a task's latest attempt, or of attempt `attempt` (an openarts extension: the
+        attempt's number, its `schedule_count`, 1 for the first); the file may not exist yet."""
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
         m = TASK_RE.fullmatch(task_id)
         if not m or int(m.group(1)) >= row.node_count:
             raise errors.TaskNotFound(job_id, task_id)
-        if not row.attempt:
+        seq = row.attempt
+        if attempt:  # absent or empty: the latest, as ModelArts
+            if not ATTEMPT_RE.fullmatch(attempt):
+                raise errors.QueryParamsError(f"attempt must be a whole number from 1 (the first attempt), "
+                                              f"not {attempt[:40]!r}.")
+            seq = int(attempt)
+            if seq > row.attempt:
+                have = f"attempts 1 to {row.attempt}" if row.attempt > 1 else \
+                    "one attempt" if row.attempt else "no attempt yet"
+                raise errors.QueryParamsError(f"Training job (ID: {job_id}) has no attempt {seq}: it has {have}.")
+        if not seq:
             raise errors.LogNotReady(f"Task {task_id} of training job {job_id} has not started; no log yet.")
-        return self.settings.attempt_dir(job_id, row.attempt, task_id) / "log"
+        return self.settings.attempt_dir(job_id, seq, task_id) / "log"
 
     def preview(self, path: Path) -> dict[str, Any]:
         """The latest part of a log, at most log_preview_bytes (file I/O: call it off the event loop)."""
@@ -60,13 +73,8 @@ class ObserveService:
 
     @staticmethod
     def line_query(base_line: str | None, lines: str | None, order: str | None) -> LineQuery:
-        try:
-            n = int(lines) if lines not in (None, "") else 500
-            base = int(base_line) if base_line not in (None, "") else None
-        except ValueError as exc:
-            raise errors.QueryParamsError("base_line and lines must be integers.") from exc
-        if not 1 <= n <= 10000:
-            raise errors.QueryParamsError("lines must be from 1 to 10000.")
+        n = query_int("lines", lines, 500, 1, 10000) or 500
+        base = query_int("base_line", base_line, None, INT64_MIN, INT64_MAX)
         order = order or "desc"
         if order not in ("asc", "desc"):
             raise errors.QueryParamsError("order must be 'asc' or 'desc'.")
@@ -84,29 +92,18 @@ class ObserveService:
         with self.db.connect() as conn:
             q.get_job(conn, project_id, job_id)
             rows = q.all_tasks(conn, job_id)
-        if schedule_count not in (None, ""):
-            try:
-                seq = int(schedule_count)
-            except ValueError as exc:
-                raise errors.QueryParamsError("schedule_count must be an integer.") from exc
+        seq = query_int("schedule_count", schedule_count, None, 0, INT64_MAX)
+        if seq is not None:
             rows = [t for t in rows if t.seq == seq]
         else:
             latest = max((t.seq for t in rows), default=0)
             rows = [t for t in rows if t.seq == latest]
-        return [{"task": t.task, "ip": t.ip, "host_ip": t.ip, "schedule_count": t.seq} for t in rows]
+        # host_ip is left out: the local executor knows one address per worker, not a host behind it
+        return [{"task": t.task, "ip": t.ip, "schedule_count": t.seq} for t in rows]
 
     def events(self, project_id: str, job_id: str, params: dict[str, str]) -> dict[str, Any]:
         def num(name: str, default: int | None, lo: int, hi: int) -> int | None:
-            raw = params.get(name)
-            if raw in (None, ""):
-                return default
-            try:
-                v = int(raw)
-            except ValueError as exc:
-                raise errors.QueryParamsError(f"{name} must be an integer.") from exc
-            if not lo <= v <= hi:
-                raise errors.QueryParamsError(f"{name} must be from {lo} to {hi}.")
-            return v
+            return query_int(name, params.get(name), default, lo, hi)
 
         offset = num("offset", 0, 0, 10**9) or 0
         limit = num("limit", 50, 1, 1000) or 50
@@ -121,8 +118,10 @@ class ObserveService:
                                        end_ms=end, level=params.get("level") or None,
                                        pattern=params.get("pattern") or None)
         return {"total": total, "limit": limit, "offset": offset, "order": order,
-                "start_time": start or 0, "end_time": end or 0,
-                "events": [{"message": e.message, "level": e.level, "time": e.time_ms, "source": e.source}
+                # strings, as the SDK's model types them (milliseconds); the window only when one was asked for
+                **({"start_time": str(start)} if start is not None else {}),
+                **({"end_time": str(end)} if end is not None else {}),
+                "events": [{"message": e.message, "level": e.level, "time": str(e.time_ms), "source": e.source}
                            for e in rows]}
 
     def stages(self, project_id: str, job_id: str) -> dict[str, Any]:
@@ -154,15 +153,16 @@ class ObserveService:
             if not m or int(m.group(1)) >= row.node_count:
                 raise errors.TaskNotFound(job_id, task_id)
             samples = q.task_metrics(conn, job_id, task_id)
+        if not row.start_ms:
+            raise errors.MetricsNotReady(f"Training job (ID: {job_id}) has not run yet; no metrics.")
         cpu: list[float] = []
         mem: list[float] = []
-        if row.start_ms:
-            first = row.start_ms // 60000
-            last = (row.end_ms if row.end_ms and not row.running_since_ms else int(time.time() * 1000)) // 60000
-            by_minute = {s.minute: s for s in samples}
-            for minute in range(first, max(first, last) + 1):
-                s = by_minute.get(minute)
-                cpu.append(round(s.cpu_sum / s.samples, 2) if s else -1.0)
-                mem.append(round(s.mem_sum / s.samples, 2) if s else -1.0)
+        first = row.start_ms // 60000
+        last = (row.end_ms if row.end_ms and not row.running_since_ms else int(time.time() * 1000)) // 60000
+        by_minute = {s.minute: s for s in samples}
+        for minute in range(first, max(first, last) + 1):
+            s = by_minute.get(minute)
+            cpu.append(round(s.cpu_sum / s.samples, 2) if s else -1.0)
+            mem.append(round(s.mem_sum / s.samples, 2) if s else -1.0)
         return {"metrics": [{"metric": "cpuUsage", "value": cpu}, {"metric": "memUsage", "value": mem}]}
 

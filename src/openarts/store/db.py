@@ -1,4 +1,4 @@
-"""The job store's SQLite database: one connection (WAL), transactions, records, migrations.
+"""The job store's SQLite database: one connection (WAL), transactions, migrations. Typed rows: store/rows.py.
 
 The tables are declared with SQLAlchemy Core (store/schema.py) and created and migrated through it;
 every statement the service runs goes straight to the sqlite3 connection as SQL text with `?`
@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence, Sized
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from sqlalchemy import Connection, Table, create_engine, select, text
 from sqlalchemy.pool import StaticPool
 
 from openarts.store.schema import jobs, metadata, schema_version
-
-# A row: a named tuple whose attributes are the selected column names (booleans come back as 0/1).
-Record: TypeAlias = Any
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -36,27 +32,6 @@ PRAGMAS = (
     "PRAGMA temp_store=MEMORY",
     "PRAGMA cache_size=-65536",
 )
-
-
-@lru_cache(maxsize=256)
-def _record_type(names: tuple[str, ...]) -> Any:
-    return namedtuple("Record", names, rename=True)
-
-
-def records(cursor: sqlite3.Cursor) -> list[Record]:
-    """Every row of an executed cursor as named tuples."""
-    rows = cursor.fetchall()
-    if not rows:
-        return []
-    make = _record_type(tuple(d[0] for d in cursor.description))._make
-    return [make(r) for r in rows]
-
-
-def record(cursor: sqlite3.Cursor) -> Record | None:
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    return _record_type(tuple(d[0] for d in cursor.description))._make(row)
 
 
 def placeholders(values: Sized) -> str:
@@ -119,8 +94,18 @@ def _v2(conn: Connection) -> None:
         next(i for i in jobs.indexes if i.name == name).create(conn, checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    """tasks.oom_ms, oom_reason (out-of-memory kills) and cpus (CPU affinity), for databases made
+    before them (v1 creates the tables as store/schema.py declares them now)."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(tasks)")}
+    for name, ddl in (("oom_ms", "INTEGER NOT NULL DEFAULT 0"), ("oom_reason", "TEXT NOT NULL DEFAULT ''"),
+                      ("cpus", "TEXT NOT NULL DEFAULT ''")):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE tasks ADD COLUMN {name} {ddl}")
+
+
 # Ordered migrations; the index + 1 is the schema version it produces. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 
 
 def migrate(raw: sqlite3.Connection) -> int:

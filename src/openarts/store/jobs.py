@@ -30,8 +30,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class IllegalTransition(errors.OpenartsError):
-    """A caller asked for a move that core.phases does not allow: a bug, never user input."""
+IllegalTransition = errors.IllegalTransition
+LostRace = errors.LostRace
 
 
 def create_job(conn: Conn, job_id: str, project_id: str, user_name: str, spec: JobSpec,
@@ -65,11 +65,13 @@ def transition(
     event: str | None = None,
     level: str = "Info",
     **fields: Any,
-) -> bool:
+) -> None:
     """Compare-and-set the phase: moves `job_id` from `expected` to `to` and records an event.
 
-    Returns False (and changes nothing) when the job is no longer in `expected`. `expected == to`
-    changes only the secondary phase (e.g. Pending/Queuing with a new reason).
+    Raises `LostRace` when the job is no longer in `expected` (as SkyPilot's `set_started_async` raises
+    when no row changed): the caller's transaction rolls back, side writes included, and a lost
+    guarded write can never be ignored. `expected == to` changes only the secondary phase, and with
+    `event=""` serves as a guard for side writes that need the job to still be in `expected`.
     """
     if expected != to and not can_transition(expected, to):
         raise IllegalTransition(f"{expected} -> {to} is not an allowed transition")
@@ -81,11 +83,11 @@ def transition(
     cur = conn.execute(_SET_PHASE.format(extra=extra),
                        (to.value, sec.value, at_ms, *fields.values(), job_id, expected.value))
     if cur.rowcount != 1:
-        return False
+        raise LostRace(job_id, expected.value, to.value)
     if event is None:
         event = f"Job phase changed from {expected} to {to}" + (f" ({sec})" if sec.value != to.value else "")
-    add_event(conn, job_id, event, at_ms, level=level)
-    return True
+    if event or expected != to:  # a same-phase guard may write no event (event="")
+        add_event(conn, job_id, event, at_ms, level=level)
 
 
 def add_event(conn: Conn, job_id: str, message: str, at_ms: int, *, level: str = "Info",
@@ -232,3 +234,11 @@ def add_metric_samples(conn: Conn, samples: list[tuple[str, str, int, float, flo
         if cur.rowcount == 0:
             insert(conn, metrics, {"job_id": job_id, "task": task, "minute": minute, "cpu_sum": cpu,
                                    "mem_sum": mem, "samples": 1})
+
+
+def mark_task_oom(conn: Conn, job_id: str, seq: int, task: str, at_ms: int, reason: str) -> bool:
+    """Record that a running task's processes went over its flavor's memory (the sampler kills them
+    next), so that its end is classified as out of memory; False when already marked or ended."""
+    cur = conn.execute("UPDATE tasks SET oom_ms = ?, oom_reason = ? WHERE job_id = ? AND seq = ? AND task = ? "
+                       "AND oom_ms = 0 AND exit_code IS NULL", (at_ms, reason, job_id, seq, task))
+    return cur.rowcount == 1

@@ -1,15 +1,16 @@
-"""Reads. Rows are `Record`s (named tuples, store/db.py); callers treat them as read-only."""
+"""Reads. Rows are typed named tuples (store/rows.py); callers treat them as read-only."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 from openarts.core import errors
 from openarts.core.phases import TERMINAL, Phase
-from openarts.store.db import Record, chunks, placeholders, record, records
+from openarts.store.db import chunks, placeholders
+from openarts.store.rows import AttemptRow, EventRow, JobRow, MetricRow, NodeCountRow, TaskRow, typed, typed_one
 from openarts.store.schema import jobs
 
 Conn = sqlite3.Connection
@@ -19,26 +20,33 @@ _ACTIVE = tuple(p.value for p in Phase if p not in TERMINAL)
 _LATEST = "SELECT x.* FROM {table} x JOIN jobs j ON j.id = x.job_id AND j.attempt = x.seq"
 
 
-def get_job(conn: Conn, project_id: str, job_id: str) -> Record:
-    row = record(conn.execute("SELECT * FROM jobs WHERE id = ? AND project_id = ?", (job_id, project_id)))
+def get_job(conn: Conn, project_id: str, job_id: str) -> JobRow:
+    row = typed_one(conn.execute("SELECT * FROM jobs WHERE id = ? AND project_id = ?", (job_id, project_id)), JobRow)
     if row is None or row.delete_requested:
         raise errors.JobNotFound(job_id)
     return row
 
 
-def job_details(conn: Conn, job_rows: Sequence[Record]) -> dict[str, dict[str, list[Record]]]:
+class Details(TypedDict):
+    attempts: list[AttemptRow]  # started ones, in order
+    tasks: list[TaskRow]  # of the latest attempt
+    node_counts: list[NodeCountRow]
+
+
+def job_details(conn: Conn, job_rows: Sequence[JobRow]) -> dict[str, Details]:
     """Started attempts, latest-attempt tasks and node counts of several jobs, in three queries."""
     ids = [r.id for r in job_rows]
-    out: dict[str, dict[str, list[Record]]] = {i: {"attempts": [], "tasks": [], "node_counts": []} for i in ids}
+    out: dict[str, Details] = {i: {"attempts": [], "tasks": [], "node_counts": []} for i in ids}
     if not ids:
         return out
     marks = placeholders(ids)
-    for a in records(conn.execute(f"SELECT * FROM attempts WHERE job_id IN ({marks}) AND started = 1 "
-                                  f"ORDER BY job_id, seq", ids)):
+    for a in typed(conn.execute(f"SELECT * FROM attempts WHERE job_id IN ({marks}) AND started = 1 "
+                                f"ORDER BY job_id, seq", ids), AttemptRow):
         out[a.job_id]["attempts"].append(a)
     for job_id, tasks in current_tasks(conn, job_rows).items():
         out[job_id]["tasks"] = tasks
-    for n in records(conn.execute(f"SELECT * FROM node_counts WHERE job_id IN ({marks}) ORDER BY job_id, id", ids)):
+    for n in typed(conn.execute(f"SELECT * FROM node_counts WHERE job_id IN ({marks}) ORDER BY job_id, id", ids),
+                   NodeCountRow):
         out[n.job_id]["node_counts"].append(n)
     return out
 
@@ -58,7 +66,7 @@ def _like_pattern(value: Any) -> str:
 
 def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], sort_by: str,
                 order: str, offset: int, limit: int, workspace_id: str | None = None
-                ) -> tuple[int, list[Record]]:
+                ) -> tuple[int, list[JobRow]]:
     conds = ["project_id = ?", "delete_requested IS 0"]
     params: list[Any] = [project_id]
     split: tuple[int, int, list[Any]] | None = None  # a multi-value phase IN: its cond, its params, values
@@ -97,19 +105,19 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
     column, direction = SORTABLE[sort_by], "ASC" if order == "asc" else "DESC"
     order_by = f"ORDER BY {column} {direction}, id {direction}"
     if split is None or offset + limit > SPLIT_MAX_ROWS:
-        rows = records(conn.execute(f"SELECT * FROM jobs WHERE {where} {order_by} LIMIT ? OFFSET ?",
-                                    (*params, limit, offset)))
+        rows = typed(conn.execute(f"SELECT * FROM jobs WHERE {where} {order_by} LIMIT ? OFFSET ?",
+                                  (*params, limit, offset)), JobRow)
         return int(total), rows
     # phase IN (a, b, ...): one index walk per phase (each already in order, offset + limit rows at
     # most), merged here. A single statement would walk the whole project in create_time order,
     # matching or not; for deep pages it is the better plan, and it keeps the rows out of memory.
     ci, at, values = split
     one_phase = " AND ".join([*conds[:ci], "phase = ?", *conds[ci + 1:]])
-    merged: list[Record] = []
+    merged: list[JobRow] = []
     for value in dict.fromkeys(values):
-        merged.extend(records(conn.execute(
+        merged.extend(typed(conn.execute(
             f"SELECT * FROM jobs WHERE {one_phase} {order_by} LIMIT ?",
-            (*params[:at], value, *params[at + len(values):], offset + limit))))
+            (*params[:at], value, *params[at + len(values):], offset + limit)), JobRow))
     merged.sort(key=lambda r: (getattr(r, column), r.id), reverse=order != "asc")
     return int(total), merged[offset:offset + limit]
 
@@ -121,7 +129,7 @@ def name_exists(conn: Conn, project_id: str, name: str) -> bool:
 
 def job_events(conn: Conn, job_id: str, *, offset: int, limit: int, order: str,
                start_ms: int | None, end_ms: int | None, level: str | None, pattern: str | None
-               ) -> tuple[int, list[Record]]:
+               ) -> tuple[int, list[EventRow]]:
     conds: list[str] = ["job_id = ?"]
     params: list[Any] = [job_id]
     if start_ms is not None:
@@ -139,31 +147,32 @@ def job_events(conn: Conn, job_id: str, *, offset: int, limit: int, order: str,
     where = " AND ".join(conds)
     total = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()[0]
     direction = "ASC" if order == "asc" else "DESC"
-    rows = records(conn.execute(f"SELECT * FROM events WHERE {where} ORDER BY id {direction} LIMIT ? OFFSET ?",
-                                (*params, limit, offset)))
+    rows = typed(conn.execute(f"SELECT * FROM events WHERE {where} ORDER BY id {direction} LIMIT ? OFFSET ?",
+                              (*params, limit, offset)), EventRow)
     return int(total), rows
 
 
-def all_tasks(conn: Conn, job_id: str) -> list[Record]:
-    return records(conn.execute("SELECT * FROM tasks WHERE job_id = ? ORDER BY seq, idx", (job_id,)))
+def all_tasks(conn: Conn, job_id: str) -> list[TaskRow]:
+    return typed(conn.execute("SELECT * FROM tasks WHERE job_id = ? ORDER BY seq, idx", (job_id,)), TaskRow)
 
 
-def task_metrics(conn: Conn, job_id: str, task: str) -> list[Record]:
-    return records(conn.execute("SELECT * FROM metrics WHERE job_id = ? AND task = ? ORDER BY minute",
-                                (job_id, task)))
+def task_metrics(conn: Conn, job_id: str, task: str) -> list[MetricRow]:
+    return typed(conn.execute("SELECT * FROM metrics WHERE job_id = ? AND task = ? ORDER BY minute",
+                              (job_id, task)), MetricRow)
 
 
-# the supervisor's columns: all but the large JSON ones (request, doc)
-_LIGHT = ", ".join(c.name for c in jobs.c if c.name not in ("request", "doc"))
+# the supervisor's columns: all but the large JSON ones (request, doc), which read as ''
+_LIGHT = ", ".join(f"'' AS {c.name}" if c.name in ("request", "doc") else c.name for c in jobs.c)
 
 
-def active_jobs(conn: Conn) -> list[Record]:
+def active_jobs(conn: Conn) -> list[JobRow]:
     """Jobs the supervisor must look at: every non-terminal one, and terminal ones awaiting deletion,
     in queue order. Without the request and document JSON (see `job_request`)."""
     # two index lookups (phase IN ..., and the partial index on delete_requested) instead of a table scan
-    live = records(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE phase IN ({placeholders(_ACTIVE)})", _ACTIVE))
+    live = typed(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE phase IN ({placeholders(_ACTIVE)})", _ACTIVE),
+                 JobRow)
     seen = {r.id for r in live}
-    doomed = [r for r in records(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE delete_requested IS 1"))
+    doomed = [r for r in typed(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE delete_requested IS 1"), JobRow)
               if r.id not in seen]
     return sorted([*live, *doomed], key=lambda r: r.queue_seq)
 
@@ -173,27 +182,30 @@ def job_request(conn: Conn, job_id: str) -> str:
     return str(conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
 
-def _of_latest_attempt(conn: Conn, table: str, job_rows: Sequence[Record], order: str) -> list[Record]:
+R = TypeVar("R", AttemptRow, TaskRow)
+
+
+def _of_latest_attempt(conn: Conn, table: str, cls: type[R], job_rows: Sequence[JobRow], order: str) -> list[R]:
     latest = {r.id: r.attempt for r in job_rows if r.attempt}
-    out: list[Record] = []
+    out: list[R] = []
     for chunk in chunks(list(latest)):
-        out.extend(r for r in records(conn.execute(
-            f"{_LATEST.format(table=table)} WHERE x.job_id IN ({placeholders(chunk)}) ORDER BY {order}", chunk))
+        out.extend(r for r in typed(conn.execute(
+            f"{_LATEST.format(table=table)} WHERE x.job_id IN ({placeholders(chunk)}) ORDER BY {order}", chunk), cls)
             if r.seq == latest[r.job_id])
     return out
 
 
-def current_tasks(conn: Conn, job_rows: Sequence[Record]) -> dict[str, list[Record]]:
+def current_tasks(conn: Conn, job_rows: Sequence[JobRow]) -> dict[str, list[TaskRow]]:
     """The tasks of each job's latest attempt, in worker order."""
-    out: dict[str, list[Record]] = defaultdict(list)
-    for t in _of_latest_attempt(conn, "tasks", job_rows, "x.job_id, x.idx"):
+    out: dict[str, list[TaskRow]] = defaultdict(list)
+    for t in _of_latest_attempt(conn, "tasks", TaskRow, job_rows, "x.job_id, x.idx"):
         out[t.job_id].append(t)
     return out
 
 
-def current_attempts(conn: Conn, job_rows: Sequence[Record]) -> dict[str, Record]:
+def current_attempts(conn: Conn, job_rows: Sequence[JobRow]) -> dict[str, AttemptRow]:
     """The latest attempt of each job that has one."""
-    return {a.job_id: a for a in _of_latest_attempt(conn, "attempts", job_rows, "x.job_id")}
+    return {a.job_id: a for a in _of_latest_attempt(conn, "attempts", AttemptRow, job_rows, "x.job_id")}
 
 
 def fenced_nodes(conn: Conn, now_ms: int) -> dict[str, int]:
@@ -204,8 +216,8 @@ def fenced_nodes(conn: Conn, now_ms: int) -> dict[str, int]:
     return out
 
 
-def all_attempts(conn: Conn, job_id: str) -> list[Record]:
-    return records(conn.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY seq", (job_id,)))
+def all_attempts(conn: Conn, job_id: str) -> list[AttemptRow]:
+    return typed(conn.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY seq", (job_id,)), AttemptRow)
 
 
 def project_quotas(conn: Conn, project_id: str | None = None) -> dict[str, dict[str, int]]:

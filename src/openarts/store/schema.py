@@ -102,6 +102,11 @@ tasks = Table(
     Column("start_ms", Integer, nullable=False, default=0),
     Column("end_ms", Integer, nullable=False, default=0),
     Column("hung_ms", Integer, nullable=False, default=0),  # when hang detection marked it hung
+    # when the metrics sampler found its processes over the flavor's memory and killed them (v3)
+    Column("oom_ms", Integer, nullable=False, default=0),
+    Column("oom_reason", Text, nullable=False, default=""),  # "out of memory: 812 MiB used, flavor limit ..."
+    # CPU ids the worker is pinned to, "0,1" (like gpus); empty: not pinned (v3)
+    Column("cpus", Text, nullable=False, default=""),
 )
 
 fences = Table(

@@ -21,6 +21,8 @@ class TaskView:
     end_ms: int
     lost: bool = False  # recorded as lost (exit code -1 with the lost marker)
     hung_ms: int = 0  # marked hung by hang detection (it may still be running)
+    oom_ms: int = 0  # over its flavor's memory: killed by the metrics sampler (it may still be running)
+    oom_reason: str = ""  # "out of memory: 812 MiB used, flavor limit 512 MiB"
 
 
 class Act(StrEnum):
@@ -42,6 +44,8 @@ LOST_EXIT = -1
 def _failed_at(t: TaskView) -> int | None:
     if t.hung_ms:
         return t.hung_ms
+    if t.oom_ms and t.exit_code != 0:  # failed when it was killed, before peers that lost it exit
+        return t.oom_ms
     if t.exit_code is not None and t.exit_code != 0:
         return t.end_ms
     return None
@@ -53,6 +57,8 @@ def first_failure(tasks: list[TaskView]) -> TaskView | None:
 
 
 def termination_of(t: TaskView) -> Termination:
+    if t.oom_ms and t.exit_code != 0:  # an exit 0 that beat the kill is a completion
+        return Termination(EndKind.OOM, t.oom_reason or "out of memory", t.task, t.exit_code)
     if t.hung_ms:
         return Termination(EndKind.HANG, "task hung: no output and no CPU progress within the hang window",
                            t.task, None)

@@ -6,6 +6,12 @@ averages in the store. A task makes *progress* when its log grew or its processe
 last sample; `last_progress()` is what the supervisor's hang detection reads. Progress times live in
 memory: after a server restart every task's hang window starts afresh (never a false hang).
 One pass over /proc per sample.
+
+Memory limit: a task whose processes (its process group and session) hold more than its flavor's
+memory is marked out of memory in the store (`tasks.oom_ms`, durable), told so in its log, and
+SIGKILLed; the supervisor then ends the attempt as out of memory (decide.termination_of). Sampled, so
+an allocation faster than `metrics_interval_seconds` can go past the limit before it is seen
+(docs/FLAVORS.md).
 """
 
 from __future__ import annotations
@@ -14,13 +20,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import psutil
 
 from openarts.config import Settings
+from openarts.core.reasons import oom_reason
 from openarts.core.resources import Catalog
 from openarts.store import jobs as w
 from openarts.store import queries as q
@@ -31,6 +41,28 @@ log = logging.getLogger("openarts.metrics")
 CPU_PROGRESS_SECONDS = 0.005  # CPU time per sample below this is no progress (an idle sleep uses none)
 
 Key = tuple[str, int, str]  # job id, attempt, task
+
+
+def over_limit(rss: int, limit_mb: int, processes: int, pss: Callable[[], int]) -> int | None:
+    """The bytes a task holds when that is more than its flavor's `limit_mb`, else None.
+
+    `rss` is the resident set summed over the task's `processes`: a page several of them share (after a
+    fork, or a shared library) counts once per process. So when that sum is over the limit and there is
+    more than one process, their proportional set size decides (`pss()`: each shared page split among
+    its sharers), which counts every page once as a cgroup would. 0: no limit."""
+    limit = limit_mb * 2**20
+    if limit <= 0 or rss <= limit:
+        return None
+    used = pss() if processes > 1 else rss
+    return used if used > limit else None
+
+
+def _pss(procs: list[psutil.Process]) -> int:
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            total += proc.memory_full_info().pss
+    return total
 
 
 @dataclass
@@ -84,18 +116,25 @@ class MetricsSampler:
         groups = self._groups()
         cpu: dict[int, float] = defaultdict(float)
         rss: dict[int, int] = defaultdict(int)
+        procs: dict[int, list[psutil.Process]] = defaultdict(list)
         if groups:
             for proc in psutil.process_iter(["pid"]):
                 try:
+                    # the worker leads its own session and process group (setsid): a process that
+                    # left the group but not the session is still the task's
                     pgid = os.getpgid(proc.pid)
                     if pgid not in groups:
-                        continue
+                        pgid = os.getsid(proc.pid)
+                        if pgid not in groups:
+                            continue
                     with proc.oneshot():
                         times = proc.cpu_times()
                         cpu[pgid] += times.user + times.system + times.children_user + times.children_system
                         rss[pgid] += proc.memory_info().rss
+                    procs[pgid].append(proc)
                 except (psutil.Error, ProcessLookupError, PermissionError):
                     continue
+            self._enforce_memory(groups, rss, procs)
         now = time.time()
         minute = int(now // 60)
         samples = []
@@ -126,3 +165,33 @@ class MetricsSampler:
             with self.db.begin() as conn:
                 w.add_metric_samples(conn, samples)
         return len(samples)
+
+    def _enforce_memory(self, groups: dict[int, tuple[Key, str]], rss: dict[int, int],
+                        procs: dict[int, list[psutil.Process]]) -> None:
+        """Mark and kill every task over its flavor's memory. The mark is committed before the kill, so
+        a server that dies in between still classifies the end right (and kills it on its next sample)."""
+        for pgid, ((job_id, seq, task), flavor_id) in groups.items():
+            flavor = self.catalog.flavors.get(flavor_id)
+            members = procs.get(pgid, [])
+            if flavor is None or not members:
+                continue
+            used = over_limit(rss[pgid], flavor.memory_mb, len(members), partial(_pss, members))
+            if used is None:
+                continue
+            reason = oom_reason(used, flavor.memory_mb)
+            now = w.now_ms()
+            with self.db.begin() as conn:
+                if w.mark_task_oom(conn, job_id, seq, task, now, reason):
+                    w.add_event(conn, job_id, f"Task {task} ran out of memory "
+                                f"({reason.removeprefix('out of memory: ')}): its processes are killed.", now,
+                                level="Warning", source="Worker")
+                    log.warning("job %s task %s: %s: killing process group %d", job_id, task, reason, pgid)
+            with contextlib.suppress(OSError), \
+                    open(self.settings.attempt_dir(job_id, seq, task) / "log", "a") as fh:
+                fh.write(f"[ModelArts Service Log] {reason}: the task's processes are killed.\n")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            for proc in members:  # those that left the process group, not the session
+                with contextlib.suppress(psutil.Error, OSError):
+                    if os.getpgid(proc.pid) != pgid:
+                        proc.kill()

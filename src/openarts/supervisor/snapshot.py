@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from openarts.core.phases import Phase
 from openarts.core.resources import Catalog, Flavor
 from openarts.scheduler.plan import Demand, NodeFree, Quota, QuotaUse, RunningJob
-from openarts.store.db import Record
+from openarts.store.rows import JobRow, TaskRow
 
 HOLDING = (Phase.RUNNING, Phase.TERMINATING)  # phases whose tasks hold capacity
 
@@ -21,10 +21,10 @@ def _gpus(text: str) -> tuple[int, ...]:
     return tuple(int(g) for g in text.split(",") if g)
 
 
-def free_capacity(catalog: Catalog, rows: list[Record], tasks: Mapping[str, list[Record]],
+def free_capacity(catalog: Catalog, rows: list[JobRow], tasks: Mapping[str, list[TaskRow]],
                   fenced: Mapping[str, int]) -> list[NodeFree]:
     """Each node's capacity less what running jobs hold; fenced nodes offer nothing."""
-    free = {n.name: NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels)
+    free = {n.name: NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels, list(n.cpus))
             for n in catalog.nodes}
     for row in rows:
         flavor = catalog.flavors.get(row.flavor_id)
@@ -38,14 +38,16 @@ def free_capacity(catalog: Catalog, rows: list[Record], tasks: Mapping[str, list
             node.memory_mb -= flavor.memory_mb
             used = set(_gpus(t.gpus))
             node.gpus = [g for g in node.gpus if g not in used]
+            pinned = set(_gpus(t.cpus))
+            node.cpus = [c for c in node.cpus if c not in pinned]
     for name in fenced:
         fenced_node = free.get(name)
         if fenced_node is not None:
-            fenced_node.cpu_milli, fenced_node.memory_mb, fenced_node.gpus = 0, 0, []
+            fenced_node.cpu_milli, fenced_node.memory_mb, fenced_node.gpus, fenced_node.cpus = 0, 0, [], []
     return list(free.values())
 
 
-def running_jobs(catalog: Catalog, rows: list[Record], tasks: Mapping[str, list[Record]]) -> list[RunningJob]:
+def running_jobs(catalog: Catalog, rows: list[JobRow], tasks: Mapping[str, list[TaskRow]]) -> list[RunningJob]:
     """Jobs holding capacity, for preemption; those already stopping count as freed."""
     out = []
     for r in rows:
@@ -60,7 +62,7 @@ def running_jobs(catalog: Catalog, rows: list[Record], tasks: Mapping[str, list[
     return out
 
 
-def quotas(catalog: Catalog, rows: list[Record], limits: Mapping[str, Mapping[str, int]]
+def quotas(catalog: Catalog, rows: list[JobRow], limits: Mapping[str, Mapping[str, int]]
            ) -> tuple[dict[str, Quota], dict[str, QuotaUse]]:
     """Per-project limits (cpu_cores in cores, -1 unlimited) and what running jobs use of them."""
     out = {}

@@ -1,111 +1,39 @@
 """A job's directories, arguments and environment: what each worker sees, ModelArts' conventions.
 
-ModelArts puts everything under /home/ma-user/modelarts in a container. The local executor has no
-container, so each job gets a root directory and every container path is re-based under it:
-`/home/ma-user/modelarts/inputs/data_url_0` becomes `JOB_ROOT/home/ma-user/modelarts/inputs/data_url_0`.
-`layout()` is pure; `stage()` and `upload_outputs()` do the copying.
+The paths themselves are computed in core/layout.py (pure; re-exported here); this module creates the
+directories, stages code and inputs (`stage()`), uploads outputs (`upload_outputs()`) and builds each
+worker's argv and environment.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import posixpath
 import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from openarts.core.errors import PreparationError
-from openarts.core.spec import Channel, JobSpec
+from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's home is core/layout.py)
+    MA_HOME,
+    MA_JOB_DIR,
+    MA_MOUNT,
+    ChannelDir,
+    Layout,
+    document_algorithm,
+    layout,
+    local_code_dir,
+    rebase,
+)
+from openarts.core.spec import JobSpec
 from openarts.storage.obs import LocalObjectStore
-
-MA_HOME = "/home/ma-user"
-MA_MOUNT = f"{MA_HOME}/modelarts"
-MA_JOB_DIR = f"{MA_MOUNT}/user-job-dir"
-
-
-@dataclass(frozen=True)
-class ChannelDir:
-    channel: Channel
-    container_dir: str  # the path as ModelArts would name it
-    local: Path  # where it really is
-
-
-@dataclass(frozen=True)
-class Layout:
-    root: Path
-    home: Path
-    job_dir: Path  # MA_JOB_DIR
-    code: Path | None  # where code_dir is copied (or the local code_dir itself)
-    code_in_place: bool  # a local code_dir is used where it is, not copied
-    cwd: Path
-    log_dir: Path
-    inputs: list[ChannelDir]
-    outputs: list[ChannelDir]
-
-
-def rebase(root: Path, container_path: str) -> Path:
-    """A container path under the job root; '..' cannot climb out of it."""
-    norm = posixpath.normpath("/" + container_path.lstrip("/"))
-    return root / norm.lstrip("/")
-
-
-def _local_code_dir(code_dir: str) -> Path | None:
-    if code_dir.startswith("file://"):
-        return Path(code_dir[len("file://"):])
-    if code_dir.startswith("/"):
-        return Path(code_dir)
-    return None
-
-
-def layout(spec: JobSpec, root: Path) -> Layout:
-    home = rebase(root, MA_HOME)
-    job_dir = rebase(root, MA_JOB_DIR)
-    code: Path | None = None
-    in_place = False
-    if spec.code_dir:
-        local = _local_code_dir(spec.code_dir)
-        if local is not None and not spec.request["algorithm"].get("local_code_dir"):
-            code, in_place = local, True
-        else:
-            base = posixpath.basename(spec.code_dir.rstrip("/")) or "code"
-            lcd = spec.request["algorithm"].get("local_code_dir")
-            code = rebase(root, lcd) if lcd else job_dir / base
-
-    def dirs(channels: list[Channel], kind: str) -> list[ChannelDir]:
-        return [
-            ChannelDir(c, c.local_dir or f"{MA_MOUNT}/{kind}/{c.name}_{c.index}",
-                       rebase(root, c.local_dir or f"{MA_MOUNT}/{kind}/{c.name}_{c.index}"))
-            for c in channels
-        ]
-
-    cwd = rebase(root, spec.working_dir) if spec.working_dir else (code or job_dir)
-    return Layout(root, home, job_dir, code, in_place, cwd, rebase(root, f"{MA_MOUNT}/log"),
-                  dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"))
-
-
-def document_algorithm(spec: JobSpec, lay: Layout) -> dict[str, Any]:
-    """The algorithm section as submitted, with the local directories actually used filled in."""
-    algo = json.loads(json.dumps(spec.request["algorithm"]))
-    for key, dirs in (("inputs", lay.inputs), ("outputs", lay.outputs)):
-        for item, d in zip(algo.get(key) or [], dirs, strict=False):
-            item["local_dir"] = str(d.local)
-    if lay.code is not None:
-        algo["local_code_dir"] = str(lay.code)
-    algo["working_dir"] = str(lay.cwd)
-    env = algo.get("environments")
-    if isinstance(env, dict):
-        algo["environments"] = [env] if env else []
-    return algo
 
 
 def check_code(spec: JobSpec, store: LocalObjectStore) -> None:
     """Raise PreparationError unless the code directory and boot file exist."""
     if not spec.code_dir:
         return
-    local = _local_code_dir(spec.code_dir)
+    local = local_code_dir(spec.code_dir)
     try:
         src = local if local is not None else store.resolve(spec.code_dir)
     except Exception as exc:
@@ -126,7 +54,7 @@ def stage(spec: JobSpec, lay: Layout, store: LocalObjectStore) -> None:
     for path in (lay.home, lay.job_dir, lay.log_dir, lay.root / "cache"):
         path.mkdir(parents=True, exist_ok=True)
     if spec.code_dir and lay.code is not None and not lay.code_in_place:
-        local = _local_code_dir(spec.code_dir)
+        local = local_code_dir(spec.code_dir)
         if lay.code.exists():
             shutil.rmtree(lay.code)
         if local is not None:
@@ -181,11 +109,24 @@ def argv(spec: JobSpec, lay: Layout) -> list[str]:
     return [spec.engine.python, str(lay.code / spec.boot_file), *args]
 
 
+# Thread-pool sizes that the usual numeric libraries read at start-up: OpenMP (PyTorch's intra-op pool
+# among them), MKL, OpenBLAS, BLIS, Apple Accelerate, numexpr. Set to the flavor's vCPUs unless the
+# job's own environment sets them, so a 1-vCPU worker does not start one thread per core of the machine.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def thread_variables(threads: int, job_env: dict[str, str]) -> dict[str, str]:
+    """The thread-count variables for a worker with `threads` vCPUs, less those the job sets itself."""
+    return {name: str(threads) for name in THREAD_VARIABLES if name not in job_env}
+
+
 def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[str], gpus: list[int],
                 master_port: int, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     for key in [k for k in env if k.startswith("OPENARTS_")]:
         del env[key]
+    env.update(thread_variables(spec.flavor.threads, spec.environments))
     env.update(spec.environments)
     n = spec.node_count
     vj = f"ma-job-{job_id}"

@@ -1,8 +1,13 @@
 """The job document (GET training-job details) assembled from the store: the wire format lives here.
 
 Static parts (metadata, algorithm with the directories used, spec) are rendered once at creation
-(`static_document`) and kept in `jobs.doc`; the status is rendered from the job row, its attempts,
-its latest tasks and its node-count history on every read.
+(`static_document`) and kept in `jobs.doc`; a PUT may change some of them (service/update.py). The
+status is rendered from the job row, its attempts, its latest tasks and its node-count history on
+every read.
+
+Every field comes from a real source (the request, the catalog, the store) or is left out, as
+ModelArts leaves out what does not apply; values have the types the official SDK's response models
+declare (tests/test_api_fidelity.py checks both).
 """
 
 from __future__ import annotations
@@ -11,45 +16,62 @@ from typing import Any
 
 import orjson
 
-from openarts.core.resources import Catalog, Flavor
+from openarts.core.layout import Layout, document_algorithm
+from openarts.core.resources import Catalog, Engine, Flavor
 from openarts.core.spec import JobSpec
-from openarts.store.db import Record
-from openarts.supervisor import workspace as ws
+from openarts.store.queries import Details
+from openarts.store.rows import AttemptRow, JobRow
 
 
 def flavor_info(flavor: Flavor, max_num: int) -> dict[str, Any]:
+    cpu: dict[str, Any] = {"arch": flavor.arch}
+    if float(flavor.cpu_cores).is_integer():  # the SDK types core_num as an integer: a fraction is left out
+        cpu["core_num"] = int(flavor.cpu_cores)
     info: dict[str, Any] = {
         "max_num": max_num,
-        "cpu": {"arch": flavor.arch, "core_num": int(flavor.cpu_cores) if float(flavor.cpu_cores).is_integer()
-                else flavor.cpu_cores},
-        "memory": {"size": flavor.memory_gb, "unit": "GB"},
+        "cpu": cpu,
+        # whole GB as ModelArts lists them; a configured flavor below or between GB in MB (size is an integer)
+        "memory": ({"size": flavor.memory_mb // 1024, "unit": "GB"} if flavor.memory_mb % 1024 == 0
+                   else {"size": flavor.memory_mb, "unit": "MB"}),
     }
     if flavor.gpus:
-        info["gpu"] = {"unit_num": flavor.gpus, "product_name": flavor.gpu_product, "memory": flavor.gpu_memory}
+        gpu: dict[str, Any] = {"unit_num": flavor.gpus}
+        if flavor.gpu_product:
+            gpu["product_name"] = flavor.gpu_product
+        if flavor.gpu_memory:
+            gpu["memory"] = flavor.gpu_memory
+        info["gpu"] = gpu
     return info
 
 
-def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layout: ws.Layout) -> dict[str, Any]:
+def engine_block(engine: Engine, requested: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The engine as the catalog knows it, whichever way the request named it (id, or name and version)."""
+    return {**(requested or {}), "engine_id": engine.engine_id, "engine_name": engine.engine_name,
+            "engine_version": engine.engine_version}
+
+
+def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layout: Layout) -> dict[str, Any]:
     req = spec.request
     spec_doc = dict(req["spec"])
     flavor = spec.flavor
     resource = {
         **spec_doc.get("resource", {}),
-        "policy": "regular",
         "flavor_id": flavor.flavor_id,
-        "flavor_name": flavor.flavor_name or flavor.flavor_id,
         "node_count": spec.node_count,
         "pool_id": spec.pool_id,
-        "pool_name": spec.pool_id,
         "flavor_detail": {"flavor_type": flavor.flavor_type,
                           "flavor_info": flavor_info(flavor, catalog.max_num(flavor, spec.pool_id))},
     }
+    if flavor.flavor_name:
+        resource["flavor_name"] = flavor.flavor_name
     spec_doc["resource"] = resource
     spec_doc["schedule_policy"] = {**spec_doc.get("schedule_policy", {}), "priority": spec.priority,
                                    "preemptible": spec.preemptible}
+    algorithm = document_algorithm(spec, layout)
+    algorithm["engine"] = engine_block(spec.engine, req["algorithm"].get("engine"))
     doc: dict[str, Any] = {
         "annotations": spec.annotations,
-        "algorithm": ws.document_algorithm(spec, layout),
+        "algorithm": algorithm,
         "spec": spec_doc,
     }
     if "endpoints" in req:
@@ -57,7 +79,7 @@ def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layout: ws.Lay
     return doc
 
 
-def _running_record(a: Record) -> dict[str, Any]:
+def _running_record(a: AttemptRow) -> dict[str, Any]:
     rec: dict[str, Any] = {"start_at": a.start_at, "start_type": a.start_type}
     if a.end_at:
         rec["end_at"] = a.end_at
@@ -74,7 +96,7 @@ def _running_record(a: Record) -> dict[str, Any]:
     return rec
 
 
-def job_document(row: Record, details: dict[str, list[Record]], now_ms: int) -> dict[str, Any]:
+def job_document(row: JobRow, details: Details, now_ms: int) -> dict[str, Any]:
     doc = orjson.loads(row.doc)
     duration = row.run_ms + (now_ms - row.running_since_ms if row.running_since_ms else 0)
     names = [f"worker-{i}" for i in range(row.node_count)]
@@ -102,27 +124,29 @@ def job_document(row: Record, details: dict[str, list[Record]], now_ms: int) -> 
         "task_statuses": task_statuses,
         "running_records": [_running_record(a) for a in details["attempts"]],
     }
-    if tasks:
-        status["task_ips"] = [{"task": t.task, "ip": t.ip, "host_ip": t.ip, "schedule_count": t.seq}
-                              for t in tasks]
+    if tasks:  # host_ip is left out: the local executor knows one address per worker, not a host behind it
+        status["task_ips"] = [{"task": t.task, "ip": t.ip, "schedule_count": t.seq} for t in tasks]
+    metadata: dict[str, Any] = {
+        "id": row.id,
+        "name": row.name,
+        "workspace_id": row.workspace_id,
+        "description": row.description,
+        "create_time": row.create_ms,
+        "user_name": row.user_name,
+    }
+    if doc["annotations"]:
+        metadata["annotations"] = doc["annotations"]
     out: dict[str, Any] = {
         "kind": row.kind,
-        "metadata": {
-            "id": row.id,
-            "name": row.name,
-            "workspace_id": row.workspace_id,
-            "description": row.description,
-            "create_time": row.create_ms,
-            "user_name": row.user_name,
-            "annotations": doc["annotations"],
-        },
+        "metadata": metadata,
         "status": status,
         "algorithm": doc["algorithm"],
         "spec": doc["spec"],
     }
     policy = doc["spec"].get("schedule_policy")
-    if policy is not None:
-        policy["priority"] = row.priority  # may have changed since creation (PUT while pending)
-    if "endpoints" in doc:
+    if policy is not None:  # both may change after creation (PUT)
+        policy["priority"] = row.priority
+        policy["preemptible"] = bool(row.preemptible)
+    if doc.get("endpoints"):
         out["endpoints"] = doc["endpoints"]
     return out

@@ -1,0 +1,98 @@
+"""Where a job's files are: ModelArts' container paths re-based under the job's root directory. Pure.
+
+ModelArts puts everything under /home/ma-user/modelarts in a container. The local executor has no
+container, so each job gets a root directory and every container path is re-based under it:
+`/home/ma-user/modelarts/inputs/data_url_0` becomes `JOB_ROOT/home/ma-user/modelarts/inputs/data_url_0`.
+`layout()` computes the paths (it creates nothing); supervisor/workspace.py stages and uploads, and the
+job document (service/document.py) shows the directories actually used.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openarts.core.spec import Channel, JobSpec
+
+MA_HOME = "/home/ma-user"
+MA_MOUNT = f"{MA_HOME}/modelarts"
+MA_JOB_DIR = f"{MA_MOUNT}/user-job-dir"
+
+
+@dataclass(frozen=True)
+class ChannelDir:
+    channel: Channel
+    container_dir: str  # the path as ModelArts would name it
+    local: Path  # where it really is
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    home: Path
+    job_dir: Path  # MA_JOB_DIR
+    code: Path | None  # where code_dir is copied (or the local code_dir itself)
+    code_in_place: bool  # a local code_dir is used where it is, not copied
+    cwd: Path
+    log_dir: Path
+    inputs: list[ChannelDir]
+    outputs: list[ChannelDir]
+
+
+def rebase(root: Path, container_path: str) -> Path:
+    """A container path under the job root; '..' cannot climb out of it."""
+    norm = posixpath.normpath("/" + container_path.lstrip("/"))
+    return root / norm.lstrip("/")
+
+
+def local_code_dir(code_dir: str) -> Path | None:
+    """The directory of a local code_dir (`file://...` or an absolute path); None for obs://."""
+    if code_dir.startswith("file://"):
+        return Path(code_dir[len("file://"):])
+    if code_dir.startswith("/"):
+        return Path(code_dir)
+    return None
+
+
+def layout(spec: JobSpec, root: Path) -> Layout:
+    home = rebase(root, MA_HOME)
+    job_dir = rebase(root, MA_JOB_DIR)
+    code: Path | None = None
+    in_place = False
+    if spec.code_dir:
+        local = local_code_dir(spec.code_dir)
+        if local is not None and not spec.request["algorithm"].get("local_code_dir"):
+            code, in_place = local, True
+        else:
+            base = posixpath.basename(spec.code_dir.rstrip("/")) or "code"
+            lcd = spec.request["algorithm"].get("local_code_dir")
+            code = rebase(root, lcd) if lcd else job_dir / base
+
+    def dirs(channels: list[Channel], kind: str) -> list[ChannelDir]:
+        return [
+            ChannelDir(c, c.local_dir or f"{MA_MOUNT}/{kind}/{c.name}_{c.index}",
+                       rebase(root, c.local_dir or f"{MA_MOUNT}/{kind}/{c.name}_{c.index}"))
+            for c in channels
+        ]
+
+    cwd = rebase(root, spec.working_dir) if spec.working_dir else (code or job_dir)
+    return Layout(root, home, job_dir, code, in_place, cwd, rebase(root, f"{MA_MOUNT}/log"),
+                  dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"))
+
+
+def document_algorithm(spec: JobSpec, lay: Layout) -> dict[str, Any]:
+    """The algorithm section as submitted, with the local directories actually used filled in."""
+    algo = json.loads(json.dumps(spec.request["algorithm"]))
+    for key, dirs in (("inputs", lay.inputs), ("outputs", lay.outputs)):
+        for item, d in zip(algo.get(key) or [], dirs, strict=False):
+            item["local_dir"] = str(d.local)
+    if lay.code is not None:
+        algo["local_code_dir"] = str(lay.code)
+    algo["working_dir"] = str(lay.cwd)
+    env = algo.get("environments")
+    if isinstance(env, dict):
+        algo["environments"] = [env] if env else []
+    return algo

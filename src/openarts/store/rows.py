@@ -1,0 +1,146 @@
+"""Typed rows: one NamedTuple per table, its fields the table's columns in order (store/schema.py).
+
+Readers return these instead of untyped tuples, so mypy checks every attribute the supervisor, the
+scheduler's snapshot and the job document read. tests/unit/test_rows.py keeps them equal to the
+schema. Booleans come back from SQLite as 0/1 (typed `int`). Times: *_ms epoch ms, *_at epoch s.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import lru_cache
+from typing import NamedTuple, TypeVar
+
+
+class JobRow(NamedTuple):
+    id: str
+    project_id: str
+    workspace_id: str
+    name: str
+    kind: str
+    description: str
+    user_name: str
+    create_ms: int
+    update_ms: int
+    phase: str
+    secondary_phase: str
+    start_ms: int
+    end_ms: int
+    running_since_ms: int
+    run_ms: int
+    flavor_id: str
+    node_count: int
+    pool_id: str
+    priority: int
+    preemptible: int
+    engine_id: str
+    request: str  # '' in rows read by the supervisor's light query (queries.active_jobs)
+    doc: str  # likewise
+    message: str
+    terminate_requested: int
+    terminate_reason: str
+    preempt_requested: int
+    preempt_ms: int
+    preempted_by: str
+    delete_requested: int
+    attempt: int
+    queue_seq: int
+    retries_used: int
+    hang_restarts: int
+    recover_tier: int
+    pod_retries_used: int
+
+
+class AttemptRow(NamedTuple):
+    job_id: str
+    seq: int
+    start_at: int
+    end_at: int
+    start_type: str
+    end_reason: str
+    end_related_task: str
+    end_recover: str
+    end_recover_before_downgrade: str
+    recover_records: str  # JSON list
+    master_port: int
+    started: int
+    opened_ms: int
+    started_ms: int
+    end_ms: int
+
+
+class TaskRow(NamedTuple):
+    job_id: str
+    seq: int
+    task: str
+    idx: int
+    node: str
+    ip: str
+    gpus: str  # "0,1"
+    pid: int
+    pid_start: float
+    exit_code: int | None
+    message: str
+    start_ms: int
+    end_ms: int
+    hung_ms: int
+    oom_ms: int
+    oom_reason: str
+    cpus: str  # "0,1"; empty: not pinned
+
+
+class EventRow(NamedTuple):
+    id: int
+    job_id: str
+    time_ms: int
+    level: str
+    source: str
+    message: str
+
+
+class NodeCountRow(NamedTuple):
+    id: int
+    job_id: str
+    time_ms: int
+    count: int  # type: ignore[assignment]  # the column's name shadows tuple.count
+
+
+class MetricRow(NamedTuple):
+    job_id: str
+    task: str
+    minute: int
+    cpu_sum: float
+    mem_sum: float
+    samples: int
+
+
+R = TypeVar("R", bound=tuple)
+
+
+class SchemaDrift(RuntimeError):
+    """A query's columns are not the row type's fields: a bug, found on the first read."""
+
+
+@lru_cache(maxsize=64)
+def _check(cls: type, names: tuple[str, ...]) -> None:
+    fields = getattr(cls, "_fields", ())
+    if names != fields:
+        raise SchemaDrift(f"{cls.__name__} expects columns {fields}, the query gave {names}")
+
+
+def typed(cursor: sqlite3.Cursor, cls: type[R]) -> list[R]:
+    """Every row of an executed cursor as `cls`; the columns must be exactly its fields, in order."""
+    rows = cursor.fetchall()
+    if not rows:
+        return []
+    _check(cls, tuple(d[0] for d in cursor.description))
+    make = cls._make  # type: ignore[attr-defined]
+    return [make(r) for r in rows]
+
+
+def typed_one(cursor: sqlite3.Cursor, cls: type[R]) -> R | None:
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    _check(cls, tuple(d[0] for d in cursor.description))
+    return cls._make(row)  # type: ignore[attr-defined]

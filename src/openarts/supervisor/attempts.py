@@ -1,0 +1,321 @@
+"""Running and Terminating attempts: observe the tasks, stop them, end the attempt, recover.
+
+The supervisor's half that deals with an attempt that is running (supervisor/loop.py has the pass,
+scheduling and starting). What to do is decided by pure functions (`decide_attempt`, `apply_of`,
+`faults.plan_recovery`); this module observes and carries it out.
+
+Level-triggered recovery: a Running job whose latest attempt is closed with an in-place tier
+(`end_recover`) is restarted by whichever pass sees it, so a crash between the two steps is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from openarts.config import Settings
+from openarts.core import faults
+from openarts.core.errors import OpenartsError
+from openarts.core.phases import Phase, Secondary
+from openarts.core.reasons import EndKind, Termination, outcome
+from openarts.core.spec import JobSpec
+from openarts.executors.base import Executor, TaskHandle
+from openarts.scheduler.ledger import Ledger
+from openarts.storage.obs import LocalObjectStore
+from openarts.store import jobs as w
+from openarts.store.db import Database
+from openarts.store.rows import AttemptRow, JobRow, TaskRow
+from openarts.supervisor import snapshot as snap
+from openarts.supervisor import workspace as ws
+from openarts.supervisor.decide import LOST_EXIT, TaskView, decide_attempt
+from openarts.supervisor.steps import Apply, apply_of
+
+if TYPE_CHECKING:
+    from openarts.supervisor.metrics import MetricsSampler
+
+log = logging.getLogger("openarts.supervisor")
+
+TAIL_LINES = 20
+INIT = "init_or_rescheduled"
+
+
+def faultpoint(name: str) -> None:
+    """Crash-consistency tests kill the server at named points (OPENARTS_FAULTPOINT=name)."""
+    if os.environ.get("OPENARTS_FAULTPOINT") == name:
+        log.warning("fault point %s: killing the server", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 16384) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+@dataclass
+class Pass:
+    """What one reconcile pass loaded, and the capacity ledger its placements claim from."""
+
+    rows: list[JobRow]
+    tasks: Mapping[str, list[TaskRow]]
+    ledger: Ledger
+
+
+class AttemptSupervision:
+    settings: Settings
+    db: Database
+    executor: Executor
+    store: LocalObjectStore
+    sampler: MetricsSampler | None
+    _termed: set[tuple[str, int, str]]
+    _wake: asyncio.Event
+
+    # provided by the Supervisor (supervisor/loop.py)
+    def poke(self, job_id: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _spec(self, row: JobRow) -> JobSpec:
+        raise NotImplementedError
+
+    def _handle(self, row: JobRow, t: TaskRow) -> TaskHandle:
+        raise NotImplementedError
+
+    def _forget(self, job_id: str) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _run_ms(row: JobRow, now: int) -> int:
+        raise NotImplementedError
+
+    def _watch(self, handle: TaskHandle) -> None:
+        job_id = handle.job_id
+        self.executor.watch(handle, lambda: self.poke(job_id))
+
+    # -- Running / Terminating -------------------------------------------------------------------
+    def _begin_terminate(self, row: JobRow, tasks: list[TaskRow], poll: bool, now: int) -> None:
+        views = self._observe(row, tasks, poll, now)
+        with self.db.begin() as conn:
+            w.transition(conn, row.id, Phase.RUNNING, Phase.TERMINATING, at_ms=now, end_ms=now,
+                         event="Job terminating: stopping its workers.")
+        self._signal_all(row, tasks, views, signal.SIGTERM)
+        self._wake.set()
+
+    async def _supervise(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow | None, poll: bool,
+                         ps: Pass) -> None:
+        now = w.now_ms()
+        views = self._observe(row, tasks, poll, now)
+        self._check_auto_stop(row, now)
+        if poll and row.phase == Phase.RUNNING:
+            views = self._detect_hangs(row, tasks, views, now)
+        preempting = row.phase == Phase.RUNNING and bool(row.preempt_requested)
+        since = row.preempt_ms if preempting else (row.end_ms if row.phase == Phase.TERMINATING else None)
+        decision = decide_attempt(views, now, int(self.settings.terminate_grace_seconds * 1000), since)
+        act = apply_of(decision, preempting)
+        if act is Apply.TERM:
+            self._signal_all(row, tasks, views, signal.SIGTERM)
+        elif act is Apply.KILL:
+            self._signal_all(row, tasks, views, signal.SIGKILL)
+        elif act is Apply.REQUEUE:
+            assert attempt is not None
+            self._end_processes(row, tasks)
+            self._requeue_preempted(row, attempt, now)
+        elif act is Apply.FINISH:
+            assert decision.termination is not None and attempt is not None
+            await self._finish(row, tasks, attempt, decision.termination, ps)
+
+    def _requeue_preempted(self, row: JobRow, attempt: AttemptRow, now: int) -> None:
+        """A preempted job goes back to the queue (its old position), without using its retry budget."""
+        reason = f"preempted by job {row.preempted_by}"
+        with self.db.begin() as conn:
+            w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
+                         run_ms=self._run_ms(row, now), running_since_ms=0, event=f"Job {reason}: back in the queue.",
+                         level="Warning")
+            closed = w.close_attempt(conn, row.id, attempt.seq, now, reason, None)
+            w.clear_preempt(conn, row.id)
+            if closed:
+                w.add_node_count(conn, row.id, now, 0)
+        self._wake.set()
+
+    def _check_auto_stop(self, row: JobRow, now: int) -> None:
+        if row.phase != Phase.RUNNING or row.terminate_requested:
+            return
+        try:
+            limit = self._spec(row).auto_stop_seconds
+        except OpenartsError:
+            return
+        if limit is not None and self._run_ms(row, now) >= limit * 1000:
+            with self.db.begin() as conn:
+                w.request_terminate(conn, row.id, now, f"auto stopped: ran longer than {limit} s (spec.auto_stop)")
+            self._wake.set()
+
+    def _observe(self, row: JobRow, tasks: list[TaskRow], poll: bool, now: int) -> list[TaskView]:
+        views = []
+        for t in tasks:
+            exit_code, end_ms, lost = t.exit_code, t.end_ms, t.exit_code == LOST_EXIT
+            if exit_code is None and poll:
+                h = self._handle(row, t)
+                state = self.executor.poll(h)
+                if state.running:
+                    self._watch(h)
+                else:
+                    lost = state.lost
+                    exit_code = LOST_EXIT if lost else state.exit_code
+                    assert exit_code is not None
+                    end_ms = now
+                    self._record_exit(row, t, exit_code, lost, state.detail, now)
+            views.append(TaskView(t.task, t.idx, exit_code, end_ms, lost, t.hung_ms, t.oom_ms, t.oom_reason))
+        return views
+
+    def _detect_hangs(self, row: JobRow, tasks: list[TaskRow], views: list[TaskView], now: int) -> list[TaskView]:
+        if self.sampler is None or any(v.hung_ms for v in views):
+            return views
+        try:
+            window = faults.hang_window_seconds(self._spec(row).environments, self.settings.hang_detect_minutes)
+        except OpenartsError:
+            return views
+        out = []
+        for t, v in zip(tasks, views, strict=True):
+            last = self.sampler.last_progress((row.id, t.seq, t.task)) if v.exit_code is None else None
+            if last is not None and now / 1000 - last >= window:
+                with self.db.begin() as conn:
+                    if w.mark_task_hung(conn, row.id, t.seq, t.task, now):
+                        w.add_event(conn, row.id, f"Task {t.task} is hung: no output and no CPU progress for "
+                                    f"{window / 60:g} min.", now, level="Warning", source="Worker")
+                v = dataclasses.replace(v, hung_ms=now)
+            out.append(v)
+        return out
+
+    def _record_exit(self, row: JobRow, t: TaskRow, exit_code: int, lost: bool, detail: str, now: int) -> None:
+        run_dir = self._handle(row, t).run_dir
+        message = ""
+        if lost:
+            message = f"Task lost: {detail}."
+        elif exit_code != 0:
+            last = tail(self.executor.log_path(run_dir))
+            cause = f"{t.oom_reason[:1].upper()}{t.oom_reason[1:]} (exit code {exit_code})." if t.oom_ms else \
+                f"Exit code {exit_code}."
+            message = cause + (f" Last log lines:\n{last}" if last else "")
+        with self.db.begin() as conn:
+            if w.record_task_exit(conn, row.id, t.seq, t.task, exit_code, message, now):
+                text = (f"Task {t.task} lost: {detail}." if lost else f"Task {t.task} exited with code {exit_code}.")
+                w.add_event(conn, row.id, text, now, level="Info" if exit_code == 0 else "Warning", source="Worker")
+
+    def _signal_all(self, row: JobRow, tasks: list[TaskRow], views: list[TaskView], signum: int) -> None:
+        live = {v.task for v in views if v.exit_code is None}
+        for t in tasks:
+            if t.task not in live:
+                continue
+            key = (row.id, t.seq, t.task)
+            if signum == signal.SIGTERM and key in self._termed:
+                continue
+            self._termed.add(key)
+            self.executor.signal(self._handle(row, t), signum)
+
+    def _end_processes(self, row: JobRow, tasks: list[TaskRow]) -> None:
+        """Kill whatever is left of the attempt's process groups (stragglers)."""
+        for t in tasks:
+            self.executor.cleanup(self._handle(row, t))
+            self._termed.discard((row.id, t.seq, t.task))
+
+    # -- ending an attempt: finish the job, or recover it ------------------------------------------
+    async def _finish(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow, term: Termination,
+                      ps: Pass) -> None:
+        now = w.now_ms()
+        self._end_processes(row, tasks)
+        recovery = None
+        if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED) and not row.terminate_requested:
+            recovery = self._plan_recovery(row, tasks, attempt, term, ps, now)
+        if recovery is not None:
+            self._begin_recovery(row, tasks, attempt, term, recovery, now)
+            return
+        lines: list[str] = []
+        if term.kind is not EndKind.TERMINATED:
+            try:
+                lay = ws.layout(self._spec(row), self.settings.job_dir(row.id))
+                if lay.outputs:
+                    lines = await asyncio.to_thread(ws.upload_outputs, lay, self.store)
+            except OpenartsError as exc:
+                lines = [f"Outputs not uploaded: {exc.message}"]
+        phase, secondary = outcome(term)
+        if term.kind is EndKind.TERMINATED and row.terminate_reason:
+            term = Termination(EndKind.TERMINATED, row.terminate_reason)
+        message = "" if phase is Phase.COMPLETED else self._final_message(row, term)
+        with self.db.begin() as conn:
+            w.transition(conn, row.id, Phase(row.phase), phase, at_ms=now, secondary=secondary, end_ms=now,
+                         run_ms=self._run_ms(row, now), running_since_ms=0, message=message,
+                         event=f"Job {phase.value.lower()}: {message or term.end_reason}.",
+                         level="Info" if phase in (Phase.COMPLETED, Phase.TERMINATED) else "Error")
+            for line in lines:
+                w.add_event(conn, row.id, line, now, source="Storage")
+            if w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task):
+                w.add_node_count(conn, row.id, now, 0)
+        self._forget(row.id)
+
+    def _final_message(self, row: JobRow, term: Termination, policy: faults.FaultPolicy | None = None) -> str:
+        if policy is None:
+            try:
+                policy = faults.parse_policy(self._spec(row).annotations)
+            except OpenartsError:
+                return term.end_reason
+        if faults.retryable(term, policy) and policy.budget and row.retries_used >= policy.budget:
+            return (f"{term.end_reason}; not recovered: the retry budget is exhausted "
+                    f"({row.retries_used} of {policy.budget} recoveries used)")
+        if term.kind is EndKind.START_FAILED and not policy.budget:
+            return f"{term.end_reason}; not retried (fault-tolerance/job-retry-num retries failed starts)"
+        if term.kind is EndKind.HANG:
+            return f"{term.end_reason}; not recovered (enable fault-tolerance/hang-retry to restart hung jobs)"
+        return term.end_reason
+
+    def _plan_recovery(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow, term: Termination, ps: Pass,
+                       now: int) -> faults.Recovery | None:
+        try:
+            spec = self._spec(row)
+            policy = faults.parse_policy(spec.annotations)
+        except OpenartsError:
+            return None
+        state = faults.RecoveryState(row.retries_used, row.hang_restarts, row.recover_tier, row.pod_retries_used)
+        failed_node = next((t.node for t in tasks if t.task == term.related_task), "")
+        other = ps.ledger.place_one(snap.demand_of(spec.flavor), spec.pool_id, avoid=failed_node) is not None
+        cap = faults.Capabilities(other_node=other, uses_gpus=spec.flavor.gpus > 0)
+        ran_long = attempt.started_ms and now - attempt.started_ms >= self.settings.recovery_reset_seconds * 1000
+        return faults.plan_recovery(term, policy, state, cap, bool(ran_long))
+
+    def _begin_recovery(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow, term: Termination,
+                        rec: faults.Recovery, now: int) -> None:
+        record = {"recover_start_at": now // 1000, "recover": rec.tier, "fault_scenario": rec.fault_scenario,
+                  "reason": term.end_reason, "related_task": term.related_task or ""}
+        budget_note = "" if rec.counted else " (not counted against job-retry-num)"
+        downgrade = f" instead of {rec.wanted}" if rec.wanted != rec.tier else ""
+        with self.db.begin() as conn:
+            if rec.tier in faults.IN_PLACE:  # stays Running; the next pass restarts it (a crash here loses nothing)
+                w.transition(conn, row.id, Phase.RUNNING, Phase.RUNNING, at_ms=now, event="")
+            else:
+                w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
+                             run_ms=self._run_ms(row, now), running_since_ms=0, event=f"Job requeued for {rec.tier}.")
+                if rec.tier == faults.JOB_RESCHEDULE_WITH_TAINT:
+                    node = next((t.node for t in tasks if t.task == term.related_task), None)
+                    if node:
+                        w.add_fence(conn, node, now + int(self.settings.taint_seconds * 1000), row.id,
+                                    term.end_reason)
+            w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task, rec.tier, rec.wanted,
+                            record)
+            w.set_recovery_state(conn, row.id, rec.state)
+            w.add_node_count(conn, row.id, now, 0)
+            w.add_event(conn, row.id, f"Recovering from '{term.end_reason}' with {rec.tier}{downgrade}"
+                        f"{budget_note}.", now, level="Warning", source="FaultTolerance")
+        faultpoint("recovery_begun")
+        self._wake.set()

@@ -1,0 +1,46 @@
+"""Typed rows stay equal to the schema, on a new database and on one migrated from an older version."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from openarts.store import rows
+from openarts.store.db import open_db
+from openarts.store.schema import attempts, events, jobs, metrics, node_counts, tasks
+
+PAIRS = [(rows.JobRow, jobs), (rows.AttemptRow, attempts), (rows.TaskRow, tasks), (rows.EventRow, events),
+         (rows.NodeCountRow, node_counts), (rows.MetricRow, metrics)]
+
+
+@pytest.mark.parametrize(("row", "table"), PAIRS, ids=[t.name for _, t in PAIRS])
+def test_row_fields_are_the_tables_columns_in_order(row: type, table: object) -> None:
+    assert row._fields == tuple(c.name for c in table.c)  # type: ignore[attr-defined]
+
+
+def test_a_database_migrated_from_v2_reads_as_typed_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    open_db(path).close()
+    raw = sqlite3.connect(path)  # turn it into a v2 database: tasks without the v3 columns
+    new = ("oom_ms", "oom_reason", "cpus")
+    old_cols = ", ".join(c.name for c in tasks.c if c.name not in new)
+    raw.executescript(f"CREATE TABLE t2 AS SELECT {old_cols} FROM tasks; DROP TABLE tasks; "
+                      f"ALTER TABLE t2 RENAME TO tasks; UPDATE schema_version SET version = 2;")
+    raw.execute("INSERT INTO tasks (job_id, seq, task, idx, node, ip, gpus, pid, pid_start, message, start_ms, "
+                "end_ms, hung_ms) VALUES ('j', 1, 'worker-0', 0, 'local', '127.0.0.1', '', 1, 0.0, '', 0, 0, 0)")
+    raw.commit()
+    raw.close()
+    db = open_db(path)
+    with db.connect() as conn:
+        got = rows.typed(conn.execute("SELECT * FROM tasks"), rows.TaskRow)
+    assert got[0].task == "worker-0" and got[0].oom_ms == 0 and got[0].cpus == ""
+
+
+def test_a_query_that_drifts_from_its_row_type_is_refused() -> None:
+    db = open_db(":memory:")
+    with db.connect() as conn:
+        conn.execute("INSERT INTO node_counts (job_id, time_ms, count) VALUES ('j', 1, 2)")
+        with pytest.raises(rows.SchemaDrift):
+            rows.typed(conn.execute("SELECT job_id, time_ms FROM node_counts"), rows.NodeCountRow)
