@@ -139,7 +139,8 @@ SERVER_KEYS: dict[str, Check] = {
 NODE_KEYS: dict[str, Check] = {"name": string, "cpu_cores": number(0, strict=True),
                                "memory_gb": number(0, strict=True), "gpus": integer_list, "pool": string,
                                "labels": scalar_table}
-FLAVOR_KEYS: dict[str, Check] = {"flavor_id": string, "cpu_cores": number(0, strict=True), "memory_gb": number(0),
+FLAVOR_KEYS: dict[str, Check] = {"flavor_id": string, "cpu_cores": number(0, strict=True),
+                                 "memory_gb": number(0, strict=True),
                                  "gpus": integer(0), "gpu_product": any_string, "gpu_memory": any_string,
                                  "flavor_name": string}
 ENGINE_KEYS: dict[str, Check] = {"engine_id": string, "engine_name": string, "engine_version": any_string,

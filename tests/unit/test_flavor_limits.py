@@ -110,8 +110,8 @@ def test_a_configured_flavor_may_have_a_fraction_of_a_gb() -> None:
     catalog = build_catalog({"flavors": [{"flavor_id": "tiny", "cpu_cores": 0.5, "memory_gb": 0.0625},
                                          {"flavor_id": "big", "cpu_cores": 2, "memory_gb": 8}]}, gpus=[])
     tiny, big = catalog.flavors["tiny"], catalog.flavors["big"]
-    assert (tiny.memory_mb, tiny.threads, tiny.pinned_cores) == (64, 1, 0)
-    assert (big.memory_mb, big.threads, big.pinned_cores) == (8192, 2, 2)
+    assert (tiny.memory_mb, tiny.threads) == (64, 1)
+    assert (big.memory_mb, big.threads) == (8192, 2)
     # the flavor list's memory size is an integer: MB below a whole GB, GB otherwise
     assert flavor_info(tiny, 1)["memory"] == {"size": 64, "unit": "MB"}
     assert flavor_info(big, 1)["memory"] == {"size": 8, "unit": "GB"}

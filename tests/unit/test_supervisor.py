@@ -6,6 +6,7 @@ Pending job looping forever, a lost compare-and-set whose side writes committed 
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -143,9 +144,11 @@ def test_a_lost_compare_and_set_rolls_back_the_attempt_it_started(tmp_path: Path
     with h.db.connect() as conn:
         started = conn.execute("SELECT started FROM attempts WHERE job_id = ?", (j,)).fetchall()
         counts = conn.execute("SELECT count FROM node_counts WHERE job_id = ?", (j,)).fetchall()
-    assert started == [(0,)]  # mark_attempt_started rolled back with the lost transition
+    assert started == []  # mark_attempt_started rolled back, and the attempt it opened dropped
     assert counts == []
     assert not any("Job started" in e for e in h.events(j))
+    assert h.executor.running() == []  # what it spawned does not run on unaccounted
+    assert row.attempt == 0
 
 
 def test_terminate_wins_over_a_pending_restart(tmp_path: Path) -> None:
@@ -199,3 +202,46 @@ def test_bookkeeping_is_dropped_when_jobs_end(tmp_path: Path) -> None:
     h.run(4)
     assert all(h.job(j).phase == "Terminated" for j in jobs)
     assert not h.sup._specs and not h.sup._waiting_reason and not h.sup._termed and not h.sup._retry_at
+
+
+def test_a_failed_start_waits_for_its_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "START_BACKOFF_MS", (60_000, 60_000))
+    h = Harness(tmp_path, ONE_CORE_NODES)
+    h.executor.start_errors = ["transient"]
+    j = h.submit(annotations=RETRY)
+    h.run(4)
+    assert h.job(j).phase == "Pending"
+    assert h.executor.tasks == {}  # not tried again within the backoff
+    later = w.now_ms() + 61_000
+    monkeypatch.setattr(w, "now_ms", lambda: later)
+    h.run(1)
+    assert h.job(j).phase == "Running"
+
+
+def test_a_start_failure_does_not_move_the_recovery_ladder(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ONE_CORE_NODES)
+    h.executor.start_errors = ["transient"]
+    j = h.submit(annotations={**RETRY, "fault-tolerance/job-unconditional-retry": "true"})
+    h.run(3)
+    assert h.job(j).phase == "Running"
+    h.executor.exit(j, "worker-0", 1)
+    h.run(1)
+    with h.db.connect() as conn:
+        tier = conn.execute("SELECT end_recover FROM attempts WHERE job_id = ? ORDER BY seq DESC", (j,)).fetchone()
+    assert tier == ("proc_restart",)  # the top of the ladder, not below job_reschedule
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs")
+def test_pinned_cores_stay_distinct_across_restarts(tmp_path: Path) -> None:
+    h = Harness(tmp_path, [{"name": "A", "cpu_cores": 2, "memory_gb": 2}])
+    retry = {**RETRY, "fault-tolerance/job-unconditional-retry": "true"}
+    x, y = h.submit(annotations=retry), h.submit(annotations=retry)
+    h.run(2)
+    before = {j: h.tasks(j)[0].cpus for j in (x, y)}
+    assert sorted(before.values()) == sorted(str(c) for c in sorted(os.sched_getaffinity(0))[:2])
+    h.executor.exit(x, "worker-0", 1)
+    h.run(2)  # x restarts in place on the core it had
+    assert h.job(x).attempt == 2
+    assert {j: h.tasks(j)[0].cpus for j in (x, y)} == before
+    launches = [t.launch.cpus for t in h.executor.running()]
+    assert sorted(launches) == sorted((int(c),) for c in before.values())

@@ -12,7 +12,7 @@ domain, SQLite or a stored document. Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 from openarts.core import errors
@@ -45,12 +45,12 @@ def _first_fault(doc: Any) -> tuple[str, Any] | None:
     return None
 
 
-def _path_to(doc: Any, target: Any) -> str:
-    """Where `target` (the very object) sits in `doc`: metadata.labels.a, algorithm.parameters[0].value."""
+def _path_to(doc: Any, found: Callable[[Any], bool]) -> str:
+    """Where the first value for which `found` holds sits in `doc`: metadata.labels.a, algorithm.parameters[0]."""
     stack: list[tuple[Any, str]] = [(doc, "")]
     while stack:
         value, path = stack.pop()
-        if value is target:
+        if found(value):
             return path or "the body"
         if isinstance(value, dict):
             stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
@@ -65,27 +65,16 @@ def check_json(doc: Any, invalid: type[errors.InvalidRequest] = errors.InvalidRe
     if fault is None:
         return doc
     kind, value = fault
-    where = _path_to(doc, value) if kind == "depth" else _int_path(doc, value)
+    if kind == "depth":
+        where = _path_to(doc, lambda v: v is value)
+    else:  # small ints are shared objects in CPython, big ones are not: the first equal out-of-range int
+        where = _path_to(doc, lambda v: type(v) is int and v == value)
     if kind == "depth":
         if len(where) > 120:
             where = where[:120] + "..."
         raise errors.InvalidJsonBody(f"The request body nests deeper than {MAX_DEPTH} levels (at {where}).")
     raise invalid(f"Invalid parameter {where}: {value} is outside the signed 64-bit integer range "
                   f"({INT64_MIN} to {INT64_MAX}).")
-
-
-def _int_path(doc: Any, bad: int) -> str:
-    """Small ints are shared objects in CPython, big ones are not: find the first equal out-of-range int."""
-    stack: list[tuple[Any, str]] = [(doc, "")]
-    while stack:
-        value, path = stack.pop()
-        if type(value) is int and value == bad:
-            return path or "the body"
-        if isinstance(value, dict):
-            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
-    return "the body"
 
 
 def query_int(name: str, raw: str | None, default: int | None, lo: int, hi: int) -> int | None:

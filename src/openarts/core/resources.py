@@ -61,11 +61,6 @@ class Flavor:
         """Threads a worker of this flavor should run per pool (OMP_NUM_THREADS and the like)."""
         return max(1, math.ceil(self.cpu_cores))
 
-    @property
-    def pinned_cores(self) -> int:
-        """Cores a worker is pinned to on a node with real cores; 0 for a fraction of a core (unpinned)."""
-        return int(self.cpu_cores) if float(self.cpu_cores).is_integer() and self.cpu_cores >= 1 else 0
-
 
 @dataclass(frozen=True)
 class Engine:
@@ -229,7 +224,7 @@ def build_catalog(raw: Mapping[str, Any], gpus: list[GpuInfo] | None = None) -> 
             flavor_id=str(f["flavor_id"]),
             flavor_type="GPU" if int(f.get("gpus", 0)) else "CPU",
             cpu_cores=float(f.get("cpu_cores", 1)),
-            memory_mb=round(float(f.get("memory_gb", 1)) * 1024),
+            memory_mb=max(1, round(float(f.get("memory_gb", 1)) * 1024)),  # 0 would mean no limit
             gpus=int(f.get("gpus", 0)),
             gpu_product=str(f.get("gpu_product", gpus[0].product if gpus else "")),
             gpu_memory=str(f.get("gpu_memory", f"{gpus[0].memory_gb}GB" if gpus else "")),

@@ -92,14 +92,22 @@ class LocalExecutor:
 
     # -- starting ------------------------------------------------------------------------------
     def start(self, launch: TaskLaunch) -> TaskHandle:
+        """Spawn the task under its shim. Every failure to do so (its directories cannot be made or
+        cleaned: disk full, permissions; its working directory is gone; the spawn itself) is a
+        `StartError`, which the supervisor retries within the job's budget."""
+        if not os.path.isdir(launch.cwd):
+            raise StartError(f"cannot start {launch.task}: its working directory {launch.cwd} does not exist")
         try:
-            os.makedirs(launch.run_dir)
-        except FileExistsError:  # a discarded start may have left files behind
-            for name in ("exit", "worker.pid", "log"):
-                with contextlib.suppress(FileNotFoundError):
-                    (launch.run_dir / name).unlink()
+            try:
+                os.makedirs(launch.run_dir)
+            except FileExistsError:  # a discarded start may have left files behind
+                for name in ("exit", "worker.pid", "log"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (launch.run_dir / name).unlink()
+            devnull = os.open(os.devnull, os.O_RDWR)
+        except OSError as exc:
+            raise StartError(f"cannot start {launch.task}: {exc}") from exc
         argv = [SH, "-c", SHIM, "openarts-shim", str(launch.run_dir), launch.cwd, *launch.argv]
-        devnull = os.open(os.devnull, os.O_RDWR)
         try:
             with _pinned(launch.cpus, launch.task):
                 pid = os.posix_spawn(

@@ -230,3 +230,11 @@ def project_quotas(conn: Conn, project_id: str | None = None) -> dict[str, dict[
     for project, resource, quota in cur:
         out[project][resource] = quota
     return dict(out)
+
+
+def task_oom(conn: Conn, job_id: str, seq: int, task: str) -> tuple[int, str]:
+    """(oom_ms, oom_reason) of one task as stored now (the metrics sampler may have marked it since the
+    pass loaded its tasks)."""
+    row = conn.execute("SELECT oom_ms, oom_reason FROM tasks WHERE job_id = ? AND seq = ? AND task = ?",
+                       (job_id, seq, task)).fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, "")

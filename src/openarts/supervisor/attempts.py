@@ -30,6 +30,7 @@ from openarts.executors.base import Executor, TaskHandle
 from openarts.scheduler.ledger import Ledger
 from openarts.storage.obs import LocalObjectStore
 from openarts.store import jobs as w
+from openarts.store import queries as q
 from openarts.store.db import Database
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import snapshot as snap
@@ -166,6 +167,7 @@ class AttemptSupervision:
         views = []
         for t in tasks:
             exit_code, end_ms, lost = t.exit_code, t.end_ms, t.exit_code == LOST_EXIT
+            oom_ms, oom_reason = t.oom_ms, t.oom_reason
             if exit_code is None and poll:
                 h = self._handle(row, t)
                 state = self.executor.poll(h)
@@ -176,8 +178,8 @@ class AttemptSupervision:
                     exit_code = LOST_EXIT if lost else state.exit_code
                     assert exit_code is not None
                     end_ms = now
-                    self._record_exit(row, t, exit_code, lost, state.detail, now)
-            views.append(TaskView(t.task, t.idx, exit_code, end_ms, lost, t.hung_ms, t.oom_ms, t.oom_reason))
+                    oom_ms, oom_reason = self._record_exit(row, t, exit_code, lost, state.detail, now)
+            views.append(TaskView(t.task, t.idx, exit_code, end_ms, lost, t.hung_ms, oom_ms, oom_reason))
         return views
 
     def _detect_hangs(self, row: JobRow, tasks: list[TaskRow], views: list[TaskView], now: int) -> list[TaskView]:
@@ -199,20 +201,26 @@ class AttemptSupervision:
             out.append(v)
         return out
 
-    def _record_exit(self, row: JobRow, t: TaskRow, exit_code: int, lost: bool, detail: str, now: int) -> None:
+    def _record_exit(self, row: JobRow, t: TaskRow, exit_code: int, lost: bool, detail: str,
+                     now: int) -> tuple[int, str]:
+        """Record a task's exit with its message; returns its (oom_ms, oom_reason) as stored now: the
+        metrics sampler may have marked it out of memory after this pass loaded its tasks."""
         run_dir = self._handle(row, t).run_dir
+        with self.db.connect() as conn:
+            oom_ms, oom_reason = q.task_oom(conn, row.id, t.seq, t.task)
         message = ""
         if lost:
             message = f"Task lost: {detail}."
         elif exit_code != 0:
             last = tail(self.executor.log_path(run_dir))
-            cause = f"{t.oom_reason[:1].upper()}{t.oom_reason[1:]} (exit code {exit_code})." if t.oom_ms else \
-                f"Exit code {exit_code}."
+            cause = (f"{oom_reason[:1].upper()}{oom_reason[1:]} (exit code {exit_code})." if oom_ms
+                     else f"Exit code {exit_code}.")
             message = cause + (f" Last log lines:\n{last}" if last else "")
         with self.db.begin() as conn:
             if w.record_task_exit(conn, row.id, t.seq, t.task, exit_code, message, now):
                 text = (f"Task {t.task} lost: {detail}." if lost else f"Task {t.task} exited with code {exit_code}.")
                 w.add_event(conn, row.id, text, now, level="Info" if exit_code == 0 else "Warning", source="Worker")
+        return oom_ms, oom_reason
 
     def _signal_all(self, row: JobRow, tasks: list[TaskRow], views: list[TaskView], signum: int) -> None:
         live = {v.task for v in views if v.exit_code is None}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import shutil
@@ -52,7 +53,7 @@ log = logging.getLogger("openarts.supervisor")
 
 START_BACKOFF_MS = (1_000, 30_000)  # a failed start is retried after 1 s, doubling up to 30 s
 
-Claims = list[tuple[WorkerPlacement, Demand]]
+Claims = dict[int, Demand]  # worker index -> what that worker needs of its node, to claim
 
 
 class Supervisor(AttemptSupervision):
@@ -273,7 +274,7 @@ class Supervisor(AttemptSupervision):
             self._waiting_reason.pop(placement.job_id, None)
             row = jobs_by_id[placement.job_id]
             demand = snap.demand_of(self.catalog.flavors[row.flavor_id])
-            claims = [(wp, demand) for wp in placement.workers]
+            claims = dict.fromkeys(range(len(placement.workers)), demand)
             await self._guarded(row.id, self._launch, row, list(placement.workers), INIT, True, ps, claims)
 
     async def _launch(self, row: JobRow, workers: list[WorkerPlacement], start_type: str, stage: bool,
@@ -286,13 +287,12 @@ class Supervisor(AttemptSupervision):
         except OpenartsError as exc:
             self._prepare_failed(row, expected, exc.message)
             return
-        if not ps.ledger.claim(claims):  # the re-check: this pass already committed that capacity
-            log.warning("job %s: placement on %s no longer fits; placed again next pass", row.id,
-                        sorted({wp.node for wp, _ in claims}))
+        if not ps.ledger.claim([(workers[i], d) for i, d in claims.items()]):  # the re-check
+            log.warning("job %s: placement on %s no longer fits (this pass already committed it); placed "
+                        "again next pass", row.id, sorted({workers[i].node for i in claims}))
             self._wake.set()
             return
-        pinned = {id(wp): ps.ledger.pin(wp, d) for wp, d in claims}
-        workers = [pinned.get(id(wp), wp) for wp in workers]
+        workers = [ps.ledger.pin(wp, claims[i]) if i in claims else wp for i, wp in enumerate(workers)]
         lay = ws.layout(spec, self.settings.job_dir(row.id))
         seq = row.attempt + 1
         port = ws.free_port()
@@ -331,6 +331,21 @@ class Supervisor(AttemptSupervision):
             self._start_failed(row, expected, str(exc), names[len(handles)], spec)
             return
         faultpoint("spawned")
+        try:
+            self._mark_started(row, expected, spec, seq, start_type, handles, workers)
+        except LostRace:  # the job moved while its workers spawned: they must not run unaccounted
+            for h in handles:
+                self.executor.cleanup(h)
+            with self.db.begin() as conn:
+                w.drop_unstarted_attempt(conn, row.id, seq)
+            raise
+        self._retry_at.pop(row.id, None)
+        for h in handles:
+            self._watch(h)
+        faultpoint("after_start")
+
+    def _mark_started(self, row: JobRow, expected: Phase, spec: JobSpec, seq: int, start_type: str,
+                      handles: list[TaskHandle], workers: list[WorkerPlacement]) -> None:
         now = w.now_ms()
         with self.db.begin() as conn:
             # the phase first: if the job moved underneath, nothing below is written (LostRace rolls back)
@@ -348,10 +363,6 @@ class Supervisor(AttemptSupervision):
             for h, wp in zip(handles, workers, strict=True):
                 w.add_event(conn, row.id, f"Task {h.task} started on node {wp.node} (pid {h.pid}).", now,
                             source="Worker")
-        self._retry_at.pop(row.id, None)
-        for h in handles:
-            self._watch(h)
-        faultpoint("after_start")
 
     def _prepare_failed(self, row: JobRow, expected: Phase, message: str) -> None:
         """Code, boot file, engine or data could not be prepared: the job ends Abnormal/CreateFailed."""
@@ -386,8 +397,8 @@ class Supervisor(AttemptSupervision):
                 w.transition(conn, row.id, expected, Phase.FAILED, at_ms=now, secondary=Secondary.FAILED,
                              message=message, end_ms=now, run_ms=self._run_ms(row, now), running_since_ms=0,
                              event=f"Job failed: {message}.", level="Error")
-            else:
-                w.set_recovery_state(conn, row.id, rec.state)
+            else:  # counted against the budget; the ladder's tier is the last real fault's, not moved by this
+                w.set_recovery_state(conn, row.id, dataclasses.replace(state, retries_used=rec.state.retries_used))
                 note = (f"Cannot start task {task}: {detail}. Retrying from the queue "
                         f"({rec.state.retries_used} of {policy.budget} recoveries used).")
                 w.transition(conn, row.id, expected, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
@@ -410,10 +421,14 @@ class Supervisor(AttemptSupervision):
         workers = [WorkerPlacement(t.node, t.ip, tuple(int(g) for g in t.gpus.split(",") if g),
                                    tuple(int(c) for c in t.cpus.split(",") if c)) for t in tasks]
         start_type = "restarted"
-        claims: Claims = []
+        claims: Claims = {}
         if attempt.end_recover == faults.POD_RESCHEDULE:
             start_type = INIT
-            spec = self._spec(row)
+            try:
+                spec = self._spec(row)
+            except OpenartsError as exc:
+                self._prepare_failed(row, Phase(row.phase), exc.message)
+                return
             demand = snap.demand_of(spec.flavor)
             for i, t in enumerate(tasks):
                 if t.task != attempt.end_related_task:
@@ -421,7 +436,7 @@ class Supervisor(AttemptSupervision):
                 target = ps.ledger.place_one(demand, spec.pool_id, avoid=t.node)
                 if target is not None:
                     workers[i] = target
-                    claims.append((target, demand))
+                    claims[i] = demand
         await self._launch(row, workers, start_type, stage=start_type == INIT, ps=ps, claims=claims)
 
     # -- deletion --------------------------------------------------------------------------------

@@ -107,7 +107,10 @@ class MetricsSampler:
             for t in tasks.get(row.id, []):
                 if t.exit_code is not None:
                     continue
-                pid_file = self.settings.attempt_dir(row.id, t.seq, t.task) / "worker.pid"
+                run_dir = self.settings.attempt_dir(row.id, t.seq, t.task)
+                if (run_dir / "exit").exists():  # ended: its pid may be reused by now, never signal it
+                    continue
+                pid_file = run_dir / "worker.pid"
                 with contextlib.suppress(OSError, ValueError):
                     groups[int(pid_file.read_text())] = ((row.id, t.seq, t.task), row.flavor_id)
         return groups
@@ -181,14 +184,16 @@ class MetricsSampler:
             reason = oom_reason(used, flavor.memory_mb)
             now = w.now_ms()
             with self.db.begin() as conn:
-                if w.mark_task_oom(conn, job_id, seq, task, now, reason):
+                marked = w.mark_task_oom(conn, job_id, seq, task, now, reason)
+                if marked:
                     w.add_event(conn, job_id, f"Task {task} ran out of memory "
                                 f"({reason.removeprefix('out of memory: ')}): its processes are killed.", now,
                                 level="Warning", source="Worker")
-                    log.warning("job %s task %s: %s: killing process group %d", job_id, task, reason, pgid)
-            with contextlib.suppress(OSError), \
-                    open(self.settings.attempt_dir(job_id, seq, task) / "log", "a") as fh:
-                fh.write(f"[ModelArts Service Log] {reason}: the task's processes are killed.\n")
+            if marked:  # once per task: later samples only kill what is left
+                log.warning("job %s task %s: %s: killing process group %d", job_id, task, reason, pgid)
+                with contextlib.suppress(OSError), \
+                        open(self.settings.attempt_dir(job_id, seq, task) / "log", "a") as fh:
+                    fh.write(f"[ModelArts Service Log] {reason}: the task's processes are killed.\n")
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
             for proc in members:  # those that left the process group, not the session

@@ -23,19 +23,21 @@ def _gpus(text: str) -> tuple[int, ...]:
 
 def free_capacity(catalog: Catalog, rows: list[JobRow], tasks: Mapping[str, list[TaskRow]],
                   fenced: Mapping[str, int]) -> list[NodeFree]:
-    """Each node's capacity less what running jobs hold; fenced nodes offer nothing."""
+    """Each node's capacity less what running jobs hold; fenced nodes offer nothing. The GPU and CPU
+    ids a task holds are taken out even when its flavor is no longer known."""
     free = {n.name: NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels, list(n.cpus))
             for n in catalog.nodes}
     for row in rows:
-        flavor = catalog.flavors.get(row.flavor_id)
-        if row.phase not in HOLDING or flavor is None:
+        if row.phase not in HOLDING:
             continue
+        flavor = catalog.flavors.get(row.flavor_id)  # None: removed from the config while it runs
         for t in tasks.get(row.id, []):
             node = free.get(t.node)
             if node is None:
                 continue
-            node.cpu_milli -= flavor.cpu_milli
-            node.memory_mb -= flavor.memory_mb
+            if flavor is not None:
+                node.cpu_milli -= flavor.cpu_milli
+                node.memory_mb -= flavor.memory_mb
             used = set(_gpus(t.gpus))
             node.gpus = [g for g in node.gpus if g not in used]
             pinned = set(_gpus(t.cpus))
