@@ -4,19 +4,19 @@ X-Auth-Token, in the same run on the same machine.
 Method. Two servers run side by side from fresh data directories with the same config and the same
 number of completed jobs: one open (no credentials), one enforcing (an access key, the replay cache
 guarding every method - replay_protection = "strict", as the default did when the first runs were
-recorded; the default now guards writes only - and rate limiting on with a limit too high to bite,
-so the bookkeeping of both is still paid). wrk replays a file of pre-built requests (bench/wrk_signed.lua). For AK/SK every request
-is signed in advance with its own signed X-Openarts-Nonce, so every signature is distinct and each is
-sent exactly once: the replay cache sees no repeats, and the server does the full work - parse,
-key lookup, canonical request, HMAC, constant-time compare, replay-cache check and insert - on every
-request. (Signing ahead keeps the signing cost out of the load generator, which shares the machine's
-cores with the server; the X-Sdk-Date of all of them is within the 15-minute window.) The open arm
-replays the same requests without the Authorization header, the token arm with X-Auth-Token instead.
+recorded; the default now guards writes only - and rate limiting on with a limit too high to bite, so
+the bookkeeping of both is still paid). wrk replays a file of pre-built requests (bench/wrk_signed.lua).
+For AK/SK every request is signed in advance with its own signed X-Openarts-Nonce, so every signature is
+distinct and each is sent exactly once: the replay cache sees no repeats, and the server does the full
+work - parse, key lookup, canonical request, HMAC, constant-time compare, replay-cache check and insert
+- on every request. (Signing ahead keeps the signing cost out of the load generator, which shares the
+machine's cores with the server; the X-Sdk-Date of all of them is within the 15-minute window.) The open
+arm replays the same requests without the Authorization header, the token arm with X-Auth-Token instead.
 Arms alternate (in rotating order) for --rounds rounds; the table shows medians. Besides requests per
-second it reports the server process's CPU time per request (psutil, before and after each wrk run):
-the server is one event loop, so CPU per request is what bounds its capacity, and unlike req/s on a
-shared 2-core machine it does not move when other processes take CPU. A run whose signed requests ran out
-(wrk wrapped around and resent some) is reported as such: those repeats are refused as replays.
+second it reports the server process's CPU time per request (psutil, before and after each wrk run): the
+server is one event loop, so CPU per request is what bounds its capacity, and unlike req/s on a shared
+2-core machine it does not move when other processes take CPU. A run whose signed requests ran out (wrk
+wrapped around and resent some) is reported as such: those repeats are refused as replays.
 
     .venv/bin/python bench/auth_bench.py [--seconds 5] [--rounds 6] [--connections 16] [--jobs 50]
 

@@ -25,6 +25,11 @@ highest RSS of the last third of the run with the highest of the middle third: i
 when the last third is no more than max(2 MiB, 3%) above the middle one. The rate limiter stays on
 with a limit far above the load (its bookkeeping is paid, it never refuses).
 
+Two bounded tables fill before they level: SQLite's page cache of the job store grows with the store
+until it reaches the store's cache_size (the samples carry the store's size and the server's RssAnon,
+which holds that cache), and the replay cache keeps each write's signature for clock_skew_seconds
+(15 minutes by default; ~116 bytes per create or terminate), so it stops growing only after that.
+
 Prints a table and a `RESULT soak:` line, writes bench/results/soak.json (--name to change). Exit
 status 1 when there were errors or the RSS did not level off. Talks to 127.0.0.1 only.
 """

@@ -87,10 +87,10 @@ def test_our_client_signer_matches_the_sdk() -> None:
 def test_replay_cache_forgets_after_the_window() -> None:
     now = [1000.0]
     cache = ReplayCache(clock=lambda: now[0])
-    cache.remember("sig", until=1900.0, connection="c1")
-    assert cache.first_connection("sig") == "c1" and len(cache) == 1
+    cache.remember("ab" * 32, until=1900.0)
+    assert cache.seen("ab" * 32) and len(cache) == 1
     now[0] = 1901.0
-    assert cache.first_connection("sig") is None and len(cache) == 0
+    assert not cache.seen("ab" * 32) and len(cache) == 0
 
 
 def test_a_missing_or_malformed_date_never_parses() -> None:

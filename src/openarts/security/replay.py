@@ -48,7 +48,7 @@ class ReplayCache:
     def _digest(signature: str) -> bytes:
         try:
             return bytes.fromhex(signature)
-        except ValueError:  # not hex: kept as text (the verifier only accepts hex, so this is a test's input)
+        except ValueError:  # never from the verifier (it accepts only a matching 64-hex HMAC): kept as is
             return signature.encode()
 
     def seen(self, signature: str) -> bool:
