@@ -30,7 +30,7 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=5000",
     "PRAGMA temp_store=MEMORY",
-    "PRAGMA cache_size=-16384",  # 16 MiB: the hot pages of 100k jobs; larger only sped up full-scan searches
+    "PRAGMA cache_size=-16384",  # 16 MiB: bounds the server's memory; only full-scan searches ran faster with more
 )
 
 
