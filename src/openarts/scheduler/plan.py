@@ -28,12 +28,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from openarts.core.resources import Flavor
+
 
 @dataclass(frozen=True)
 class Demand:
     cpu_milli: int
     memory_mb: int
     gpus: int
+
+
+def demand_of(flavor: Flavor) -> Demand:
+    """What one worker of `flavor` needs of its node."""
+    return Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
 
 
 @dataclass(frozen=True)

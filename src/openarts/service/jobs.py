@@ -16,7 +16,7 @@ from openarts.core.layout import layout
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
-from openarts.scheduler.plan import Affinity, Demand, NodeFree, PendingJob, can_ever_fit
+from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, can_ever_fit, demand_of
 from openarts.service.document import job_document, static_document
 from openarts.service.update import apply_static, parse_update
 from openarts.store import amend
@@ -48,9 +48,7 @@ class JobService:
 
     def _check_satisfiable(self, spec: JobSpec) -> None:
         """Refuse what the pool could never hold, even empty, rather than let it wait forever."""
-        flavor = spec.flavor
-        demand = Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
-        job = PendingJob("new", spec.pool_id, demand, spec.node_count, spec.priority, 0, "",
+        job = PendingJob("new", spec.pool_id, demand_of(spec.flavor), spec.node_count, spec.priority, 0, "",
                          Affinity(*spec.affinity) if spec.affinity else None)
         capacity = [NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels)
                     for n in self.catalog.nodes]

@@ -28,12 +28,12 @@ from openarts.core.reasons import EndKind, Termination, outcome
 from openarts.core.spec import JobSpec
 from openarts.executors.base import Executor, TaskHandle
 from openarts.scheduler.ledger import Ledger
+from openarts.scheduler.plan import demand_of
 from openarts.storage.obs import LocalObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
-from openarts.supervisor import snapshot as snap
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.decide import LOST_EXIT, TaskView, decide_attempt
 from openarts.supervisor.steps import Apply, apply_of
@@ -297,7 +297,7 @@ class AttemptSupervision:
             return None
         state = faults.RecoveryState(row.retries_used, row.hang_restarts, row.recover_tier, row.pod_retries_used)
         failed_node = next((t.node for t in tasks if t.task == term.related_task), "")
-        other = ps.ledger.place_one(snap.demand_of(spec.flavor), spec.pool_id, avoid=failed_node) is not None
+        other = ps.ledger.place_one(demand_of(spec.flavor), spec.pool_id, avoid=failed_node) is not None
         cap = faults.Capabilities(other_node=other, uses_gpus=spec.flavor.gpus > 0)
         ran_long = attempt.started_ms and now - attempt.started_ms >= self.settings.recovery_reset_seconds * 1000
         return faults.plan_recovery(term, policy, state, cap, bool(ran_long))

@@ -37,7 +37,7 @@ from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.base import Executor, StartError, TaskHandle, TaskLaunch
 from openarts.scheduler.ledger import Ledger
-from openarts.scheduler.plan import Affinity, Demand, PendingJob, WorkerPlacement, plan
+from openarts.scheduler.plan import Affinity, Demand, PendingJob, WorkerPlacement, demand_of, plan
 from openarts.storage.obs import LocalObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
@@ -252,7 +252,7 @@ class Supervisor(AttemptSupervision):
             except OpenartsError as exc:
                 await self._guarded(r.id, self._abnormal, r, Phase.PENDING, exc.message, w.now_ms())
                 continue
-            demands.append(PendingJob(r.id, r.pool_id, snap.demand_of(flavor), r.node_count, r.priority,
+            demands.append(PendingJob(r.id, r.pool_id, demand_of(flavor), r.node_count, r.priority,
                                       r.queue_seq, r.project_id, Affinity(*aff) if aff else None))
         with self.db.connect() as conn:
             limits = q.project_quotas(conn)
@@ -273,7 +273,7 @@ class Supervisor(AttemptSupervision):
         for placement in result.placements:
             self._waiting_reason.pop(placement.job_id, None)
             row = jobs_by_id[placement.job_id]
-            demand = snap.demand_of(self.catalog.flavors[row.flavor_id])
+            demand = demand_of(self.catalog.flavors[row.flavor_id])
             claims = dict.fromkeys(range(len(placement.workers)), demand)
             await self._guarded(row.id, self._launch, row, list(placement.workers), INIT, True, ps, claims)
 
@@ -429,7 +429,7 @@ class Supervisor(AttemptSupervision):
             except OpenartsError as exc:
                 self._prepare_failed(row, Phase(row.phase), exc.message)
                 return
-            demand = snap.demand_of(spec.flavor)
+            demand = demand_of(spec.flavor)
             for i, t in enumerate(tasks):
                 if t.task != attempt.end_related_task:
                     continue

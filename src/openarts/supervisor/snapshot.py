@@ -6,15 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from openarts.core.phases import Phase
-from openarts.core.resources import Catalog, Flavor
-from openarts.scheduler.plan import Demand, NodeFree, Quota, QuotaUse, RunningJob
+from openarts.core.resources import Catalog
+from openarts.scheduler.plan import NodeFree, Quota, QuotaUse, RunningJob, demand_of
 from openarts.store.rows import JobRow, TaskRow
 
 HOLDING = (Phase.RUNNING, Phase.TERMINATING)  # phases whose tasks hold capacity
-
-
-def demand_of(flavor: Flavor) -> Demand:
-    return Demand(flavor.cpu_milli, flavor.memory_mb, flavor.gpus)
 
 
 def _gpus(text: str) -> tuple[int, ...]:
