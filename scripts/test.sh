@@ -3,9 +3,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if ! command -v setsid >/dev/null 2>&1; then
-  # setsid comes with util-linux; the local executor needs it.
-  if command -v apt-get >/dev/null 2>&1; then apt-get update -qq && apt-get install -y -qq util-linux; fi
+# The local executor needs setsid (util-linux) and bwrap (bubblewrap) for its sandbox; custom images need
+# skopeo and umoci; the image tests start a real registry (docker-registry, with an htpasswd file from
+# apache2-utils) and build their image from busybox-static.
+need=""
+for tool in setsid:util-linux bwrap:bubblewrap skopeo:skopeo umoci:umoci docker-registry:docker-registry \
+            busybox:busybox-static htpasswd:apache2-utils; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need="$need ${tool#*:}"
+done
+if [ -n "$need" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+  else
+    echo "scripts/test.sh: please install:$need" >&2; exit 1
+  fi
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q -e '.[test]'

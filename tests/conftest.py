@@ -47,6 +47,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last value: {last!r})")
 
 
+def with_test_files_visible(config: str, data_dir: Path) -> str:
+    """Let sandboxed workers read the test's own files (gates, code, markers), read-only: the directory
+    that holds the data directory (the test's tmp_path), unless the config says otherwise. The data
+    directory in it stays hidden from jobs, as the sandbox hides a data directory under anything it
+    shows."""
+    if "sandbox_read_only" in config:
+        return config
+    line = f'sandbox_read_only = ["{data_dir.parent}"]'
+    if "[server]\n" in config:
+        return config.replace("[server]\n", f"[server]\n{line}\n", 1)
+    return f"[server]\n{line}\n\n{config}"
+
+
 @dataclass
 class Server:
     data_dir: Path
@@ -60,7 +73,7 @@ class Server:
 
     def start(self) -> Server:
         (self.data_dir / "server.json").unlink(missing_ok=True)
-        (self.data_dir / "config.toml").write_text(self.config)
+        (self.data_dir / "config.toml").write_text(with_test_files_visible(self.config, self.data_dir))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openarts.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir),

@@ -43,6 +43,11 @@ def _obs(server: Server, bucket: str, key: str) -> Path:
     return server.data_dir / "obs" / bucket / key
 
 
+def _host(server: Server, job_id: str, seen: str, *more: str) -> Path:
+    """Where a path a sandboxed worker saw is on the host: under its job's directory."""
+    return Path(server.data_dir, "jobs", job_id, seen.lstrip("/"), *more)
+
+
 def _put(server: Server, bucket: str, key: str, text: str) -> None:
     path = _obs(server, bucket, key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,16 +84,16 @@ def test_boot_file_job_reads_inputs_and_uploads_outputs(sdk: Any, server: Server
 
     doc = show_json(sdk, job_id)
     [inp, extra], [out] = doc["algorithm"]["inputs"], doc["algorithm"]["outputs"]
-    assert extra["local_dir"].endswith("/home/ma-user/modelarts/inputs/extra_url_0")
-    assert Path(extra["local_dir"], "readme.txt").read_text() == "a single object\n"
-    assert inp["name"] == "data_url" and inp["local_dir"].endswith("/home/ma-user/modelarts/inputs/data_url_0")
-    assert out["name"] == "train_url" and out["local_dir"].endswith("/home/ma-user/modelarts/outputs/train_url_0")
+    # the paths the worker saw (its sandbox's), kept under the job's directory on the host
+    assert extra["local_dir"] == "/home/ma-user/modelarts/inputs/extra_url_0"
+    assert _host(server, job_id, extra["local_dir"], "readme.txt").read_text() == "a single object\n"
+    assert inp["name"] == "data_url" and inp["local_dir"] == "/home/ma-user/modelarts/inputs/data_url_0"
+    assert out["name"] == "train_url" and out["local_dir"] == "/home/ma-user/modelarts/outputs/train_url_0"
     assert inp["remote"]["obs"]["obs_url"] == "obs://bucket/data/"
     assert doc["algorithm"]["boot_file"] == "train.py"
     assert doc["algorithm"]["parameters"] == [{"name": "epochs", "value": "2"}]
     # the input was copied into the job, not read in place
-    assert Path(inp["local_dir"], "numbers.txt").read_text() == "1\n2\n3\n4\n"
-    assert str(server.data_dir / "jobs" / job_id) in inp["local_dir"]
+    assert _host(server, job_id, inp["local_dir"], "numbers.txt").read_text() == "1\n2\n3\n4\n"
 
 
 def test_code_dir_from_obs_is_copied_into_the_job(sdk: Any, server: Server) -> None:
@@ -108,13 +113,12 @@ def test_code_dir_from_obs_is_copied_into_the_job(sdk: Any, server: Server) -> N
     assert job.status.phase == "Completed", log
 
     lines = dict(line.split("=", 1) for line in log.splitlines())
-    job_dir = server.data_dir / "jobs" / job_id
-    copied = job_dir / "home/ma-user/modelarts/user-job-dir/project/main.py"
-    assert Path(lines["file"]) == copied, "ModelArts downloads code_dir to ${MA_JOB_DIR}/<last dir name>"
-    assert copied.read_text() == program
+    assert lines["file"] == "/home/ma-user/modelarts/user-job-dir/project/main.py", \
+        "ModelArts downloads code_dir to ${MA_JOB_DIR}/<last dir name>"
+    assert _host(server, job_id, lines["file"]).read_text() == program
     assert lines["helper"] == "from obs"
     assert lines["args"] == repr(["--lr=0.01"])
-    assert Path(lines["cwd"]).is_relative_to(job_dir)
+    assert lines["cwd"] == "/home/ma-user/modelarts/user-job-dir/project"
 
 
 NODE_PY = textwrap.dedent('''
@@ -184,8 +188,8 @@ NASTY = {
 }
 
 
-def test_hyperparameters_arrive_verbatim_and_are_never_executed(sdk: Any, tmp_path: Path) -> None:
-    canary = tmp_path / "canary"
+def test_hyperparameters_arrive_verbatim_and_are_never_executed(sdk: Any, server: Server, tmp_path: Path) -> None:
+    canary = "canary"  # relative: a shell would make it in the worker's (writable) working directory
     params = dict(NASTY)
     params["touch1"] = f"; touch {canary}1"
     params["touch2"] = f"$(touch {canary}2)"
@@ -211,7 +215,7 @@ def test_hyperparameters_arrive_verbatim_and_are_never_executed(sdk: Any, tmp_pa
         [line] = [ln for ln in log.splitlines() if ln.startswith("ARGV=")]
         assert json.loads(line[len("ARGV="):]) == expected
     for i in (1, 2, 3):
-        assert not Path(f"{canary}{i}").exists(), "a hyperparameter was executed by a shell"
+        assert not list(server.data_dir.rglob(f"{canary}{i}")), "a hyperparameter was executed by a shell"
     assert show_json(sdk, ids[0])["algorithm"]["parameters"] == [{"name": k, "value": v} for k, v in params.items()]
 
 
@@ -241,11 +245,11 @@ def _env_seen(sdk: Any, job_id: str) -> dict[str, Any]:
     return seen
 
 
-def test_environment_values_arrive_verbatim(sdk: Any, tmp_path: Path) -> None:
-    canary = tmp_path / "env-canary"
+def test_environment_values_arrive_verbatim(sdk: Any, server: Server) -> None:
+    canary = "env-canary"  # relative: a shell would make it in the worker's (writable) working directory
     env = {"GREETING": "hello 'world' \"quoted\" `x`", "SEMI": f"; touch {canary}", "EMPTY": "", "SPACES": " a  b "}
     assert _env_seen(sdk, create_id(sdk, _env_dump_job("env-verbatim", list(env), env))) == env
-    assert not canary.exists()
+    assert not list(server.data_dir.rglob(canary))
 
 
 def test_environment_names_that_a_shell_would_drop_are_refused(sdk: Any) -> None:

@@ -165,11 +165,16 @@ def test_node_count_above_max_num(vsdk: Any, vserver: Server) -> None:
     _no_jobs(vsdk, vserver)
 
 
-def test_image_url_is_refused_with_a_clear_message(vsdk: Any, vserver: Server) -> None:
-    body = _with(_set("algorithm.engine", {"image_url": "swr.cn-north-4.myhuaweicloud.com/team/pytorch:1.8"}))
-    exc = expect_error(lambda: create(vsdk, body), 400, "ModelArts.2780")
-    assert "runs no container images" in exc.error_msg
-    assert "swr.cn-north-4.myhuaweicloud.com/team/pytorch:1.8" in exc.error_msg
+@pytest.mark.parametrize(("url", "says"), [
+    ("team/pytorch:1.8", "no [[registries]] entry is the default"),  # no host, no default registry
+    ("swr.example.com/team/py torch:1.8", "not an image reference"),
+    ("docker://swr.example.com/team/pytorch:1.8", "not an image reference"),
+    ("swr.example.com/team/pytorch@sha256:abc", "sha256: and 64 hex digits"),
+])
+def test_malformed_image_url_is_refused_with_a_clear_message(vsdk: Any, vserver: Server, url: str, says: str) -> None:
+    body = _with(_set("algorithm.engine", {"image_url": url}))
+    exc = expect_error(lambda: create(vsdk, body), 400, "ModelArts.2788")
+    assert "algorithm.engine.image_url" in exc.error_msg and says in exc.error_msg, exc.error_msg
     _no_jobs(vsdk, vserver)
 
 

@@ -16,7 +16,8 @@ from test_cli import assert_clean_failure, cli
 
 def recovered_job(server: Server, marker: Path) -> str:
     """A job whose first attempt fails (exit 1) and whose second, after the automatic restart, completes."""
-    command = (f'if [ ! -e "{marker}" ]; then touch "{marker}"; echo "attempt one: failing on purpose"; exit 1; fi; '
+    flag = f'"$MA_HOME/.{marker.name}"'  # the job's home outlives an attempt; a sandboxed worker writes there
+    command = (f'if [ ! -e {flag} ]; then touch {flag}; echo "attempt one: failing on purpose"; exit 1; fi; '
                'echo "attempt two: fine"')
     body = job_body("two-attempts", command=command)
     body["metadata"]["annotations"] = {"fault-tolerance/job-retry-num": "2",

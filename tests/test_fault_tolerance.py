@@ -3,6 +3,7 @@ detection, budgets, and kill -9 of the server in the middle of a recovery."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -34,8 +35,10 @@ FINAL = ("Completed", "Failed", "Terminated", "Abnormal")
 
 
 def fails_once(marker: Path, code: int = 127, task_index: int = 1, then: str = "sleep 0.3") -> str:
-    """Worker `task_index` exits `code` on the first attempt only; the others wait a little."""
-    return (f'if [ "$VC_TASK_INDEX" = {task_index} ] && [ ! -e "{marker}" ]; then touch "{marker}"; '
+    """Worker `task_index` exits `code` on the first attempt only; the others wait a little. The marker
+    lives in the job's home (it outlives an attempt, and a sandboxed worker may write there)."""
+    flag = f'"$MA_HOME/.{marker.name}"'
+    return (f'if [ "$VC_TASK_INDEX" = {task_index} ] && [ ! -e {flag} ]; then touch {flag}; '
             f'echo "failing on purpose"; exit {code}; fi; sleep 2; {then}')
 
 
@@ -100,9 +103,9 @@ def test_user_exit_without_unconditional_fails(server: Server, tmp_path: Path) -
 
 def test_killed_worker_is_recovered_under_retry_num(make_server: Any, tmp_path: Path) -> None:
     server = make_server(FAST)
-    marker = tmp_path / "second-attempt"
-    cmd = f'if [ -e "{marker}" ]; then echo recovered; exit 0; fi; touch "{marker}"; sleep 600'
+    cmd = 'f="$MA_HOME/.second-attempt"; if [ -e "$f" ]; then echo recovered; exit 0; fi; touch "$f"; sleep 600'
     job_id = create(server, job_body("killed", command=cmd), {"fault-tolerance/job-retry-num": "2"})
+    marker = server.data_dir / "jobs" / job_id / "home" / "ma-user" / ".second-attempt"
     pid_file = server.data_dir / "jobs" / job_id / "attempts" / "1" / "worker-0" / "worker.pid"
     wait_for(lambda: job(server, job_id)["status"]["phase"] == "Running" and pid_file.exists()
              and pid_file.read_text().strip() and marker.exists(), message="first attempt")
@@ -116,8 +119,7 @@ def test_killed_worker_is_recovered_under_retry_num(make_server: Any, tmp_path: 
 
 def test_hung_worker_is_restarted_in_place(make_server: Any, tmp_path: Path) -> None:
     server = make_server(FAST)
-    marker = tmp_path / "hung-once"
-    cmd = f'if [ -e "{marker}" ]; then echo fine now; exit 0; fi; touch "{marker}"; echo start; sleep 600'
+    cmd = 'f="$MA_HOME/.hung-once"; if [ -e "$f" ]; then echo fine now; exit 0; fi; touch "$f"; echo start; sleep 600'
     body = job_body("hang", command=cmd)
     body["algorithm"]["environments"] = {"MA_HANG_DETECT_TIME": "0.05"}  # 3 seconds
     job_id = create(server, body, {"fault-tolerance/hang-retry": "true"})
@@ -167,8 +169,8 @@ def test_downgrade_path_is_recorded_on_one_node(server: Server) -> None:
 
 def test_pod_reschedule_moves_the_task_to_another_node(make_server: Any, tmp_path: Path) -> None:
     server = make_server(TWO_NODES)
-    counter = tmp_path / "count"
-    cmd = (f'n=$(cat "{counter}" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "{counter}"; '
+    counter = '"$MA_HOME/.count"'  # the job's home outlives an attempt (and a pod's move, on one machine)
+    cmd = (f'n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; '
            f'echo "attempt $n"; if [ $n -le 2 ]; then exit 3; fi')
     job_id = create(server, job_body("ladder2", command=cmd),
                     {"fault-tolerance/job-retry-num": "3", "fault-tolerance/job-unconditional-retry": "true"})
@@ -245,7 +247,8 @@ def test_reboot_while_down_is_a_retryable_lost_failure(make_server: Any, tmp_pat
     server.kill9()
     shim.kill()
     shim.wait(5)
-    os.killpg(pid, signal.SIGKILL)  # shim and worker gone, no exit status: what a reboot leaves
+    with contextlib.suppress(ProcessLookupError):  # a sandboxed worker dies with its shim (--die-with-parent)
+        os.killpg(pid, signal.SIGKILL)  # shim and worker gone, no exit status: what a reboot leaves
     marker.touch()
     server.start()
     doc = final(server, job_id)

@@ -116,7 +116,7 @@ def test_size_limits(guarded: tuple[Server, Key]) -> None:
 def test_parameters_and_environment_reach_the_worker_as_data(guarded: tuple[Server, Key], tmp_path: Path) -> None:
     server, key = guarded
     client = signed_client(server, key)
-    marker = tmp_path / "pwned"
+    marker = "pwned"  # relative: a shell would make it in the worker's (writable) working directory
     evil = f"$(touch {marker}); `touch {marker}`; touch {marker} #"
     body = job_body("shell", command='for a in "$@"; do echo "ARG[$a]"; done; echo "ENV[$EVIL]"')
     body["algorithm"]["parameters"] = [{"name": "evil", "value": evil}]
@@ -129,7 +129,7 @@ def test_parameters_and_environment_reach_the_worker_as_data(guarded: tuple[Serv
              timeout=30, message="job end")
     log = client.get(f"/training-jobs/{job_id}/tasks/worker-0/logs/preview").json()["content"]
     assert f"ARG[--evil={evil}]" in log and f"ENV[{env_evil}]" in log, log
-    assert not marker.exists()
+    assert not list(server.data_dir.rglob(marker))
 
 
 def test_each_credential_is_rate_limited(make_server: Callable[..., Server], tmp_path: Path) -> None:

@@ -9,6 +9,15 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     hang_detect_minutes = 30          # per job: environment MA_HANG_DETECT_TIME (minutes)
     recovery_reset_seconds = 600      # an attempt that ran this long resets the recovery ladder
     taint_seconds = 300               # how long job_reschedule_with_taint fences a node
+    sandbox = "auto"                  # every worker in its own sandbox (bwrap): auto, on, off
+    sandbox_read_only = ["/srv/models"]  # more host directories workers see, read-only
+
+    [[registries]]                     # where custom images (engine.image_url) are pulled from
+    host = "127.0.0.1:5000"
+    username = "puller"                # optional; never taken from a job
+    password = "..."
+    insecure = true                    # plain HTTP, or TLS without verification
+    default = true                     # for image_url without a host ("org/image:tag")
 
     [[nodes]]                          # default: one node, this machine
     name = "local"
@@ -56,6 +65,10 @@ class Settings:
     recovery_reset_seconds: float = 600.0  # an attempt that ran this long resets the recovery ladder
     taint_seconds: float = 300.0  # how long job_reschedule_with_taint fences a node
     log_preview_bytes: int = 5 * 1024 * 1024
+    sandbox: str = "auto"  # auto: on where bwrap works; on: refuse to start without it; off
+    sandbox_read_only: list[str] = field(default_factory=list)
+    sandboxed: bool = False  # resolved at start-up: workers do run in a sandbox
+    secret_paths: list[Path] = field(default_factory=list)  # resolved at start-up: the master key's file
     raw: dict[str, Any] = field(default_factory=dict)
     config_path: Path | None = None  # the config file read, if any
 
@@ -70,6 +83,10 @@ class Settings:
     @property
     def obs_dir(self) -> Path:
         return self.data_dir / "obs"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
@@ -123,6 +140,21 @@ def integer_list(v: Any) -> str | None:
     return None if ok else "a list of integers (device indexes), e.g. [0, 1]"
 
 
+def boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def one_of(*choices: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+def absolute_paths(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(p, str) and p.startswith("/") for p in v)
+    return None if ok else 'a list of absolute paths, e.g. ["/srv/models"]'
+
+
 def scalar_table(v: Any) -> str | None:
     ok = isinstance(v, dict) and all(isinstance(x, str | int | float | bool) for x in v.values())
     return None if ok else 'a table of plain values, e.g. { zone = "a" }'
@@ -135,6 +167,8 @@ SERVER_KEYS: dict[str, Check] = {
     "hang_detect_minutes": number(0, strict=True),
     "recovery_reset_seconds": number(0),
     "taint_seconds": number(0),
+    "sandbox": one_of("auto", "on", "off"),
+    "sandbox_read_only": absolute_paths,
 }
 NODE_KEYS: dict[str, Check] = {"name": string, "cpu_cores": number(0, strict=True),
                                "memory_gb": number(0, strict=True), "gpus": integer_list, "pool": string,
@@ -144,7 +178,9 @@ FLAVOR_KEYS: dict[str, Check] = {"flavor_id": string, "cpu_cores": number(0, str
                                  "gpus": integer(0), "gpu_product": any_string, "gpu_memory": any_string,
                                  "flavor_name": string}
 ENGINE_KEYS: dict[str, Check] = {"engine_id": string, "engine_name": string, "engine_version": any_string,
-                                 "python": string}
+                                 "python": string, "image_url": string}
+REGISTRY_KEYS: dict[str, Check] = {"host": string, "username": any_string, "password": any_string,
+                                   "insecure": boolean, "default": boolean}
 # section -> (an array of tables?, its keys, its required keys); None: its keys are checked by its owner
 # ([security]: openarts.security.config, through check_table)
 SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
@@ -152,6 +188,7 @@ SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
     "nodes": (True, NODE_KEYS, ()),
     "flavors": (True, FLAVOR_KEYS, ("flavor_id",)),
     "engines": (True, ENGINE_KEYS, ("engine_id",)),
+    "registries": (True, REGISTRY_KEYS, ("host",)),
     "security": (False, None, ()),
 }
 
@@ -231,6 +268,8 @@ def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: 
                 "hang_detect_minutes", "recovery_reset_seconds", "taint_seconds"):
         if key in server:
             setattr(s, key, float(server[key]))
+    s.sandbox = str(server.get("sandbox", s.sandbox))
+    s.sandbox_read_only = [str(p) for p in server.get("sandbox_read_only", [])]
     for key, value in overrides.items():
         if value is not None:
             setattr(s, key, value)

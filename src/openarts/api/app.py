@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,7 +29,9 @@ from openarts.api.unimplemented import UNIMPLEMENTED_ROUTES
 from openarts.config import Settings
 from openarts.core.errors import OpenartsError
 from openarts.core.resources import Catalog, build_catalog
+from openarts.executors.images import ImageStore, registries_of
 from openarts.executors.local import LocalExecutor
+from openarts.executors.sandbox import Sandbox, open_sandbox
 from openarts.security.config import SecurityConfig
 from openarts.security.guard import Guard
 from openarts.service.catalog import CatalogService
@@ -77,8 +81,24 @@ class RequestId:
             await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
-    """The application; `catalog` (nodes, flavors, engines) is built from the settings when not given."""
+def sandbox_of(settings: Settings, catalog: Catalog, secrets: list[Path] | None = None) -> tuple[Sandbox | None, str]:
+    """The workers' sandbox, or None and why not (executors/sandbox.py); sets `settings.sandboxed`.
+    Hidden from jobs beside the data directory and the config file: the master key wherever it is, and
+    `secrets` (the TLS key)."""
+    key = SecurityConfig.from_settings(settings).master_key_file
+    env_key = os.environ.get("OPENARTS_MASTER_KEY_FILE")
+    hidden = [Path(p) for p in (key, env_key, *(secrets or [])) if p]
+    settings.secret_paths = hidden
+    interpreters = [e.python for e in catalog.engines.values() if not e.image_url]
+    sandbox, why = open_sandbox(settings, interpreters, hidden)
+    settings.sandboxed = sandbox is not None
+    return sandbox, why
+
+
+def create_app(settings: Settings, catalog: Catalog | None = None,
+               sandbox: tuple[Sandbox | None, str] | None = None) -> Starlette:
+    """The application; `catalog` (nodes, flavors, engines) is built from the settings when not given,
+    and the sandbox (`sandbox_of`) is opened at start-up when not given."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     settings.obs_dir.mkdir(parents=True, exist_ok=True)
@@ -87,10 +107,14 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = open_db(settings.db_path)
         cat = catalog or build_catalog(settings.raw)
-        executor = LocalExecutor(asyncio.get_running_loop())
+        box, why = sandbox if sandbox is not None else sandbox_of(settings, cat)
+        if box is None:
+            log.warning("workers run without a sandbox: %s (docs/SANDBOX.md)", why)
+        images = ImageStore(settings.images_dir, registries_of(settings.raw.get("registries", []))) if box else None
+        executor = LocalExecutor(asyncio.get_running_loop(), box, images)
         store = LocalObjectStore(settings.obs_dir)
         sampler = MetricsSampler(settings, db, cat, settings.metrics_interval_seconds)
-        supervisor = Supervisor(settings, db, cat, executor, store, sampler)
+        supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
         await supervisor.reconcile(full=True)  # re-adopt before serving
         app.state.supervisor = supervisor
         app.state.jobs = JobService(settings, db, cat, supervisor.poke)

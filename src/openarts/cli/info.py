@@ -74,10 +74,12 @@ def cmd_engines(api: Api, args: argparse.Namespace) -> int:
         print_json(page)
         return 0
     table = Table(caption=f"{len(page.get('items') or [])} engine(s)", caption_justify="left")
-    for name in ("engine_id", "name", "version"):
+    for name in ("engine_id", "name", "version", "image"):
         table.add_column(name)
     for e in page.get("items") or []:
-        table.add_row(cell(e.get("engine_id")), cell(e.get("engine_name")), cell(e.get("engine_version")))
+        image = (e.get("image_info") or {}).get("cpu_image_url") or "-"
+        table.add_row(cell(e.get("engine_id")), cell(e.get("engine_name")), cell(e.get("engine_version")),
+                      cell(image))
     show(out_console(), table)
     return 0
 

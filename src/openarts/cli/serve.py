@@ -26,9 +26,10 @@ from typing import IO
 
 import uvicorn
 
-from openarts.api.app import create_app
+from openarts.api.app import create_app, sandbox_of
 from openarts.config import Check, ConfigError, Settings, any_string, check_table, integer, load_settings, number
 from openarts.core.resources import Catalog, build_catalog
+from openarts.executors.sandbox import Sandbox, SandboxUnavailable
 from openarts.security.config import SecurityConfig
 from openarts.security.modes import BindRefused, Mode, decide
 
@@ -144,18 +145,22 @@ def _serve(host: str, port: int, data_dir: Path, config: Path | None, log_level:
     try:
         prepare_data_dir(settings)
         mode = decide(security, host, insecure)
+        try:
+            sandbox = sandbox_of(settings, catalog, [p.resolve() for p in (tls_key, tls_cert) if p])
+        except SandboxUnavailable as exc:
+            raise StartupError(f'the sandbox cannot be used here ([server] sandbox = "on"): {exc}') from None
         lock = lock_data_dir(settings)
         try:
             sock.listen(2048)
-            return _run(settings, catalog, mode, sock, log_level, tls_cert, tls_key)
+            return _run(settings, catalog, sandbox, mode, sock, log_level, tls_cert, tls_key)
         finally:
             lock.close()
     finally:
         sock.close()
 
 
-def _run(settings: Settings, catalog: Catalog, mode: Mode, sock: socket.socket, log_level: str,
-         tls_cert: Path | None, tls_key: Path | None) -> int:
+def _run(settings: Settings, catalog: Catalog, sandbox: tuple[Sandbox | None, str], mode: Mode,
+         sock: socket.socket, log_level: str, tls_cert: Path | None, tls_key: Path | None) -> int:
     host = settings.host
     actual = sock.getsockname()[1]
     scheme = "https" if tls_cert else "http"
@@ -168,7 +173,7 @@ def _run(settings: Settings, catalog: Catalog, mode: Mode, sock: socket.socket, 
         os.replace(tmp, info)  # readers never see half a file
         print(f"openarts serving on {url} (data in {settings.data_dir}; security: {mode.name})", flush=True)
 
-    config = uvicorn.Config(create_app(settings, catalog), log_level=log_level, access_log=False, loop="auto",
+    config = uvicorn.Config(create_app(settings, catalog, sandbox), log_level=log_level, access_log=False, loop="auto",
                             http="auto", timeout_graceful_shutdown=5, lifespan="on",
                             ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None)
@@ -178,6 +183,9 @@ def _run(settings: Settings, catalog: Catalog, mode: Mode, sock: socket.socket, 
         raise StartupError(f"cannot use --tls-cert {tls_cert} / --tls-key {tls_key}: {exc}") from None
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if sandbox[0] is None and settings.sandbox != "off":
+        print(f"openarts: warning: workers run WITHOUT a sandbox: {sandbox[1]} (docs/SANDBOX.md)",
+              file=sys.stderr, flush=True)
     if mode.warning:
         print(mode.message, file=sys.stderr, flush=True)
         logging.getLogger("openarts.security").warning("%s", mode.message)

@@ -1,8 +1,10 @@
 """Where a job's files are: ModelArts' container paths re-based under the job's root directory. Pure.
 
-ModelArts puts everything under /home/ma-user/modelarts in a container. The local executor has no
-container, so each job gets a root directory and every container path is re-based under it:
-`/home/ma-user/modelarts/inputs/data_url_0` becomes `JOB_ROOT/home/ma-user/modelarts/inputs/data_url_0`.
+ModelArts puts everything under /home/ma-user/modelarts in a container. Each job gets a root directory
+and every container path is re-based under it: `/home/ma-user/modelarts/inputs/data_url_0` is kept in
+`JOB_ROOT/home/ma-user/modelarts/inputs/data_url_0`. In a sandbox (executors/sandbox.py) those
+directories are bound back at their container paths, and the worker's argv, environment and the job
+document show the container paths (`Layout.seen`); without one they show the host paths.
 `layout()` computes the paths (it creates nothing); supervisor/workspace.py stages and uploads, and the
 job document (service/document.py) shows the directories actually used.
 """
@@ -20,6 +22,7 @@ from openarts.core.spec import Channel, JobSpec
 MA_HOME = "/home/ma-user"
 MA_MOUNT = f"{MA_HOME}/modelarts"
 MA_JOB_DIR = f"{MA_MOUNT}/user-job-dir"
+CACHE = "/cache"  # ModelArts' local disk for scratch data
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,25 @@ class Layout:
     log_dir: Path
     inputs: list[ChannelDir]
     outputs: list[ChannelDir]
+    sandboxed: bool = False
+
+    def seen(self, path: Path) -> str:
+        """`path` as the worker sees it: its container path in a sandbox, else the host path."""
+        if not self.sandboxed:
+            return str(path)
+        return "/" + str(path.relative_to(self.root)) if path != self.root else "/"
+
+    def binds(self, whole_home: bool = True) -> list[tuple[Path, str]]:
+        """The host directories a sandbox binds, and where: home (or, for an image, whose own home the
+        worker keeps, only its `modelarts` directory), /cache, and any channel, code or working
+        directory the job put elsewhere (outermost first, none inside another)."""
+        paths = [MA_HOME if whole_home else MA_MOUNT, CACHE] + [self.seen(p) for p in (
+            *(d.local for d in (*self.inputs, *self.outputs)), *([self.code] if self.code else []), self.cwd)]
+        out: list[str] = []
+        for p in sorted(dict.fromkeys(paths), key=len):
+            if not any(p == o or p.startswith(o.rstrip("/") + "/") for o in out):
+                out.append(p)
+        return [(rebase(self.root, p), p) for p in out]
 
 
 def rebase(root: Path, container_path: str) -> Path:
@@ -57,14 +79,15 @@ def local_code_dir(code_dir: str) -> Path | None:
     return None
 
 
-def layout(spec: JobSpec, root: Path) -> Layout:
+def layout(spec: JobSpec, root: Path, sandboxed: bool = False) -> Layout:
+    """Without a sandbox a local code_dir is used where it is; a sandboxed worker gets a copy."""
     home = rebase(root, MA_HOME)
     job_dir = rebase(root, MA_JOB_DIR)
     code: Path | None = None
     in_place = False
     if spec.code_dir:
         local = local_code_dir(spec.code_dir)
-        if local is not None and not spec.request["algorithm"].get("local_code_dir"):
+        if local is not None and not sandboxed and not spec.request["algorithm"].get("local_code_dir"):
             code, in_place = local, True
         else:
             base = posixpath.basename(spec.code_dir.rstrip("/")) or "code"
@@ -80,7 +103,7 @@ def layout(spec: JobSpec, root: Path) -> Layout:
 
     cwd = rebase(root, spec.working_dir) if spec.working_dir else (code or job_dir)
     return Layout(root, home, job_dir, code, in_place, cwd, rebase(root, f"{MA_MOUNT}/log"),
-                  dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"))
+                  dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"), sandboxed)
 
 
 def document_algorithm(spec: JobSpec, lay: Layout) -> dict[str, Any]:
@@ -88,10 +111,10 @@ def document_algorithm(spec: JobSpec, lay: Layout) -> dict[str, Any]:
     algo = json.loads(json.dumps(spec.request["algorithm"]))
     for key, dirs in (("inputs", lay.inputs), ("outputs", lay.outputs)):
         for item, d in zip(algo.get(key) or [], dirs, strict=False):
-            item["local_dir"] = str(d.local)
+            item["local_dir"] = lay.seen(d.local)
     if lay.code is not None:
-        algo["local_code_dir"] = str(lay.code)
-    algo["working_dir"] = str(lay.cwd)
+        algo["local_code_dir"] = lay.seen(lay.code)
+    algo["working_dir"] = lay.seen(lay.cwd)
     env = algo.get("environments")
     if isinstance(env, dict):
         algo["environments"] = [env] if env else []

@@ -69,6 +69,7 @@ class Engine:
     engine_version: str
     python: str  # interpreter that runs boot files
     run_user: str = ""
+    image_url: str = ""  # runs in this image (the sandbox's custom images), with `python` from it
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,9 @@ def build_catalog(raw: Mapping[str, Any], gpus: list[GpuInfo] | None = None) -> 
     own = Engine("local-python3", "Python", f"python{ver}", sys.executable)
     engines = {own.engine_id: own}
     for e in raw.get("engines", []):
+        image = str(e.get("image_url", ""))
         eng = Engine(str(e["engine_id"]), str(e.get("engine_name", e["engine_id"])),
-                     str(e.get("engine_version", "")), str(e.get("python", sys.executable)))
+                     str(e.get("engine_version", "")), str(e.get("python", "python" if image else sys.executable)),
+                     image_url=image)
         engines[eng.engine_id] = eng
     return Catalog(nodes=nodes, flavors=flavors, engines=engines, default_engine=own.engine_id)

@@ -7,6 +7,7 @@ later gives the same spec, unless the catalog changed (then preparation fails: A
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ class JobSpec:
     code_dir: str | None
     boot_file: str | None  # relative to code_dir
     engine: Engine
+    image: str | None  # a custom image (engine.image_url, or the engine's own image)
     parameters: list[tuple[str, str]]
     inputs: list[Channel]
     outputs: list[Channel]
@@ -55,6 +57,27 @@ class JobSpec:
     affinity: tuple[str, int] | None  # (node label, group size): hyperinstance / cabinet
     auto_stop_seconds: int | None
     request: dict[str, Any] = field(repr=False)  # the normalised body, as stored
+
+
+# What a job's own directory holds beside the container paths it re-bases (core/layout.py): the server's
+# attempt files (pids, exit statuses, logs). No container path may name them, or the root above them.
+SERVER_ENTRIES = ("attempts",)
+
+
+def _container_path(parent: dict[str, Any], key: str, path: str) -> str | None:
+    """A directory as the worker sees it (local_dir, working_dir, local_code_dir): absolute, and neither
+    `/` nor anything under the job directory's server entries (SERVER_ENTRIES)."""
+    value = _str(parent, key, path, limit=1024)
+    if value is None:
+        return None
+    if not value.startswith("/"):
+        raise _bad(f"{path}.{key}", "must be an absolute path")
+    parts = [p for p in posixpath.normpath(value).split("/") if p]
+    if not parts:
+        raise _bad(f"{path}.{key}", "must not be the root directory")
+    if parts[0] in SERVER_ENTRIES:
+        raise _bad(f"{path}.{key}", f"must not lie under /{parts[0]} (the service's own files)")
+    return value
 
 
 def _bad(path: str, why: str) -> errors.InvalidRequest:
@@ -178,9 +201,7 @@ def _channel_list(algorithm: dict[str, Any], key: str, path: str) -> list[Channe
                 + (" (datasets are resolved only through their obs_url)." if dataset else ".")
             )
         check_obs_url(url, f"{p}.remote.obs.obs_url")
-        local_dir = _str(item, "local_dir", p, limit=1024)
-        if local_dir is not None and not local_dir.startswith("/"):
-            raise _bad(f"{p}.local_dir", "must be an absolute path")
+        local_dir = _container_path(item, "local_dir", p)
         index = seen.get(name, 0)
         seen[name] = index + 1
         out.append(Channel(name, index, url, local_dir))
@@ -274,17 +295,20 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     boot_rel = _split_boot_file(code_dir, boot_file) if boot_file and code_dir else None
 
     engine_req = _obj(algorithm, "engine", "algorithm")
-    if engine_req.get("image_url"):
-        raise errors.EngineNotFound(
-            "Custom images are not supported: the local executor runs no container images "
-            f"(algorithm.engine.image_url={engine_req['image_url']!r}); use an engine from "
-            "GET /training-job-engines."
-        )
-    engine = catalog.find_engine(
-        _str(engine_req, "engine_id", "algorithm.engine"),
-        _str(engine_req, "engine_name", "algorithm.engine"),
-        _str(engine_req, "engine_version", "algorithm.engine"),
-    )
+    engine_id = _str(engine_req, "engine_id", "algorithm.engine")
+    engine_name = _str(engine_req, "engine_name", "algorithm.engine")
+    engine_version = _str(engine_req, "engine_version", "algorithm.engine")
+    image_url = _str(engine_req, "image_url", "algorithm.engine", limit=1024)
+    engine = catalog.find_engine(engine_id, engine_name, engine_version)
+    if image_url:
+        # a custom image, alone or beside a preset framework's name: the image's python runs boot files
+        # (the host's interpreter is not in it), unless the named engine is itself an image
+        named = engine if engine is not None and (engine_id or engine_name) else None
+        if named is not None:
+            engine = Engine(named.engine_id, named.engine_name, named.engine_version,
+                            named.python if named.image_url else "python", image_url=image_url)
+        else:
+            engine = Engine(engine_id or "", engine_name or "", engine_version or "", "python", image_url=image_url)
     if engine is None:
         raise errors.EngineNotFound(
             f"Engine {engine_req.get('engine_id') or engine_req.get('engine_name')!r} not found; "
@@ -333,9 +357,8 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
             "algorithm.outputs": [(c.name, c.local_dir) for c in outputs]})
     except arglimits.ArgLimitError as exc:
         raise _bad(exc.field, exc.message) from None
-    working_dir = _str(algorithm, "working_dir", "algorithm", limit=1024)
-    if working_dir is not None and not working_dir.startswith("/"):
-        raise _bad("algorithm.working_dir", "must be an absolute path")
+    working_dir = _container_path(algorithm, "working_dir", "algorithm")
+    _container_path(algorithm, "local_code_dir", "algorithm")
 
     spec = _obj(body, "spec", "", required=True)
     resource = _obj(spec, "resource", "spec", required=True)
@@ -375,7 +398,8 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     }
     return JobSpec(
         name=name, description=description, workspace_id=workspace_id, annotations=annotations,
-        command=command, code_dir=code_dir, boot_file=boot_rel, engine=engine, parameters=parameters,
+        command=command, code_dir=code_dir, boot_file=boot_rel, engine=engine,
+        image=image_url or engine.image_url or None, parameters=parameters,
         inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,

@@ -14,6 +14,14 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host directory a sandboxed worker sees, read-write, at `inside`."""
+
+    host: str
+    inside: str
+
+
+@dataclass(frozen=True)
 class TaskLaunch:
     job_id: str
     seq: int
@@ -23,6 +31,10 @@ class TaskLaunch:
     cwd: str
     run_dir: Path  # per task and attempt: log, pid and exit files live here
     cpus: tuple[int, ...] = ()  # CPU ids to pin the task's processes to; empty: not pinned
+    # In a sandbox (executors/sandbox.py) argv, env and cwd name paths as the worker sees them:
+    mounts: tuple[Mount, ...] = ()  # the job's directories, bound at their ModelArts paths
+    gpus: tuple[int, ...] = ()  # the GPUs whose device nodes the worker sees
+    image: str = ""  # a custom image to run in (its reference), pulled beforehand
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,18 @@ class StartError(Exception):
 
 
 class Executor(Protocol):
+    @property
+    def sandboxed(self) -> bool:
+        """Workers run in a sandbox: launches give the paths the worker sees."""
+        ...
+
     def start(self, launch: TaskLaunch) -> TaskHandle: ...
 
     def poll(self, handle: TaskHandle) -> TaskState: ...
 
-    def signal(self, handle: TaskHandle, signum: int) -> bool:
-        """Send `signum` to the task's process group; False if it has already ended."""
+    def signal(self, handle: TaskHandle, signum: int) -> bool | None:
+        """Send `signum` to the task: True once sent, False if it has already ended, None if it cannot
+        be yet (still starting: the caller tries again on a later pass)."""
         ...
 
     def log_path(self, run_dir: Path) -> Path: ...

@@ -25,6 +25,8 @@ class FakeTask:
 
 
 class FakeExecutor:
+    sandboxed = False
+
     def __init__(self, obey_signals: bool = True) -> None:
         self.tasks: dict[Key, FakeTask] = {}
         self.obey_signals = obey_signals  # a signalled task ends at once with 128 + signum

@@ -11,14 +11,21 @@ after a restart; no Python interpreter runs per task.
 A launch with `cpus` is pinned to them (CPU affinity, which every process it starts inherits): the
 spawning thread takes that affinity for the moment of posix_spawn and gives it back, so the shim is
 pinned from its first instruction and no process of the task ever runs unpinned.
+
+With a sandbox (executors/sandbox.py) the shim runs bwrap instead, which leads the process group; bwrap
+writes the host pid of the namespace's init to `sandbox.json`. SIGKILL still goes to the process group
+(bwrap dies, its init with it, and the kernel ends the namespace); any other signal goes to that init,
+which passes it to every process of the namespace and exits with the command's status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,19 +33,27 @@ from pathlib import Path
 import psutil
 
 from openarts.executors.base import StartError, TaskHandle, TaskLaunch, TaskState
+from openarts.executors.images import ImageStore
+from openarts.executors.sandbox import Sandbox
 
 SHIM = r"""
 d=$1
-if ! cd "$2"; then
-  echo "[ModelArts Service Log] cannot enter working directory $2" >>"$d/log"
+s=$2
+if ! cd "$3"; then
+  echo "[ModelArts Service Log] cannot enter working directory $3" >>"$d/log"
   echo 126 >"$d/exit"; exit 0
 fi
-shift 2
-setsid -w "$@" </dev/null >>"$d/log" 2>&1 &
+shift 3
+"$s" -w "$@" </dev/null >>"$d/log" 2>&1 &
 echo $! >"$d/worker.pid"
 wait $!
 echo $? >"$d/exit"
 """
+SETSID = shutil.which("setsid") or "/usr/bin/setsid"  # by path: a job's PATH (an image's) may not have it
+# bwrap gets the worker's environment from the file `env` (`--args 4`): the shim, setsid and bwrap run
+# outside the sandbox as the server's user and must not take a job's LD_PRELOAD or PATH themselves.
+SANDBOX_SHIM = SHIM.replace('2>&1 &', '2>&1 3>"$d/sandbox.json" 4<"$d/env" &')
+SHIM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 SH = "/bin/sh"
 
@@ -86,32 +101,62 @@ def _pinned(cpus: tuple[int, ...], task: str) -> Iterator[None]:
 
 
 class LocalExecutor:
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, sandbox: Sandbox | None = None,
+                 images: ImageStore | None = None) -> None:
         self._loop = loop
         self._watched: dict[int, int] = {}  # shim pid -> pidfd
+        self.sandbox = sandbox
+        self.images = images
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.sandbox is not None
+
+    def _command(self, launch: TaskLaunch) -> tuple[str, str, list[str], dict[str, str], bytes]:
+        """The shim, the directory it starts in, the command it runs for `launch`, the shim's environment
+        and, in a sandbox, the worker's (an image's own under the launch's) as bwrap arguments."""
+        if self.sandbox is None:
+            if launch.image:
+                raise StartError(f"cannot start {launch.task}: custom images need the sandbox, which is off")
+            if not os.path.isdir(launch.cwd):
+                raise StartError(f"cannot start {launch.task}: its working directory {launch.cwd} does not exist")
+            return SHIM, launch.cwd, launch.argv, launch.env, b""
+        image = None
+        if launch.image:
+            image = self.images.lookup(launch.image) if self.images is not None else None
+            if image is None:
+                raise StartError(f"cannot start {launch.task}: image {launch.image} is not on this node")
+        argv = self.sandbox.argv(launch.mounts, launch.cwd, launch.gpus, image)
+        env = dict(e.split("=", 1) for e in image.env if "=" in e) if image else {}
+        env.update(launch.env)
+        args = b"".join(b"--setenv\0" + k.encode() + b"\0" + v.encode() + b"\0" for k, v in env.items())
+        return SANDBOX_SHIM, str(launch.run_dir), [*argv, *launch.argv], SHIM_ENV, args
 
     # -- starting ------------------------------------------------------------------------------
     def start(self, launch: TaskLaunch) -> TaskHandle:
         """Spawn the task under its shim. Every failure to do so (its directories cannot be made or
         cleaned: disk full, permissions; its working directory is gone; the spawn itself) is a
         `StartError`, which the supervisor retries within the job's budget."""
-        if not os.path.isdir(launch.cwd):
-            raise StartError(f"cannot start {launch.task}: its working directory {launch.cwd} does not exist")
+        shim, cwd, command, env, env_args = self._command(launch)
         try:
             try:
                 os.makedirs(launch.run_dir)
             except FileExistsError:  # a discarded start may have left files behind
-                for name in ("exit", "worker.pid", "log"):
+                for name in ("exit", "worker.pid", "log", "sandbox.json", "env"):
                     with contextlib.suppress(FileNotFoundError):
                         (launch.run_dir / name).unlink()
+            if shim is SANDBOX_SHIM:
+                fd = os.open(launch.run_dir / "env", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(env_args)
             devnull = os.open(os.devnull, os.O_RDWR)
         except OSError as exc:
             raise StartError(f"cannot start {launch.task}: {exc}") from exc
-        argv = [SH, "-c", SHIM, "openarts-shim", str(launch.run_dir), launch.cwd, *launch.argv]
+        argv = [SH, "-c", shim, "openarts-shim", str(launch.run_dir), SETSID, cwd, *command]
         try:
             with _pinned(launch.cpus, launch.task):
                 pid = os.posix_spawn(
-                    SH, argv, launch.env, setsid=True,
+                    SH, argv, env, setsid=True,
                     file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
                                   (os.POSIX_SPAWN_DUP2, devnull, 2)],
                 )
@@ -150,17 +195,33 @@ class LocalExecutor:
         return run_dir / "log"
 
     # -- acting --------------------------------------------------------------------------------
-    def signal(self, handle: TaskHandle, signum: int) -> bool:
+    def signal(self, handle: TaskHandle, signum: int) -> bool | None:
         if (handle.run_dir / "exit").exists():
             return False
         pgid = _read_int(handle.run_dir / "worker.pid")
         if pgid is None:
-            return self._shim_alive(handle)  # not spawned yet: the caller tries again
+            return None if self._shim_alive(handle) else False  # not spawned yet: the caller tries again
+        if signum != signal.SIGKILL and (handle.run_dir / "env").exists():  # sandboxed (its env file)
+            return self._signal_init(handle, pgid, signum)
         try:
             os.killpg(pgid, signum)
         except ProcessLookupError:
             return False
         except PermissionError:
+            return False
+        return True
+
+    def _signal_init(self, handle: TaskHandle, bwrap: int, signum: int) -> bool | None:
+        """Signal the sandbox's init (its host pid from bwrap's info), once it is bwrap's child."""
+        try:
+            init = int(json.loads((handle.run_dir / "sandbox.json").read_text())["child-pid"])
+        except (OSError, ValueError, KeyError, TypeError):  # bwrap has not written it yet: later
+            return None if self._shim_alive(handle) else False
+        try:
+            if psutil.Process(init).ppid() != bwrap:
+                return False  # ended, and the pid is another process's now
+            os.kill(init, signum)
+        except (psutil.Error, ProcessLookupError, PermissionError):
             return False
         return True
 

@@ -36,7 +36,15 @@ class CatalogService:
         return {"total_count": len(items), "flavors": items}
 
     def engines(self) -> dict[str, Any]:
-        # v1_compatible, run_user and image_info do not apply (no v1 jobs, no container images): left out
-        items = [{"engine_id": e.engine_id, "engine_name": e.engine_name, "engine_version": e.engine_version}
-                 for e in self.catalog.engines.values()]
+        # v1_compatible and run_user do not apply (no v1 jobs); image_info only for an engine that is an
+        # image: a worker of an engine without one runs the host's interpreter in the sandbox
+        items = []
+        for e in self.catalog.engines.values():
+            item: dict[str, Any] = {"engine_id": e.engine_id, "engine_name": e.engine_name,
+                                    "engine_version": e.engine_version}
+            if e.image_url:
+                item["image_info"] = {"cpu_image_url": e.image_url, "gpu_image_url": e.image_url,
+                                      "image_version": e.image_url.rsplit(":", 1)[-1] if ":" in
+                                      e.image_url.rsplit("/", 1)[-1] else "latest"}
+            items.append(item)
         return {"total": len(items), "items": items}

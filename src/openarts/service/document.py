@@ -45,9 +45,15 @@ def flavor_info(flavor: Flavor, max_num: int) -> dict[str, Any]:
 
 
 def engine_block(engine: Engine, requested: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The engine as the catalog knows it, whichever way the request named it (id, or name and version)."""
-    return {**(requested or {}), "engine_id": engine.engine_id, "engine_name": engine.engine_name,
-            "engine_version": engine.engine_version}
+    """The engine as the catalog knows it, whichever way the request named it (id, or name and version);
+    a custom image as requested, with the names it was given; an engine that is an image, with it."""
+    block = dict(requested or {})
+    if engine.engine_id:
+        block.update(engine_id=engine.engine_id, engine_name=engine.engine_name,
+                     engine_version=engine.engine_version)
+    if engine.image_url:
+        block["image_url"] = engine.image_url
+    return block
 
 
 def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layout: Layout) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from openarts.core.layout import layout
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
+from openarts.executors.images import ImageError, parse_ref, registries_of
 from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, can_ever_fit, demand_of
 from openarts.service.document import job_document, static_document
 from openarts.service.update import apply_static, parse_update
@@ -38,13 +39,26 @@ class JobService:
     def create(self, project_id: str, user_name: str, body: Any) -> dict[str, Any]:
         spec = parse_job(body, self.catalog)
         self._check_satisfiable(spec)
+        if spec.image:
+            self._check_image(spec.image)
         job_id = str(uuid.uuid4())
-        doc = static_document(spec, job_id, self.catalog, layout(spec, self.settings.job_dir(job_id)))
+        doc = static_document(spec, job_id, self.catalog,
+                              layout(spec, self.settings.job_dir(job_id), self.settings.sandboxed))
         now = w.now_ms()
         with self.db.begin() as conn:
             w.create_job(conn, job_id, project_id, user_name, spec, doc, now)
         self.wake(None)
         return self.get(project_id, job_id)
+
+    def _check_image(self, url: str) -> None:
+        if not self.settings.sandboxed:
+            raise errors.EngineNotFound(
+                f"Custom images (algorithm.engine.image_url={url!r}) run in the sandbox, which is off on this "
+                "server ([server] sandbox, docs/SANDBOX.md); use an engine from GET /training-job-engines.")
+        try:
+            parse_ref(url, registries_of(self.settings.raw.get("registries", [])))
+        except ImageError as exc:
+            raise errors.InvalidRequest(f"Invalid parameter algorithm.engine.image_url: {exc}.") from None
 
     def _check_satisfiable(self, spec: JobSpec) -> None:
         """Refuse what the pool could never hold, even empty, rather than let it wait forever."""

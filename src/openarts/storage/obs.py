@@ -6,7 +6,9 @@ inside ROOT. Copies are plain file copies; an S3-compatible store implements the
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from pathlib import Path
 
 from openarts.core.errors import InvalidObsPath
@@ -46,15 +48,31 @@ class LocalObjectStore:
         return count
 
     def upload(self, src: Path, url: str) -> int:
-        """Copy the contents of local directory `src` under the prefix `url`. Returns files copied."""
+        """Copy the regular files under local directory `src` under the prefix `url`. Returns files
+        copied. `src` and everything in it belong to a job, which may have made anything a symbolic
+        link: none is followed (a link to /etc or to the server's files must not be copied out), and
+        a `src` that is a link is refused."""
         dest = self.resolve(url)
+        if src.is_symlink():
+            raise ValueError(f"{src.name} is a symbolic link, not a directory")
         if not src.is_dir():
             return 0
         count = 0
-        for item in src.rglob("*"):
-            if item.is_file() and not item.is_symlink():
-                target = dest / item.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(item, target)
+        for dirpath, _dirs, filenames in os.walk(src, followlinks=False):
+            here = Path(dirpath)
+            for name in filenames:
+                item = here / name
+                try:
+                    fd = os.open(item, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                except OSError:
+                    continue  # a symbolic link (ELOOP), or gone
+                with os.fdopen(fd, "rb") as fh:
+                    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                        continue  # a fifo or a device node: not an object
+                    target = dest / item.relative_to(src)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with open(target, "wb") as out:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+                    shutil.copystat(item, target, follow_symlinks=False)
                 count += 1
         return count

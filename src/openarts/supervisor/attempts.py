@@ -230,8 +230,8 @@ class AttemptSupervision:
             key = (row.id, t.seq, t.task)
             if signum == signal.SIGTERM and key in self._termed:
                 continue
-            self._termed.add(key)
-            self.executor.signal(self._handle(row, t), signum)
+            if self.executor.signal(self._handle(row, t), signum) is not None:
+                self._termed.add(key)  # sent, or nothing left to send it to; still starting: next pass
 
     def _end_processes(self, row: JobRow, tasks: list[TaskRow]) -> None:
         """Kill whatever is left of the attempt's process groups (stragglers)."""
@@ -253,7 +253,7 @@ class AttemptSupervision:
         lines: list[str] = []
         if term.kind is not EndKind.TERMINATED:
             try:
-                lay = ws.layout(self._spec(row), self.settings.job_dir(row.id))
+                lay = ws.layout(self._spec(row), self.settings.job_dir(row.id), self.executor.sandboxed)
                 if lay.outputs:
                     lines = await asyncio.to_thread(ws.upload_outputs, lay, self.store)
             except OpenartsError as exc:

@@ -22,9 +22,11 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 
@@ -35,7 +37,8 @@ from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination
 from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
-from openarts.executors.base import Executor, StartError, TaskHandle, TaskLaunch
+from openarts.executors.base import Executor, Mount, StartError, TaskHandle, TaskLaunch
+from openarts.executors.images import ImageStore
 from openarts.scheduler.ledger import Ledger
 from openarts.scheduler.plan import Affinity, Demand, PendingJob, WorkerPlacement, demand_of, plan
 from openarts.storage.obs import LocalObjectStore
@@ -47,6 +50,7 @@ from openarts.supervisor import snapshot as snap
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.attempts import INIT, AttemptSupervision, Pass, faultpoint
 from openarts.supervisor.metrics import MetricsSampler
+from openarts.supervisor.pulls import Pulls, PullState
 from openarts.supervisor.steps import AttemptState, JobState, Step, next_step
 
 log = logging.getLogger("openarts.supervisor")
@@ -58,7 +62,8 @@ Claims = dict[int, Demand]  # worker index -> what that worker needs of its node
 
 class Supervisor(AttemptSupervision):
     def __init__(self, settings: Settings, db: Database, catalog: Catalog, executor: Executor,
-                 store: LocalObjectStore, sampler: MetricsSampler | None = None) -> None:
+                 store: LocalObjectStore, sampler: MetricsSampler | None = None,
+                 images: ImageStore | None = None) -> None:
         self.settings = settings
         self.db = db
         self.catalog = catalog
@@ -73,6 +78,7 @@ class Supervisor(AttemptSupervision):
         self._waiting_reason: dict[str, str] = {}
         self._specs: dict[str, JobSpec] = {}
         self._retry_at: dict[str, int] = {}  # start-failure backoff: not scheduled before (ms)
+        self._pulls = Pulls(images, self.poke)
         self.passes = 0
 
     # -- waking --------------------------------------------------------------------------------
@@ -204,17 +210,41 @@ class Supervisor(AttemptSupervision):
             self._specs[row.id] = spec
         return spec
 
+    def _code_rules(self) -> ws.CodeRules:
+        """Where a local code_dir may come from (workspace.CodeRules)."""
+        own = [self.settings.data_dir, *([self.settings.config_path] if self.settings.config_path else []),
+               *self.settings.secret_paths]
+        roots = tuple(Path(os.path.realpath(p)) for p in self.settings.sandbox_read_only)
+        return ws.CodeRules(tuple(Path(os.path.realpath(p)) for p in own),
+                            roots if self.executor.sandboxed else None)
+
     def _prepare(self, row: JobRow) -> None:
+        """Creating -> Pending once its code is there and its image (if any) is on this node; an image
+        is pulled in the background meanwhile (supervisor/pulls.py)."""
         now = w.now_ms()
         try:
             spec = self._spec(row)
-            ws.check_code(spec, self.store)
+            ws.check_code(spec, self.store, self._code_rules())
         except OpenartsError as exc:
             self._abnormal(row, Phase.CREATING, exc.message, now)
             return
+        pulled = ""
+        if spec.image:
+            state, line = self._pulls.poll(spec.image, row.id, row.create_ms)
+            if state is PullState.FAILED:
+                self._abnormal(row, Phase.CREATING, f"Image error: {line}.", now)
+                return
+            if state is not PullState.READY:
+                if state is PullState.STARTED:
+                    with self.db.begin() as conn:
+                        w.add_event(conn, row.id, f"Pulling image {spec.image}.", now, source="Worker")
+                return
+            pulled = line
         with self.db.begin() as conn:
             w.transition(conn, row.id, Phase.CREATING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
                          queue_seq=w.next_queue_seq(conn), event="Job queued, waiting for resources.")
+            if pulled:
+                w.add_event(conn, row.id, pulled, now, source="Worker")
         self._wake.set()  # schedule it in the very next pass
 
     def _abnormal(self, row: JobRow, expected: Phase, message: str, now: int) -> None:
@@ -293,7 +323,7 @@ class Supervisor(AttemptSupervision):
             self._wake.set()
             return
         workers = [ps.ledger.pin(wp, claims[i]) if i in claims else wp for i, wp in enumerate(workers)]
-        lay = ws.layout(spec, self.settings.job_dir(row.id))
+        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
         seq = row.attempt + 1
         port = ws.free_port()
         ips = [wp.ip for wp in workers]
@@ -305,9 +335,9 @@ class Supervisor(AttemptSupervision):
                 for i, wp in enumerate(workers)], port, w.now_ms(), start_type)
         try:
             if stage:
-                await asyncio.to_thread(ws.stage, spec, lay, self.store)
+                await asyncio.to_thread(ws.stage, spec, lay, self.store, self._code_rules())
             else:
-                ws.check_code(spec, self.store)
+                ws.check_code(spec, self.store, self._code_rules())
         except (PreparationError, OSError) as exc:
             message = exc.message if isinstance(exc, PreparationError) else f"Preparation failed: {exc}"
             with self.db.begin() as conn:
@@ -316,13 +346,17 @@ class Supervisor(AttemptSupervision):
             return
         faultpoint("attempt_opened")
         argv = ws.argv(spec, lay)
+        base = ws.base_environment(self.executor.sandboxed, bool(spec.image))
+        mounts = tuple(Mount(str(host), inside) for host, inside in lay.binds(whole_home=not spec.image)) \
+            if lay.sandboxed else ()
         handles: list[TaskHandle] = []
         try:
             for i, wp in enumerate(workers):
-                env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port)
+                env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base)
                 handles.append(self.executor.start(TaskLaunch(
-                    row.id, seq, names[i], argv, env, str(lay.cwd), self.settings.attempt_dir(row.id, seq, names[i]),
-                    cpus=wp.cpus)))
+                    row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
+                    self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,
+                    gpus=tuple(wp.gpus), image=spec.image or "")))
         except StartError as exc:
             for h in handles:
                 self.executor.cleanup(h)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from openarts.core.errors import PreparationError
@@ -26,14 +27,36 @@ from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's hom
     rebase,
 )
 from openarts.core.spec import JobSpec
+from openarts.executors.sandbox import reserved_path
 from openarts.storage.obs import LocalObjectStore
 
 
-def check_code(spec: JobSpec, store: LocalObjectStore) -> None:
-    """Raise PreparationError unless the code directory and boot file exist."""
+@dataclass(frozen=True)
+class CodeRules:
+    """Where a local code_dir may come from. The server (often root) copies it into the job, so it must
+    not be, hold or lie in the server's own files (`private`); in a sandbox it must lie in one of
+    `roots` (`[server] sandbox_read_only`: what workers may read anyway), or a job could copy in any
+    file of the machine. `roots` None: anywhere but `private` (no sandbox: the job could read it all)."""
+
+    private: tuple[Path, ...] = ()
+    roots: tuple[Path, ...] | None = None
+
+
+def check_code(spec: JobSpec, store: LocalObjectStore, rules: CodeRules = CodeRules()) -> None:
+    """Raise PreparationError unless the code directory and boot file exist, where `rules` allow."""
     if not spec.code_dir:
         return
     local = local_code_dir(spec.code_dir)
+    if local is not None:
+        real = Path(os.path.realpath(local))
+        for p in rules.private:
+            if real == p or p in real.parents or real in p.parents:
+                raise PreparationError(f"Code directory error: code_dir {spec.code_dir} is, or holds, "
+                                       "the server's own files.")
+        if rules.roots is not None and not any(real == r or r in real.parents for r in rules.roots):
+            raise PreparationError(
+                f"Code directory error: code_dir {spec.code_dir}: in the sandbox a local code_dir must lie in a "
+                "directory of [server] sandbox_read_only (docs/SANDBOX.md); or use obs://.")
     try:
         src = local if local is not None else store.resolve(spec.code_dir)
     except Exception as exc:
@@ -44,37 +67,78 @@ def check_code(spec: JobSpec, store: LocalObjectStore) -> None:
         raise PreparationError(
             f"Boot file error: {spec.boot_file} does not exist in code_dir {spec.code_dir}."
         )
-    if not Path(spec.engine.python).exists():
+    if not spec.image and not Path(spec.engine.python).exists():
         raise PreparationError(f"Engine {spec.engine.engine_id}: interpreter {spec.engine.python} is missing.")
 
 
-def stage(spec: JobSpec, lay: Layout, store: LocalObjectStore) -> None:
+def stage(spec: JobSpec, lay: Layout, store: LocalObjectStore, rules: CodeRules = CodeRules()) -> None:
     """Create the directories and copy code and inputs in. Runs off the event loop."""
-    check_code(spec, store)
+    check_code(spec, store, rules)
+    if lay.sandboxed:
+        for _, inside in lay.binds():
+            top = reserved_path(inside)
+            if top is not None:
+                raise PreparationError(f"Directory {inside}: in the sandbox a job's directories cannot lie under "
+                                       f"{top} (the system's own, read-only).")
     for path in (lay.home, lay.job_dir, lay.log_dir, lay.root / "cache"):
-        path.mkdir(parents=True, exist_ok=True)
+        real_dir(lay.root, path)
     if spec.code_dir and lay.code is not None and not lay.code_in_place:
         local = local_code_dir(spec.code_dir)
-        if lay.code.exists():
+        real_dir(lay.root, lay.code.parent)
+        if lay.code.is_symlink():
+            lay.code.unlink()
+        elif lay.code.exists():
             shutil.rmtree(lay.code)
         if local is not None:
             shutil.copytree(local, lay.code, symlinks=True)
         else:
             store.download(spec.code_dir, lay.code)
     for d in lay.inputs:
+        real_dir(lay.root, d.local)
         try:
             store.download(d.channel.obs_url, d.local)
         except (FileNotFoundError, OSError) as exc:
             raise PreparationError(f"Input {d.channel.name}: cannot download {d.channel.obs_url}: {exc}") from exc
     for d in lay.outputs:
-        d.local.mkdir(parents=True, exist_ok=True)
-    lay.cwd.mkdir(parents=True, exist_ok=True)
+        real_dir(lay.root, d.local)
+    real_dir(lay.root, lay.cwd)
+
+
+def first_link(root: Path, path: Path) -> Path | None:
+    """The first component of `path` below `root` that is a symbolic link, if any."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def real_dir(root: Path, path: Path) -> None:
+    """Make `path` a real directory under `root`, none of its components a symbolic link. A job's
+    directories are the job's to change: one that made `inputs/data_url_0` a link to /etc must not have
+    the server (often root) copy its data there when it stages the job again. A link found on the way
+    is removed (it is the job's own, in the job's own directory) and a directory made in its place."""
+    if root not in path.parents and path != root:
+        raise PreparationError(f"Directory {path} is outside the job's directory.")
+    root.mkdir(parents=True, exist_ok=True)  # the server's own
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            current.unlink()
+        if not current.is_dir():
+            current.mkdir()
 
 
 def upload_outputs(lay: Layout, store: LocalObjectStore) -> list[str]:
     """Copy every output channel back to its obs_url; returns one line per channel for the events."""
     lines = []
     for d in lay.outputs:
+        link = first_link(lay.root, d.local)
+        if link is not None:
+            lines.append(f"Output {d.channel.name}: not uploaded: {lay.seen(link)} is a symbolic link.")
+            continue
         try:
             n = store.upload(d.local, d.channel.obs_url)
             lines.append(f"Output {d.channel.name}: uploaded {n} file(s) to {d.channel.obs_url}.")
@@ -91,8 +155,8 @@ def free_port() -> int:
 
 def arguments(spec: JobSpec, lay: Layout) -> list[str]:
     args = [f"--{name}={value}" for name, value in spec.parameters]
-    args += [f"--{d.channel.name}={d.local}" for d in lay.inputs]
-    args += [f"--{d.channel.name}={d.local}" for d in lay.outputs]
+    args += [f"--{d.channel.name}={lay.seen(d.local)}" for d in lay.inputs]
+    args += [f"--{d.channel.name}={lay.seen(d.local)}" for d in lay.outputs]
     return args
 
 
@@ -106,7 +170,7 @@ def argv(spec: JobSpec, lay: Layout) -> list[str]:
         script = spec.command.rstrip().rstrip(";").rstrip() + ' "$@"' if args else spec.command
         return ["/bin/sh", "-c", script, "sh", *args]
     assert lay.code is not None and spec.boot_file is not None
-    return [spec.engine.python, str(lay.code / spec.boot_file), *args]
+    return [spec.engine.python, lay.seen(lay.code / spec.boot_file), *args]
 
 
 # Thread-pool sizes that the usual numeric libraries read at start-up: OpenMP (PyTorch's intra-op pool
@@ -121,6 +185,20 @@ def thread_variables(threads: int, job_env: dict[str, str]) -> dict[str, str]:
     return {name: str(threads) for name in THREAD_VARIABLES if name not in job_env}
 
 
+# What a sandboxed worker keeps of the server's environment (an image's worker keeps none: the image's own
+# environment is its base, executors/local.py).
+KEPT_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM")
+
+
+def base_environment(sandboxed: bool, image: bool) -> dict[str, str]:
+    if image:
+        return {}
+    if not sandboxed:
+        return dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k in KEPT_VARIABLES or k.startswith("LC_")}
+    return {**env, "USER": "ma-user", "LOGNAME": "ma-user"}
+
+
 def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[str], gpus: list[int],
                 master_port: int, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
@@ -131,12 +209,12 @@ def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[s
     n = spec.node_count
     vj = f"ma-job-{job_id}"
     env.update({
-        "HOME": str(lay.home),
-        "MA_HOME": str(lay.home),
-        "MA_MOUNT_PATH": str(lay.home / "modelarts"),
-        "MA_JOB_DIR": str(lay.job_dir),
-        "MA_LOG_DIR": str(lay.log_dir),
-        "WORKSPACE": str(lay.code or lay.job_dir),
+        "HOME": lay.seen(lay.home),
+        "MA_HOME": lay.seen(lay.home),
+        "MA_MOUNT_PATH": lay.seen(lay.home / "modelarts"),
+        "MA_JOB_DIR": lay.seen(lay.job_dir),
+        "MA_LOG_DIR": lay.seen(lay.log_dir),
+        "WORKSPACE": lay.seen(lay.code or lay.job_dir),
         "MA_SCRIPT_INTERPRETER": spec.engine.python,
         "MA_CURRENT_IP": ips[index],
         "MA_CURRENT_HOST_IP": ips[index],
@@ -150,8 +228,8 @@ def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[s
         "VC_TASK_INDEX": str(index),
         "VC_WORKER_NUM": str(n),
         "VC_WORKER_HOSTS": ",".join(ips),
-        "MA_INPUTS": json.dumps([{"name": d.channel.name, "local_dir": str(d.local)} for d in lay.inputs]),
-        "MA_OUTPUTS": json.dumps([{"name": d.channel.name, "local_dir": str(d.local)} for d in lay.outputs]),
+        "MA_INPUTS": json.dumps([{"name": d.channel.name, "local_dir": lay.seen(d.local)} for d in lay.inputs]),
+        "MA_OUTPUTS": json.dumps([{"name": d.channel.name, "local_dir": lay.seen(d.local)} for d in lay.outputs]),
         "MASTER_ADDR": ips[0],
         "MASTER_PORT": str(master_port),
         "WORLD_SIZE": str(n),
@@ -160,7 +238,8 @@ def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[s
         "NODE_RANK": str(index),
         "LOCAL_RANK": "0",
         "NPROC_PER_NODE": str(max(1, len(gpus))),
-        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
+        # in a sandbox only the assigned GPUs' device nodes exist: CUDA numbers them from 0
+        "CUDA_VISIBLE_DEVICES": ",".join(str(i) if lay.sandboxed else str(g) for i, g in enumerate(gpus)),
         "PYTHONUNBUFFERED": "1",
     })
     return env
