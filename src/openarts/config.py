@@ -96,6 +96,15 @@ class Settings:
         return self.job_dir(job_id) / "attempts" / str(seq) / task
 
 
+def private_dirs(settings: Settings) -> None:
+    """Make the jobs' and images' directories the server's alone (0700): a job may leave a setuid file
+    in its home (it is the server's user to the kernel) and an image may carry setuid-root programs;
+    no other user of the machine may reach them."""
+    for d in (settings.jobs_dir, settings.images_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o700)
+
+
 class ConfigError(ValueError):
     """A config file the server cannot use: one line that names the file and the key."""
 

@@ -259,3 +259,107 @@ def test_container_paths_cannot_name_the_services_files(field: str, value: str, 
         algorithm[field] = value
     with pytest.raises(InvalidRequest, match=says):
         _spec(**algorithm)
+
+
+class _Images:
+    def __init__(self, image: sb.RootImage) -> None:
+        self.image = image
+
+    def lookup(self, url: str) -> sb.RootImage:
+        return self.image
+
+
+def test_an_image_environment_cannot_add_bwrap_options(tmp_path: Path) -> None:
+    """The worker's environment reaches bwrap as NUL-separated `--setenv` arguments: a NUL inside an
+    image's Env entry would start an option of its own (`--bind / /host`)."""
+    from openarts.executors.base import StartError, TaskLaunch
+    from openarts.executors.local import LocalExecutor
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    evil = sb.RootImage("r/x:1", "sha256:" + "0" * 64, rootfs, 1000, 100,
+                        ("PATH=/bin", "A=x\0--bind\0/\0/host"), "/")
+    ex = LocalExecutor(None, _box(tmp_path), _Images(evil))  # type: ignore[arg-type]
+    launch = TaskLaunch("j", 1, "worker-0", ["true"], {"MA_JOB_ID": "j"}, "/", tmp_path / "run", image="r/x:1")
+    with pytest.raises(StartError, match="NUL"):
+        ex.start(launch)
+    assert not (tmp_path / "run").exists()
+
+
+def test_sys_shows_devices_only_to_gpu_workers(tmp_path: Path) -> None:
+    cpu = _box(tmp_path).argv([], "/", (), None)
+    assert ("/sys/devices/system", "/sys/devices/system") in _pairs(cpu, "--ro-bind")
+    assert ("/sys", "/sys") not in _pairs(cpu, "--ro-bind")
+    gpu = _box(tmp_path).argv([], "/", (0,), None)
+    assert ("/sys", "/sys") in _pairs(gpu, "--ro-bind")
+    assert [gpu[i + 1] for i, a in enumerate(gpu) if a == "--tmpfs" and gpu[i + 1].startswith("/sys")] == \
+        ["/sys/kernel", "/sys/firmware"]
+
+
+def test_the_sandbox_init_is_signalled_only_once_it_catches_sigterm() -> None:
+    import signal as sig
+    import subprocess
+
+    from openarts.executors.local import _catches
+
+    plain = subprocess.Popen(["sleep", "30"])
+    trapping = subprocess.Popen(["sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait"])
+    try:
+        from conftest import wait_for
+
+        assert not _catches(plain.pid, sig.SIGTERM)
+        wait_for(lambda: _catches(trapping.pid, sig.SIGTERM), timeout=5, message="the trap")
+    finally:
+        plain.kill()
+        trapping.kill()
+        plain.wait()
+        trapping.wait()
+
+
+def test_restaging_clears_links_planted_inside_an_input(tmp_path: Path) -> None:
+    from openarts.storage.obs import LocalObjectStore
+    from openarts.supervisor import workspace as ws
+
+    store = LocalObjectStore(tmp_path / "obs")
+    (tmp_path / "obs" / "b" / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "obs" / "b" / "in" / "sub" / "x.txt").write_text("data")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    spec = _spec(inputs=[{"name": "data_url", "remote": {"obs": {"obs_url": "obs://b/in/"}}}])
+    lay = layout(spec, tmp_path / "job", sandboxed=True)
+    ws.stage(spec, lay, store)
+    target = lay.inputs[0].local
+    import shutil
+
+    shutil.rmtree(target / "sub")
+    os.symlink(victim, target / "sub")  # what an attempt could leave behind
+    ws.stage(spec, lay, store)
+    assert (target / "sub" / "x.txt").read_text() == "data" and not (target / "sub").is_symlink()
+    assert list(victim.iterdir()) == []
+
+
+def test_code_copied_into_a_sandboxed_job_leaves_out_what_others_may_not_read(tmp_path: Path) -> None:
+    from openarts.storage.obs import LocalObjectStore
+    from openarts.supervisor import workspace as ws
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print(1)\n")
+    (code / "key.pem").write_text("secret")
+    os.chmod(code / "key.pem", 0o600)
+    spec = _spec(code_dir=str(code), boot_file="train.py", command=None)
+    lay = layout(spec, tmp_path / "job", sandboxed=True)
+    ws.stage(spec, lay, LocalObjectStore(tmp_path / "obs"), ws.CodeRules(roots=(tmp_path,)))
+    assert lay.code is not None
+    assert sorted(p.name for p in lay.code.iterdir()) == ["train.py"]
+
+
+def test_uploads_drop_setuid_bits(tmp_path: Path) -> None:
+    from openarts.storage.obs import LocalObjectStore
+
+    src = tmp_path / "out"
+    src.mkdir()
+    (src / "tool").write_text("#!/bin/sh\n")
+    os.chmod(src / "tool", 0o4755)
+    LocalObjectStore(tmp_path / "obs").upload(src, "obs://b/o/")
+    assert os.stat(tmp_path / "obs" / "b" / "o" / "tool").st_mode & 0o7777 == 0o755

@@ -26,7 +26,7 @@ from openarts.api.iam import IAM_ROUTES
 from openarts.api.openapi import build_openapi
 from openarts.api.routes import ROUTES
 from openarts.api.unimplemented import UNIMPLEMENTED_ROUTES
-from openarts.config import Settings
+from openarts.config import Settings, private_dirs
 from openarts.core.errors import OpenartsError
 from openarts.core.resources import Catalog, build_catalog
 from openarts.executors.images import ImageStore, registries_of
@@ -102,6 +102,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     settings.obs_dir.mkdir(parents=True, exist_ok=True)
+    private_dirs(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -27,7 +27,17 @@ from typing import IO
 import uvicorn
 
 from openarts.api.app import create_app, sandbox_of
-from openarts.config import Check, ConfigError, Settings, any_string, check_table, integer, load_settings, number
+from openarts.config import (
+    Check,
+    ConfigError,
+    Settings,
+    any_string,
+    check_table,
+    integer,
+    load_settings,
+    number,
+    private_dirs,
+)
 from openarts.core.resources import Catalog, build_catalog
 from openarts.executors.sandbox import Sandbox, SandboxUnavailable
 from openarts.security.config import SecurityConfig
@@ -65,6 +75,7 @@ def prepare_data_dir(settings: Settings) -> None:
     try:
         for d in (settings.data_dir, settings.jobs_dir, settings.obs_dir):
             d.mkdir(parents=True, exist_ok=True)
+        private_dirs(settings)
         probe = settings.data_dir / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()

@@ -169,6 +169,8 @@ class ImageStore:
                 image = self._bundle(str(ref), digest)
                 if image is None:
                     raise ImageError(f"image {ref}: unpacked, but its runtime configuration is unreadable")
+            if any("\0" in e for e in image.env):  # the executor refuses it too: it would start a bwrap option
+                raise ImageError(f"image {ref}: its environment holds a NUL character")
             refs = self._refs()
             refs[str(ref)] = digest
             _write_atomic(self.root / "refs.json", json.dumps(refs, indent=1, sort_keys=True))

@@ -78,6 +78,18 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (SigCgt in /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 @contextlib.contextmanager
 def _pinned(cpus: tuple[int, ...], task: str) -> Iterator[None]:
     """Run the block with the calling thread's CPU affinity set to `cpus` (on Linux affinity is per
@@ -129,7 +141,13 @@ class LocalExecutor:
         argv = self.sandbox.argv(launch.mounts, launch.cwd, launch.gpus, image)
         env = dict(e.split("=", 1) for e in image.env if "=" in e) if image else {}
         env.update(launch.env)
-        args = b"".join(b"--setenv\0" + k.encode() + b"\0" + v.encode() + b"\0" for k, v in env.items())
+        try:  # a NUL would end a value early and start a bwrap option of its own (an image's Env is anyone's)
+            pairs = [(k.encode(), v.encode()) for k, v in env.items()]
+        except UnicodeEncodeError:
+            raise StartError(f"cannot start {launch.task}: an environment variable is not valid UTF-8") from None
+        if any(b"\0" in k or b"\0" in v or b"=" in k or not k for k, v in pairs):
+            raise StartError(f"cannot start {launch.task}: an environment variable holds a NUL or a bad name")
+        args = b"".join(b"--setenv\0" + k + b"\0" + v + b"\0" for k, v in pairs)
         return SANDBOX_SHIM, str(launch.run_dir), [*argv, *launch.argv], SHIM_ENV, args
 
     # -- starting ------------------------------------------------------------------------------
@@ -220,6 +238,8 @@ class LocalExecutor:
         try:
             if psutil.Process(init).ppid() != bwrap:
                 return False  # ended, and the pid is another process's now
+            if not _catches(init, signum):
+                return None  # bwrap is still setting up, or INIT has not set its trap: a PID 1 drops it
             os.kill(init, signum)
         except (psutil.Error, ProcessLookupError, PermissionError):
             return False

@@ -38,8 +38,10 @@ MA_HOME_DIR = "/home/ma-user"
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 # Where a job's own directories cannot go: bwrap cannot make mount points under a read-only bind.
 RESERVED = (*SYSTEM_DIRS, "/proc", "/dev", "/sys")
-# What libraries read of /sys (CPU topology, NUMA, PCI devices, cgroup limits), read-only
-SYS_DIRS = ("/sys/devices", "/sys/bus", "/sys/class", "/sys/dev", "/sys/block", "/sys/module", "/sys/fs/cgroup")
+# What a worker sees of /sys, read-only: without GPUs only CPU topology, NUMA and cgroup limits; with
+# GPUs all of it (PCI topology) but the kernel's (debugfs, tracing) and the firmware's (EFI, ACPI)
+SYS_CPU = ("/sys/devices/system", "/sys/fs/cgroup")
+SYS_HIDDEN = ("/sys/kernel", "/sys/firmware")
 GPU_SHARED_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 
 # PID 1 of the worker's namespace. A trapped signal interrupts `wait` (status 128+N); while the command
@@ -99,13 +101,18 @@ def _under(path: Path, roots: Iterable[Path]) -> bool:
 
 
 def interpreter_dirs(python: str) -> list[Path]:
-    """What a worker needs to run `python`: its virtual environment, if any, and its installation."""
+    """What a worker needs to run `python`: its virtual environment, if any, and its installation (a
+    directory with lib/python3*; anything else, a home directory or /, is left for sandbox_read_only)."""
     p = Path(python)
     dirs = []
     if (p.parent.parent / "pyvenv.cfg").exists():
         dirs.append(p.parent.parent)
-    real = Path(os.path.realpath(p))
-    dirs.append(real.parent.parent)
+    prefix = Path(os.path.realpath(p)).parent.parent
+    if len(prefix.parts) > 2 and any(prefix.glob("lib/python3*")):
+        dirs.append(prefix)
+    elif prefix not in (Path("/usr"), Path("/")):
+        log.warning("sandbox: %s is not in a Python installation the sandbox recognizes: add its directory "
+                    "to [server] sandbox_read_only", python)
     return dirs
 
 
@@ -129,8 +136,8 @@ def secret_entries(top: Path, limit: int = 1_000_000) -> list[Path]:
                 continue
             if stat.S_ISLNK(st.st_mode):
                 continue
-            if not st.st_mode & stat.S_IROTH:
-                found.append(path)
+            if not st.st_mode & stat.S_IROTH and not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+                found.append(path)  # (an empty file hides nothing: one mount less per worker)
         dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in found]
     return found
 
@@ -193,9 +200,11 @@ class Sandbox:
             a += _image_root(image)
         # the sandbox's own first: what is bound below may lie under /tmp (a test's directories)
         a += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
-        for d in SYS_DIRS:  # not /sys/kernel (debugfs, tracing) nor /sys/firmware (EFI variables, ACPI)
-            if os.path.isdir(d):
-                a += ["--ro-bind", d, d]
+        if gpus and os.path.isdir("/sys"):  # the driver and NCCL read PCI topology: /sys but kernel, firmware
+            a += ["--ro-bind", "/sys", "/sys"]
+            a += [x for d in SYS_HIDDEN if os.path.isdir(d) for x in ("--tmpfs", d)]
+        else:  # CPU topology, NUMA, cgroup limits: nothing of the devices or the kernel
+            a += [x for d in SYS_CPU if os.path.isdir(d) for x in ("--ro-bind", d, d)]
         if image is None:
             for p in self.read_only:
                 a += ["--ro-bind", str(p), str(p)]

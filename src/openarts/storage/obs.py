@@ -74,5 +74,6 @@ class LocalObjectStore:
                     with open(target, "wb") as out:
                         shutil.copyfileobj(fh, out, 1 << 20)
                     shutil.copystat(item, target, follow_symlinks=False)
+                    os.chmod(target, os.stat(target).st_mode & 0o777)  # no setuid/setgid/sticky bit a job set
                 count += 1
         return count

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +91,17 @@ def stage(spec: JobSpec, lay: Layout, store: LocalObjectStore, rules: CodeRules 
         elif lay.code.exists():
             shutil.rmtree(lay.code)
         if local is not None:
-            shutil.copytree(local, lay.code, symlinks=True)
+            # from the path that was checked; in a sandbox without what other users may not read (the
+            # sandbox hides such files where workers see them; the server, often root, must not copy them in)
+            shutil.copytree(os.path.realpath(local), lay.code, symlinks=True,
+                            ignore=_unreadable if lay.sandboxed else None)
         else:
             store.download(spec.code_dir, lay.code)
     for d in lay.inputs:
+        # a fresh copy every time: an earlier attempt may have planted links inside (inputs/x/sub -> /etc)
         real_dir(lay.root, d.local)
+        shutil.rmtree(d.local)  # does not follow links
+        d.local.mkdir()
         try:
             store.download(d.channel.obs_url, d.local)
         except (FileNotFoundError, OSError) as exc:
@@ -102,6 +109,18 @@ def stage(spec: JobSpec, lay: Layout, store: LocalObjectStore, rules: CodeRules 
     for d in lay.outputs:
         real_dir(lay.root, d.local)
     real_dir(lay.root, lay.cwd)
+
+
+def _unreadable(directory: str, names: list[str]) -> set[str]:
+    """copytree's `ignore`: the entries other users may not read."""
+    skip = set()
+    for name in names:
+        try:
+            if not os.lstat(os.path.join(directory, name)).st_mode & stat.S_IROTH:
+                skip.add(name)
+        except OSError:
+            skip.add(name)
+    return skip
 
 
 def first_link(root: Path, path: Path) -> Path | None:
