@@ -46,6 +46,7 @@ def test_job_sees_modelarts_layout_and_its_data(server: Server, sdk: Any) -> Non
     (server.data_dir / "obs" / "bkt" / "in").mkdir(parents=True)
     (server.data_dir / "obs" / "bkt" / "in" / "d.txt").write_text("staged input\n")
     script = ("id; pwd; echo HOME=$HOME; echo WORKSPACE=$WORKSPACE; echo MA_INPUTS=$MA_INPUTS; "
+              "echo NODE=$OPENARTS_NODE; "
               "cat /home/ma-user/modelarts/inputs/data_url_0/d.txt; "
               "cp /home/ma-user/modelarts/inputs/data_url_0/d.txt "
               "/home/ma-user/modelarts/outputs/train_url_0/copy.txt; "
@@ -60,6 +61,7 @@ def test_job_sees_modelarts_layout_and_its_data(server: Server, sdk: Any) -> Non
     assert "uid=1000(ma-user) gid=100(ma-group)" in log
     assert "\n/home/ma-user/modelarts/user-job-dir\n" in log  # the working directory
     assert "HOME=/home/ma-user\n" in log
+    assert "NODE=local\n" in log  # the configured node it runs on
     assert "WORKSPACE=/home/ma-user/modelarts/user-job-dir\n" in log
     assert '"local_dir": "/home/ma-user/modelarts/inputs/data_url_0"' in log
     assert "staged input" in log

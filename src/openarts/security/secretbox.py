@@ -2,7 +2,7 @@
 database, so a copy of security.db alone reveals no secret key.
 
 The master key comes from, in order: the environment variable OPENARTS_MASTER_KEY (base64 of 32
-bytes; the executor passes no OPENARTS_* variable to jobs), the file named by
+bytes; the executor passes none of the server's OPENARTS_* variables to jobs), the file named by
 OPENARTS_MASTER_KEY_FILE or `[security] master_key_file`, or DATA_DIR/keys/master.key (created
 with mode 0600 in a 0700 directory on first use).
 """

@@ -352,7 +352,7 @@ class Supervisor(AttemptSupervision):
         handles: list[TaskHandle] = []
         try:
             for i, wp in enumerate(workers):
-                env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base)
+                env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base, wp.node)
                 handles.append(self.executor.start(TaskLaunch(
                     row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
                     self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,

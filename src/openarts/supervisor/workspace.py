@@ -219,10 +219,14 @@ def base_environment(sandboxed: bool, image: bool) -> dict[str, str]:
 
 
 def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[str], gpus: list[int],
-                master_port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+                master_port: int, base: dict[str, str] | None = None, node: str = "") -> dict[str, str]:
+    """The worker's environment. None of the server's OPENARTS_* variables (a master key may be one);
+    OPENARTS_NODE names the node the worker runs on."""
     env = dict(os.environ if base is None else base)
     for key in [k for k in env if k.startswith("OPENARTS_")]:
         del env[key]
+    if node:
+        env["OPENARTS_NODE"] = node
     env.update(thread_variables(spec.flavor.threads, spec.environments))
     env.update(spec.environments)
     n = spec.node_count
