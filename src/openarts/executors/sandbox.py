@@ -97,7 +97,7 @@ def reserved_path(path: str) -> str | None:
 
 
 def _under(path: Path, roots: Iterable[Path]) -> bool:
-    return any(path == r or r in path.parents for r in roots)
+    return any(path.is_relative_to(r) for r in roots)
 
 
 def interpreter_dirs(python: str) -> list[Path]:
@@ -123,6 +123,7 @@ def secret_entries(top: Path, limit: int = 1_000_000) -> list[Path]:
     found: list[Path] = []
     seen = 0
     for dirpath, dirnames, filenames in os.walk(top):
+        hidden: set[str] = set()  # directories found here: masked whole, not walked
         for name in [*dirnames, *filenames]:
             seen += 1
             if seen > limit:
@@ -138,7 +139,8 @@ def secret_entries(top: Path, limit: int = 1_000_000) -> list[Path]:
                 continue
             if not st.st_mode & stat.S_IROTH and not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
                 found.append(path)  # (an empty file hides nothing: one mount less per worker)
-        dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in found]
+                hidden.add(name)
+        dirnames[:] = [d for d in dirnames if d not in hidden]
     return found
 
 
@@ -164,7 +166,7 @@ class Sandbox:
         masks = [h for h in dict.fromkeys([data_dir, *hidden]) if _under(h, [*bound, *ro])]
         for top in [p for p in (Path("/etc"), Path("/opt")) if p in bound] + ro:  # /usr: see docs/SANDBOX.md
             masks += secret_entries(top)
-        masks = [h for h in dict.fromkeys(masks) if not any(o != h and o in h.parents for o in masks)]
+        masks = [h for h in dict.fromkeys(masks) if not _under(h, [o for o in masks if o != h])]  # outermost
         ident = data_dir / "sandbox"
         _write_identity(ident)
         box = cls(bwrap, ro, masks, ident)

@@ -67,13 +67,14 @@ class LocalObjectStore:
                 except OSError:
                     continue  # a symbolic link (ELOOP), or gone
                 with os.fdopen(fd, "rb") as fh:
-                    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    st = os.fstat(fh.fileno())
+                    if not stat.S_ISREG(st.st_mode):
                         continue  # a fifo or a device node: not an object
                     target = dest / item.relative_to(src)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with open(target, "wb") as out:
                         shutil.copyfileobj(fh, out, 1 << 20)
-                    shutil.copystat(item, target, follow_symlinks=False)
-                    os.chmod(target, os.stat(target).st_mode & 0o777)  # no setuid/setgid/sticky bit a job set
+                    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+                    os.chmod(target, st.st_mode & 0o777)  # no setuid/setgid/sticky bit a job set
                 count += 1
         return count

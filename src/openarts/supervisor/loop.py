@@ -79,6 +79,11 @@ class Supervisor(AttemptSupervision):
         self._specs: dict[str, JobSpec] = {}
         self._retry_at: dict[str, int] = {}  # start-failure backoff: not scheduled before (ms)
         self._pulls = Pulls(images, self.poke)
+        # where a local code_dir may come from (workspace.CodeRules): the settings it reads are resolved at start
+        own = [settings.data_dir, *([settings.config_path] if settings.config_path else []), *settings.secret_paths]
+        self._code_rules = ws.CodeRules(
+            tuple(Path(os.path.realpath(p)) for p in own),
+            tuple(Path(os.path.realpath(p)) for p in settings.sandbox_read_only) if executor.sandboxed else None)
         self.passes = 0
 
     # -- waking --------------------------------------------------------------------------------
@@ -210,21 +215,13 @@ class Supervisor(AttemptSupervision):
             self._specs[row.id] = spec
         return spec
 
-    def _code_rules(self) -> ws.CodeRules:
-        """Where a local code_dir may come from (workspace.CodeRules)."""
-        own = [self.settings.data_dir, *([self.settings.config_path] if self.settings.config_path else []),
-               *self.settings.secret_paths]
-        roots = tuple(Path(os.path.realpath(p)) for p in self.settings.sandbox_read_only)
-        return ws.CodeRules(tuple(Path(os.path.realpath(p)) for p in own),
-                            roots if self.executor.sandboxed else None)
-
     def _prepare(self, row: JobRow) -> None:
         """Creating -> Pending once its code is there and its image (if any) is on this node; an image
         is pulled in the background meanwhile (supervisor/pulls.py)."""
         now = w.now_ms()
         try:
             spec = self._spec(row)
-            ws.check_code(spec, self.store, self._code_rules())
+            ws.check_code(spec, self.store, self._code_rules)
         except OpenartsError as exc:
             self._abnormal(row, Phase.CREATING, exc.message, now)
             return
@@ -335,9 +332,9 @@ class Supervisor(AttemptSupervision):
                 for i, wp in enumerate(workers)], port, w.now_ms(), start_type)
         try:
             if stage:
-                await asyncio.to_thread(ws.stage, spec, lay, self.store, self._code_rules())
+                await asyncio.to_thread(ws.stage, spec, lay, self.store, self._code_rules)
             else:
-                ws.check_code(spec, self.store, self._code_rules())
+                ws.check_code(spec, self.store, self._code_rules)
         except (PreparationError, OSError) as exc:
             message = exc.message if isinstance(exc, PreparationError) else f"Preparation failed: {exc}"
             with self.db.begin() as conn:

@@ -51,10 +51,10 @@ def check_code(spec: JobSpec, store: LocalObjectStore, rules: CodeRules = CodeRu
     if local is not None:
         real = Path(os.path.realpath(local))
         for p in rules.private:
-            if real == p or p in real.parents or real in p.parents:
+            if real.is_relative_to(p) or p.is_relative_to(real):
                 raise PreparationError(f"Code directory error: code_dir {spec.code_dir} is, or holds, "
                                        "the server's own files.")
-        if rules.roots is not None and not any(real == r or r in real.parents for r in rules.roots):
+        if rules.roots is not None and not any(real.is_relative_to(r) for r in rules.roots):
             raise PreparationError(
                 f"Code directory error: code_dir {spec.code_dir}: in the sandbox a local code_dir must lie in a "
                 "directory of [server] sandbox_read_only (docs/SANDBOX.md); or use obs://.")
@@ -138,7 +138,7 @@ def real_dir(root: Path, path: Path) -> None:
     directories are the job's to change: one that made `inputs/data_url_0` a link to /etc must not have
     the server (often root) copy its data there when it stages the job again. A link found on the way
     is removed (it is the job's own, in the job's own directory) and a directory made in its place."""
-    if root not in path.parents and path != root:
+    if not path.is_relative_to(root):
         raise PreparationError(f"Directory {path} is outside the job's directory.")
     root.mkdir(parents=True, exist_ok=True)  # the server's own
     current = root
