@@ -37,7 +37,9 @@ for _ in range(processes - 1):
 blocks = []
 for _ in range(mib // 4):
     blocks.append(bytearray(b"x") * (4 << 20))
-print("allocated", mib, "MiB in pid", os.getpid(), flush=True)
+# one write per line: workers run with PYTHONUNBUFFERED, where print() writes word by word and
+# the two processes' words would interleave in the shared log
+os.write(1, f"allocated {mib} MiB in pid {os.getpid()}\\n".encode())
 time.sleep(120)
 """
 
