@@ -13,6 +13,7 @@ from factories import Harness
 from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.resources import build_catalog
+from openarts.executors.fake import FakeExecutor
 from openarts.security import guard as guard_mod
 from openarts.security.config import SecurityConfig
 from openarts.security.guard import MAX_CACHE, Guard
@@ -135,7 +136,7 @@ def test_the_log_reader_keeps_at_most_max_indexes_line_indexes(tmp_path: Path,
 
 def test_the_metrics_sampler_forgets_tasks_that_no_longer_run(tmp_path: Path) -> None:
     db = open_db(tmp_path / "openarts.db")
-    sampler = MetricsSampler(Settings(data_dir=tmp_path), db, build_catalog({}, gpus=[]), interval=10)
+    sampler = MetricsSampler(Settings(data_dir=tmp_path), db, build_catalog({}, gpus=[]), FakeExecutor(), interval=10)
     sampler._seen[("ended-job", 1, "worker-0")] = _Seen(cpu=1.0, log_size=10, at=0.0, progress_at=0.0)
     assert sampler.sample() == 0
     assert sampler._seen == {} and sampler.last_progress(("ended-job", 1, "worker-0")) is None

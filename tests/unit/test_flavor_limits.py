@@ -17,11 +17,11 @@ from openarts.core.faults import Capabilities, FaultPolicy, RecoveryState, plan_
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination, oom_reason, outcome
 from openarts.core.resources import Node, assign_cpus, build_catalog
+from openarts.executors.agent import over_limit
 from openarts.executors.base import TaskLaunch
 from openarts.executors.local import LocalExecutor
 from openarts.service.document import flavor_info
 from openarts.supervisor.decide import Act, TaskView, decide_attempt, termination_of
-from openarts.supervisor.metrics import over_limit
 from openarts.supervisor.workspace import THREAD_VARIABLES, thread_variables
 
 MiB = 2**20
@@ -44,18 +44,18 @@ def never() -> int:
 # -- detection ---------------------------------------------------------------------------------------
 
 def test_under_or_at_the_limit_is_fine_and_reads_no_pss() -> None:
-    assert over_limit(10 * MiB, 64, 3, never) is None
-    assert over_limit(64 * MiB, 64, 3, never) is None  # at the limit is not over it
+    assert over_limit(10 * MiB, 64 * MiB, 3, never) is None
+    assert over_limit(64 * MiB, 64 * MiB, 3, never) is None  # at the limit is not over it
 
 
 def test_one_process_over_the_limit_by_rss() -> None:
-    assert over_limit(65 * MiB, 64, 1, never) == 65 * MiB
+    assert over_limit(65 * MiB, 64 * MiB, 1, never) == 65 * MiB
 
 
 def test_several_processes_are_judged_by_pss_which_counts_shared_pages_once() -> None:
     # forked workers sharing 50 MiB: RSS sums to 100 MiB, their PSS to 55 MiB
-    assert over_limit(100 * MiB, 64, 2, lambda: 55 * MiB) is None
-    assert over_limit(100 * MiB, 64, 2, lambda: 90 * MiB) == 90 * MiB
+    assert over_limit(100 * MiB, 64 * MiB, 2, lambda: 55 * MiB) is None
+    assert over_limit(100 * MiB, 64 * MiB, 2, lambda: 90 * MiB) == 90 * MiB
 
 
 def test_no_memory_in_the_flavor_means_no_limit() -> None:
@@ -244,7 +244,7 @@ def running_task(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Any, Local
                                                         "pid_start": handle.pid_start}], 1000)
         wait_until(lambda: (run_dir / "log").exists() and (run_dir / "log").read_text().count("ready") == ready,
                    what="the allocation")
-        return MetricsSampler(settings, db, catalog, 1.0), db, executor, handle
+        return MetricsSampler(settings, db, catalog, executor, 1.0), db, executor, handle
 
     yield start
     for h in handles:

@@ -300,7 +300,7 @@ def test_the_sandbox_init_is_signalled_only_once_it_catches_sigterm() -> None:
     import signal as sig
     import subprocess
 
-    from openarts.executors.local import _catches
+    from openarts.executors.agent import _catches
 
     plain = subprocess.Popen(["sleep", "30"])
     trapping = subprocess.Popen(["sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait"])

@@ -1,8 +1,11 @@
-"""The executor interface: start a task's process tree, observe it, signal it.
+"""The executor interface: start a task's process tree, observe it, signal it, measure it.
 
 An executor knows nothing of phases or the database; the supervisor drives it. Each task (worker) is
 one process tree in its own process group, started under a shim that outlives the server and records
-the exit status, so that a restarted server can re-adopt it (`poll` needs only the handle).
+the exit status, so that a restarted server can re-adopt it (`poll` needs only the handle). What runs
+on a node, the shim, its sandbox, signals, the process scan behind metrics and memory limits, is the
+node agent's (executors/agent.py); an executor reaches workers only through it, and the supervisor
+reaches them only through the executor: never through pid files or /proc of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class TaskLaunch:
     mounts: tuple[Mount, ...] = ()  # the job's directories, bound at their ModelArts paths
     gpus: tuple[int, ...] = ()  # the GPUs whose device nodes the worker sees
     image: str = ""  # a custom image to run in (its reference), pulled beforehand
+    node: str = ""  # the node it is placed on (its name in the scheduler's catalog)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class TaskHandle:
     pid: int  # the shim (or the executor's own handle number)
     pid_start: float
     run_dir: Path
+    node: str = ""  # the node the task runs on (its name in the scheduler's catalog)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,20 @@ class TaskState:
     lost: bool = False  # ended with no status (its shim vanished: reboot, kill -9 of the shim)
     worker_pid: int | None = None  # the process group of the user's processes, once known
     detail: str = field(default="")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a running task's processes use, read on its node."""
+
+    cpu_seconds: float  # CPU time of all its processes, alive and reaped, since it started
+    rss: int  # resident bytes, summed over its processes
+    processes: int
+    log_size: int  # bytes in its log so far
+    over_limit: int | None = None  # bytes held, when more than the memory limit it was sampled with
+
+
+Key = tuple[str, int, str]  # job id, attempt, task
 
 
 class StartError(Exception):
@@ -75,7 +94,17 @@ class Executor(Protocol):
         be yet (still starting: the caller tries again on a later pass)."""
         ...
 
-    def log_path(self, run_dir: Path) -> Path: ...
+    def log_path(self, run_dir: Path) -> Path:
+        """Where the server reads the task's log (for a remote node, the copy it keeps)."""
+        ...
+
+    def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
+        """Usage of each running task, with its memory limit in bytes (0: none); ended ones are left out."""
+        ...
+
+    def kill(self, handle: TaskHandle, note: str) -> None:
+        """Kill every process of the task now, with `note` as a line in its log first."""
+        ...
 
     def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:
         """Call `on_exit` (on the event loop) soon after the task ends; best effort."""

@@ -9,9 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openarts.executors.base import StartError, TaskHandle, TaskLaunch, TaskState
-
-Key = tuple[str, int, str]  # job id, attempt, task
+from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, TaskState, Usage
 
 
 @dataclass
@@ -56,7 +54,7 @@ class FakeExecutor:
             raise StartError(self.start_errors.pop(0))
         self._next_pid += 1
         self.tasks[(launch.job_id, launch.seq, launch.task)] = FakeTask(launch, self._next_pid)
-        return TaskHandle(launch.job_id, launch.seq, launch.task, self._next_pid, 0.0, launch.run_dir)
+        return TaskHandle(launch.job_id, launch.seq, launch.task, self._next_pid, 0.0, launch.run_dir, launch.node)
 
     def poll(self, handle: TaskHandle) -> TaskState:
         t = self.tasks.get((handle.job_id, handle.seq, handle.task))
@@ -87,3 +85,10 @@ class FakeExecutor:
             t.cleaned = True
             if t.exit_code is None and not t.lost:
                 t.exit_code = 128 + signals.SIGKILL
+
+    def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
+        return {key: Usage(0.0, 0, 1, 0) for key in tasks if key in self.tasks and self.tasks[key].exit_code is None
+                and not self.tasks[key].lost}
+
+    def kill(self, handle: TaskHandle, note: str) -> None:
+        self.cleanup(handle)

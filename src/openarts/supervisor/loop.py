@@ -49,7 +49,7 @@ from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import snapshot as snap
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.attempts import INIT, AttemptSupervision, Pass, faultpoint
-from openarts.supervisor.metrics import MetricsSampler
+from openarts.supervisor.metrics import MetricsSampler, handle_of
 from openarts.supervisor.pulls import Pulls, PullState
 from openarts.supervisor.steps import AttemptState, JobState, Step, next_step
 
@@ -252,7 +252,7 @@ class Supervisor(AttemptSupervision):
 
     # -- Pending -> Running ----------------------------------------------------------------------
     def _handle(self, row: JobRow, t: TaskRow) -> TaskHandle:
-        return TaskHandle(row.id, t.seq, t.task, t.pid, t.pid_start, self.settings.attempt_dir(row.id, t.seq, t.task))
+        return handle_of(self.settings, row, t)
 
     def _discard_unstarted(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
         """An attempt opened but never marked started (the server died while spawning it): kill
@@ -353,7 +353,7 @@ class Supervisor(AttemptSupervision):
                 handles.append(self.executor.start(TaskLaunch(
                     row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
                     self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,
-                    gpus=tuple(wp.gpus), image=spec.image or "")))
+                    gpus=tuple(wp.gpus), image=spec.image or "", node=wp.node)))
         except StartError as exc:
             for h in handles:
                 self.executor.cleanup(h)
