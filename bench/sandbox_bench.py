@@ -3,7 +3,7 @@
     .venv/bin/python bench/sandbox_bench.py [--jobs 60] [--image-mb 64]
 
 1. submit -> Running and submit -> Completed of sequential `true` jobs on a server with the sandbox off,
-   then on (server timestamps, from the job's events); and the executor alone: LocalExecutor.start() to
+   then on (server timestamps, from the job's events); and the executor alone: NodeAgent.start() to
    the exit file of `true`, with and without the sandbox, in one process (no HTTP, no database);
 2. an image job's submit -> Running the first time (pull and unpack, from a registry on 127.0.0.1) and
    the second (the unpacked image reused), with an image of busybox plus `--image-mb` MiB of random
@@ -40,8 +40,8 @@ from common import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import registry_support
 from openarts.config import load_settings
+from openarts.executors.agent import NodeAgent
 from openarts.executors.base import Mount, TaskLaunch
-from openarts.executors.local import LocalExecutor
 from openarts.executors.sandbox import open_sandbox
 
 
@@ -93,7 +93,7 @@ def executor_spawn(n: int, sandboxed: bool) -> dict[str, Any]:
         box = open_sandbox(settings, [], [])[0] if sandboxed else None
         if sandboxed and box is None:
             raise RuntimeError("no sandbox on this machine")
-        ex = LocalExecutor(None, box)
+        ex = NodeAgent(box)
         home = root / "home"
         home.mkdir()
         starts, totals = [], []

@@ -26,6 +26,7 @@ TARGETS: list[tuple[str, str | None, list[str]]] = [
      ["reconcile", "_prepare", "_schedule", "_launch", "_start", "_supervise", "_observe", "_record_exit",
       "_finish", "_free_capacity"]),
     ("openarts.executors.local", "LocalExecutor", ["start", "poll", "watch", "cleanup", "signal"]),
+    ("openarts.executors.agent", "NodeAgent", ["start", "poll", "cleanup", "signal", "usage"]),
     ("openarts.supervisor.workspace", None, ["stage", "upload_outputs", "check_code", "free_port"]),
     ("openarts.store.jobs", None,
      ["create_job", "transition", "add_event", "next_queue_seq", "open_attempt", "mark_attempt_started",

@@ -4,6 +4,7 @@ its bound the way a long run (or a flood) would."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def test_the_metrics_sampler_forgets_tasks_that_no_longer_run(tmp_path: Path) ->
     db = open_db(tmp_path / "openarts.db")
     sampler = MetricsSampler(Settings(data_dir=tmp_path), db, build_catalog({}, gpus=[]), FakeExecutor(), interval=10)
     sampler._seen[("ended-job", 1, "worker-0")] = _Seen(cpu=1.0, log_size=10, at=0.0, progress_at=0.0)
-    assert sampler.sample() == 0
+    assert asyncio.run(sampler.sample()) == 0
     assert sampler._seen == {} and sampler.last_progress(("ended-job", 1, "worker-0")) is None
 
 

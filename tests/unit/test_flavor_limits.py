@@ -3,6 +3,7 @@ variables, which nodes' cores are real, and CPU pinning by the local executor (r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -17,7 +18,7 @@ from openarts.core.faults import Capabilities, FaultPolicy, RecoveryState, plan_
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination, oom_reason, outcome
 from openarts.core.resources import Node, assign_cpus, build_catalog
-from openarts.executors.agent import over_limit
+from openarts.executors.agent import NodeAgent, over_limit
 from openarts.executors.base import TaskLaunch
 from openarts.executors.local import LocalExecutor
 from openarts.service.document import flavor_info
@@ -148,7 +149,7 @@ def test_thread_variables_follow_the_flavor_unless_the_job_sets_them() -> None:
 def _run_affinity_probe(tmp_path: Path, cpus: tuple[int, ...]) -> set[int]:
     """Start a task that prints its own and its child's affinity; returns the set both report."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    executor = LocalExecutor()
+    executor = NodeAgent()
     probe = ("import os, subprocess, sys; print(sorted(os.sched_getaffinity(0))); sys.stdout.flush(); "
              "subprocess.run([sys.executable, '-c', 'import os; print(sorted(os.sched_getaffinity(0)))'])")
     launch = TaskLaunch("job", 1, "worker-0", [sys.executable, "-c", probe], dict(os.environ), str(tmp_path),
@@ -212,7 +213,7 @@ time.sleep(60)
 
 
 @pytest.fixture
-def running_task(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Any, LocalExecutor, Any]]]:
+def running_task(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Any, NodeAgent, Any]]]:
     from openarts.config import Settings
     from openarts.core.spec import parse_job
     from openarts.store import jobs as w
@@ -220,9 +221,9 @@ def running_task(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Any, Local
     from openarts.supervisor.metrics import MetricsSampler
 
     handles: list[Any] = []
-    executor = LocalExecutor()
+    executor = NodeAgent()
 
-    def start(args: list[str], ready: int) -> tuple[Any, Any, LocalExecutor, Any]:
+    def start(args: list[str], ready: int) -> tuple[Any, Any, NodeAgent, Any]:
         settings = Settings(data_dir=tmp_path)
         catalog = build_catalog({"flavors": [{"flavor_id": "tiny", "cpu_cores": 1, "memory_gb": 0.0625}]}, gpus=[])
         db = open_db(tmp_path / "openarts.db")
@@ -244,7 +245,7 @@ def running_task(tmp_path: Path) -> Iterator[Callable[..., tuple[Any, Any, Local
                                                         "pid_start": handle.pid_start}], 1000)
         wait_until(lambda: (run_dir / "log").exists() and (run_dir / "log").read_text().count("ready") == ready,
                    what="the allocation")
-        return MetricsSampler(settings, db, catalog, executor, 1.0), db, executor, handle
+        return MetricsSampler(settings, db, catalog, LocalExecutor(), 1.0), db, executor, handle
 
     yield start
     for h in handles:
@@ -258,7 +259,7 @@ def _task(db: Any) -> Any:
 
 def test_sampler_kills_a_task_over_its_flavor_and_records_why(running_task: Any) -> None:
     sampler, db, executor, handle = running_task(["100", "1"], ready=1)
-    sampler.sample()
+    asyncio.run(sampler.sample())
     oom_ms, reason, _ = _task(db)
     assert oom_ms > 0 and reason.startswith("out of memory: ") and reason.endswith("flavor limit 64 MiB")
     assert 100 <= int(reason.split()[3]) < 200  # MiB used
@@ -274,7 +275,7 @@ def test_sampler_kills_a_task_over_its_flavor_and_records_why(running_task: Any)
 def test_sampler_adds_up_every_process_of_the_task(running_task: Any) -> None:
     # two processes of 40 MiB each: each under the 64 MiB flavor, together over it
     sampler, db, executor, handle = running_task(["40", "2"], ready=2)
-    sampler.sample()
+    asyncio.run(sampler.sample())
     oom_ms, reason, _ = _task(db)
     assert oom_ms > 0 and 80 <= int(reason.split()[3]) < 160
     wait_until(lambda: not executor.poll(handle).running, what="the kill")
@@ -282,6 +283,6 @@ def test_sampler_adds_up_every_process_of_the_task(running_task: Any) -> None:
 
 def test_sampler_leaves_a_task_under_its_flavor_alone(running_task: Any) -> None:
     sampler, db, executor, handle = running_task(["16", "2"], ready=2)
-    sampler.sample()
+    asyncio.run(sampler.sample())
     assert _task(db) == (0, "", None)
     assert executor.poll(handle).running

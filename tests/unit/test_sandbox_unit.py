@@ -272,14 +272,14 @@ class _Images:
 def test_an_image_environment_cannot_add_bwrap_options(tmp_path: Path) -> None:
     """The worker's environment reaches bwrap as NUL-separated `--setenv` arguments: a NUL inside an
     image's Env entry would start an option of its own (`--bind / /host`)."""
+    from openarts.executors.agent import NodeAgent
     from openarts.executors.base import StartError, TaskLaunch
-    from openarts.executors.local import LocalExecutor
 
     rootfs = tmp_path / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     evil = sb.RootImage("r/x:1", "sha256:" + "0" * 64, rootfs, 1000, 100,
                         ("PATH=/bin", "A=x\0--bind\0/\0/host"), "/")
-    ex = LocalExecutor(None, _box(tmp_path), _Images(evil))  # type: ignore[arg-type]
+    ex = NodeAgent(_box(tmp_path), _Images(evil))  # type: ignore[arg-type]
     launch = TaskLaunch("j", 1, "worker-0", ["true"], {"MA_JOB_ID": "j"}, "/", tmp_path / "run", image="r/x:1")
     with pytest.raises(StartError, match="NUL"):
         ex.start(launch)

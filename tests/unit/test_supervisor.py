@@ -132,10 +132,10 @@ def test_a_lost_compare_and_set_rolls_back_the_attempt_it_started(tmp_path: Path
     assert h.job(j).phase == "Pending"
     real_start = h.executor.start
 
-    def start_while_job_moves(launch: TaskLaunch):  # type: ignore[no-untyped-def]
+    async def start_while_job_moves(launch: TaskLaunch):  # type: ignore[no-untyped-def]
         with h.db.begin() as conn:  # someone else moves the job while its workers spawn
             w.transition(conn, j, Phase.PENDING, Phase.TERMINATED, at_ms=w.now_ms())
-        return real_start(launch)
+        return await real_start(launch)
 
     h.executor.start = start_while_job_moves  # type: ignore[method-assign]
     h.run(1)

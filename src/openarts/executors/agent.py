@@ -219,12 +219,12 @@ class NodeAgent:
         worker = _read_int(handle.run_dir / "worker.pid")
         code = _read_int(handle.run_dir / "exit")
         if code is not None:
-            self._reap(handle.pid)
+            self.reap(handle.pid)
             return TaskState(running=False, exit_code=code, worker_pid=worker)
         if self._shim_alive(handle):
             return TaskState(running=True, worker_pid=worker)
         code = _read_int(handle.run_dir / "exit")  # it may have finished between the two looks
-        self._reap(handle.pid)
+        self.reap(handle.pid)
         if code is not None:
             return TaskState(running=False, exit_code=code, worker_pid=worker)
         return TaskState(running=False, lost=True, worker_pid=worker,
@@ -289,7 +289,7 @@ class NodeAgent:
                 if os.getsid(proc.pid) == pgid:
                     proc.kill()
 
-    def _reap(self, pid: int) -> None:
+    def reap(self, pid: int) -> None:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
 

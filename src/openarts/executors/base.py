@@ -80,36 +80,39 @@ class StartError(Exception):
 
 
 class Executor(Protocol):
+    """What the supervisor and the sampler call. The calls that reach a node are coroutines, so that an
+    executor whose nodes are remote never blocks the event loop; `watch` and `log_path` are local."""
+
     @property
     def sandboxed(self) -> bool:
         """Workers run in a sandbox: launches give the paths the worker sees."""
         ...
 
-    def start(self, launch: TaskLaunch) -> TaskHandle: ...
+    async def start(self, launch: TaskLaunch) -> TaskHandle: ...
 
-    def poll(self, handle: TaskHandle) -> TaskState: ...
+    async def poll(self, handle: TaskHandle) -> TaskState: ...
 
-    def signal(self, handle: TaskHandle, signum: int) -> bool | None:
+    async def signal(self, handle: TaskHandle, signum: int) -> bool | None:
         """Send `signum` to the task: True once sent, False if it has already ended, None if it cannot
         be yet (still starting: the caller tries again on a later pass)."""
+        ...
+
+    async def cleanup(self, handle: TaskHandle) -> None:
+        """Kill whatever is left of an ended task's process group (stragglers)."""
+        ...
+
+    async def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
+        """Usage of each running task, with its memory limit in bytes (0: none); ended ones are left out."""
+        ...
+
+    async def kill(self, handle: TaskHandle, note: str) -> None:
+        """Kill every process of the task now, with `note` as a line in its log first."""
         ...
 
     def log_path(self, run_dir: Path) -> Path:
         """Where the server reads the task's log (for a remote node, the copy it keeps)."""
         ...
 
-    def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
-        """Usage of each running task, with its memory limit in bytes (0: none); ended ones are left out."""
-        ...
-
-    def kill(self, handle: TaskHandle, note: str) -> None:
-        """Kill every process of the task now, with `note` as a line in its log first."""
-        ...
-
     def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:
         """Call `on_exit` (on the event loop) soon after the task ends; best effort."""
-        ...
-
-    def cleanup(self, handle: TaskHandle) -> None:
-        """Kill whatever is left of an ended task's process group (stragglers)."""
         ...

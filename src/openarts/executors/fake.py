@@ -49,14 +49,14 @@ class FakeExecutor:
         return self.tasks[max(keys)]
 
     # -- the Executor interface ------------------------------------------------------------------------
-    def start(self, launch: TaskLaunch) -> TaskHandle:
+    async def start(self, launch: TaskLaunch) -> TaskHandle:
         if self.start_errors:
             raise StartError(self.start_errors.pop(0))
         self._next_pid += 1
         self.tasks[(launch.job_id, launch.seq, launch.task)] = FakeTask(launch, self._next_pid)
         return TaskHandle(launch.job_id, launch.seq, launch.task, self._next_pid, 0.0, launch.run_dir, launch.node)
 
-    def poll(self, handle: TaskHandle) -> TaskState:
+    async def poll(self, handle: TaskHandle) -> TaskState:
         t = self.tasks.get((handle.job_id, handle.seq, handle.task))
         if t is None or t.lost:
             return TaskState(running=False, lost=True, detail="no such task")
@@ -64,7 +64,7 @@ class FakeExecutor:
             return TaskState(running=True, worker_pid=t.pid)
         return TaskState(running=False, exit_code=t.exit_code)
 
-    def signal(self, handle: TaskHandle, signum: int) -> bool:
+    async def signal(self, handle: TaskHandle, signum: int) -> bool:
         t = self.tasks.get((handle.job_id, handle.seq, handle.task))
         if t is None or t.exit_code is not None or t.lost:
             return False
@@ -79,16 +79,16 @@ class FakeExecutor:
     def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:
         pass  # the test drives every pass itself
 
-    def cleanup(self, handle: TaskHandle) -> None:
+    async def cleanup(self, handle: TaskHandle) -> None:
         t = self.tasks.get((handle.job_id, handle.seq, handle.task))
         if t is not None:
             t.cleaned = True
             if t.exit_code is None and not t.lost:
                 t.exit_code = 128 + signals.SIGKILL
 
-    def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
+    async def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
         return {key: Usage(0.0, 0, 1, 0) for key in tasks if key in self.tasks and self.tasks[key].exit_code is None
                 and not self.tasks[key].lost}
 
-    def kill(self, handle: TaskHandle, note: str) -> None:
-        self.cleanup(handle)
+    async def kill(self, handle: TaskHandle, note: str) -> None:
+        await self.cleanup(handle)

@@ -1,9 +1,10 @@
-"""The local executor: the node agent of this machine, run inside the server.
+"""The local executor: the node agent of this machine (executors/agent.py), run inside the server.
 
-Every task runs under the agent's shim (executors/agent.py), which outlives the server; a restarted
-server re-adopts them from their handles. The one thing added here is watching: the server watches
-shims with pidfds on its event loop, whether it spawned them or re-adopted them, so a task's exit wakes
-the supervisor at once instead of at its next full pass. Logs are written where the server reads them.
+Every task runs under the agent's shim, which outlives the server; a restarted server re-adopts them from
+their handles. The agent's calls are a few system calls each, so they run inline on the event loop. The
+one thing added here is watching: the server watches shims with pidfds on its event loop, whether it
+spawned them or re-adopted them, so a task's exit wakes the supervisor at once instead of at its next
+full pass. Logs are written where the server reads them.
 """
 
 from __future__ import annotations
@@ -12,23 +13,46 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from openarts.executors.agent import NodeAgent
-from openarts.executors.base import TaskHandle
+from openarts.executors.base import Key, TaskHandle, TaskLaunch, TaskState, Usage
 from openarts.executors.images import ImageStore
 from openarts.executors.sandbox import Sandbox
 
 
-class LocalExecutor(NodeAgent):
+class LocalExecutor:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, sandbox: Sandbox | None = None,
                  images: ImageStore | None = None) -> None:
-        super().__init__(sandbox, images)
+        self.agent = NodeAgent(sandbox, images)
         self._loop = loop
         self._watched: dict[int, int] = {}  # shim pid -> pidfd
 
-    def cleanup(self, handle: TaskHandle) -> None:
-        super().cleanup(handle)
+    @property
+    def sandboxed(self) -> bool:
+        return self.agent.sandboxed
+
+    async def start(self, launch: TaskLaunch) -> TaskHandle:
+        return self.agent.start(launch)
+
+    async def poll(self, handle: TaskHandle) -> TaskState:
+        return self.agent.poll(handle)
+
+    async def signal(self, handle: TaskHandle, signum: int) -> bool | None:
+        return self.agent.signal(handle, signum)
+
+    async def cleanup(self, handle: TaskHandle) -> None:
+        self.agent.cleanup(handle)
         self._unwatch(handle.pid)
+
+    async def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
+        return await asyncio.to_thread(self.agent.usage, tasks)  # a scan of every process: off the loop
+
+    async def kill(self, handle: TaskHandle, note: str) -> None:
+        await asyncio.to_thread(self.agent.kill, handle, note)
+
+    def log_path(self, run_dir: Path) -> Path:
+        return self.agent.log_path(run_dir)
 
     def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -41,7 +65,7 @@ class LocalExecutor(NodeAgent):
 
         def _ready() -> None:
             self._unwatch(handle.pid)
-            self._reap(handle.pid)
+            self.agent.reap(handle.pid)
             on_exit()
 
         self._watched[handle.pid] = fd

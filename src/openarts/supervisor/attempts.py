@@ -107,18 +107,18 @@ class AttemptSupervision:
         self.executor.watch(handle, lambda: self.poke(job_id))
 
     # -- Running / Terminating -------------------------------------------------------------------
-    def _begin_terminate(self, row: JobRow, tasks: list[TaskRow], poll: bool, now: int) -> None:
-        views = self._observe(row, tasks, poll, now)
+    async def _begin_terminate(self, row: JobRow, tasks: list[TaskRow], poll: bool, now: int) -> None:
+        views = await self._observe(row, tasks, poll, now)
         with self.db.begin() as conn:
             w.transition(conn, row.id, Phase.RUNNING, Phase.TERMINATING, at_ms=now, end_ms=now,
                          event="Job terminating: stopping its workers.")
-        self._signal_all(row, tasks, views, signal.SIGTERM)
+        await self._signal_all(row, tasks, views, signal.SIGTERM)
         self._wake.set()
 
     async def _supervise(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow | None, poll: bool,
                          ps: Pass) -> None:
         now = w.now_ms()
-        views = self._observe(row, tasks, poll, now)
+        views = await self._observe(row, tasks, poll, now)
         self._check_auto_stop(row, now)
         if poll and row.phase == Phase.RUNNING:
             views = self._detect_hangs(row, tasks, views, now)
@@ -127,12 +127,12 @@ class AttemptSupervision:
         decision = decide_attempt(views, now, int(self.settings.terminate_grace_seconds * 1000), since)
         act = apply_of(decision, preempting)
         if act is Apply.TERM:
-            self._signal_all(row, tasks, views, signal.SIGTERM)
+            await self._signal_all(row, tasks, views, signal.SIGTERM)
         elif act is Apply.KILL:
-            self._signal_all(row, tasks, views, signal.SIGKILL)
+            await self._signal_all(row, tasks, views, signal.SIGKILL)
         elif act is Apply.REQUEUE:
             assert attempt is not None
-            self._end_processes(row, tasks)
+            await self._end_processes(row, tasks)
             self._requeue_preempted(row, attempt, now)
         elif act is Apply.FINISH:
             assert decision.termination is not None and attempt is not None
@@ -163,16 +163,18 @@ class AttemptSupervision:
                 w.request_terminate(conn, row.id, now, f"auto stopped: ran longer than {limit} s (spec.auto_stop)")
             self._wake.set()
 
-    def _observe(self, row: JobRow, tasks: list[TaskRow], poll: bool, now: int) -> list[TaskView]:
+    async def _observe(self, row: JobRow, tasks: list[TaskRow], poll: bool, now: int) -> list[TaskView]:
+        handles = {t.task: self._handle(row, t) for t in tasks if t.exit_code is None} if poll else {}
+        states = dict(zip(handles, await asyncio.gather(*(self.executor.poll(h) for h in handles.values())),
+                          strict=True))  # polled together: on a cluster, one round trip for the job
         views = []
         for t in tasks:
             exit_code, end_ms, lost = t.exit_code, t.end_ms, t.exit_code == LOST_EXIT
             oom_ms, oom_reason = t.oom_ms, t.oom_reason
-            if exit_code is None and poll:
-                h = self._handle(row, t)
-                state = self.executor.poll(h)
+            if t.task in states:
+                state = states[t.task]
                 if state.running:
-                    self._watch(h)
+                    self._watch(handles[t.task])
                 else:
                     lost = state.lost
                     exit_code = LOST_EXIT if lost else state.exit_code
@@ -222,7 +224,7 @@ class AttemptSupervision:
                 w.add_event(conn, row.id, text, now, level="Info" if exit_code == 0 else "Warning", source="Worker")
         return oom_ms, oom_reason
 
-    def _signal_all(self, row: JobRow, tasks: list[TaskRow], views: list[TaskView], signum: int) -> None:
+    async def _signal_all(self, row: JobRow, tasks: list[TaskRow], views: list[TaskView], signum: int) -> None:
         live = {v.task for v in views if v.exit_code is None}
         for t in tasks:
             if t.task not in live:
@@ -230,20 +232,20 @@ class AttemptSupervision:
             key = (row.id, t.seq, t.task)
             if signum == signal.SIGTERM and key in self._termed:
                 continue
-            if self.executor.signal(self._handle(row, t), signum) is not None:
+            if await self.executor.signal(self._handle(row, t), signum) is not None:
                 self._termed.add(key)  # sent, or nothing left to send it to; still starting: next pass
 
-    def _end_processes(self, row: JobRow, tasks: list[TaskRow]) -> None:
+    async def _end_processes(self, row: JobRow, tasks: list[TaskRow]) -> None:
         """Kill whatever is left of the attempt's process groups (stragglers)."""
+        await asyncio.gather(*(self.executor.cleanup(self._handle(row, t)) for t in tasks))
         for t in tasks:
-            self.executor.cleanup(self._handle(row, t))
             self._termed.discard((row.id, t.seq, t.task))
 
     # -- ending an attempt: finish the job, or recover it ------------------------------------------
     async def _finish(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow, term: Termination,
                       ps: Pass) -> None:
         now = w.now_ms()
-        self._end_processes(row, tasks)
+        await self._end_processes(row, tasks)
         recovery = None
         if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED) and not row.terminate_requested:
             recovery = self._plan_recovery(row, tasks, attempt, term, ps, now)

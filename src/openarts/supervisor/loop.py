@@ -173,7 +173,7 @@ class Supervisor(AttemptSupervision):
             self._forget(row.id)
         elif step is Step.DISCARD_UNSTARTED:
             assert attempt is not None
-            self._discard_unstarted(row, tasks, attempt)
+            await self._discard_unstarted(row, tasks, attempt)
         elif step is Step.REQUEUE_PREEMPTED:
             assert attempt is not None
             self._requeue_preempted(row, attempt, now)
@@ -189,7 +189,7 @@ class Supervisor(AttemptSupervision):
             assert attempt is not None
             await self._restart_in_place(row, tasks, attempt, ps)
         elif step is Step.BEGIN_TERMINATE:
-            self._begin_terminate(row, tasks, poll, now)
+            await self._begin_terminate(row, tasks, poll, now)
         elif step is Step.SUPERVISE:
             await self._supervise(row, tasks, attempt, poll, ps)
 
@@ -254,11 +254,10 @@ class Supervisor(AttemptSupervision):
     def _handle(self, row: JobRow, t: TaskRow) -> TaskHandle:
         return handle_of(self.settings, row, t)
 
-    def _discard_unstarted(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
+    async def _discard_unstarted(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
         """An attempt opened but never marked started (the server died while spawning it): kill
         whatever was spawned and forget it; the next pass sees the job as it was before."""
-        for t in tasks:
-            self.executor.cleanup(self._handle(row, t))
+        await asyncio.gather(*(self.executor.cleanup(self._handle(row, t)) for t in tasks))
         with self.db.begin() as conn:
             w.drop_unstarted_attempt(conn, row.id, attempt.seq)
             w.add_event(conn, row.id, "Discarded an attempt that was interrupted while starting.", w.now_ms(),
@@ -350,13 +349,12 @@ class Supervisor(AttemptSupervision):
         try:
             for i, wp in enumerate(workers):
                 env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base, wp.node)
-                handles.append(self.executor.start(TaskLaunch(
+                handles.append(await self.executor.start(TaskLaunch(
                     row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
                     self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,
                     gpus=tuple(wp.gpus), image=spec.image or "", node=wp.node)))
         except StartError as exc:
-            for h in handles:
-                self.executor.cleanup(h)
+            await asyncio.gather(*(self.executor.cleanup(h) for h in handles))
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
             self._start_failed(row, expected, str(exc), names[len(handles)], spec)
@@ -365,8 +363,7 @@ class Supervisor(AttemptSupervision):
         try:
             self._mark_started(row, expected, spec, seq, start_type, handles, workers)
         except LostRace:  # the job moved while its workers spawned: they must not run unaccounted
-            for h in handles:
-                self.executor.cleanup(h)
+            await asyncio.gather(*(self.executor.cleanup(h) for h in handles))
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
             raise

@@ -70,7 +70,7 @@ class MetricsSampler:
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self.sample()
+                await self.sample()
             except Exception:
                 log.exception("metrics sample failed")
             with contextlib.suppress(TimeoutError):
@@ -88,11 +88,11 @@ class MetricsSampler:
         flavor = self.catalog.flavors.get(flavor_id)
         return flavor.memory_mb * 2**20 if flavor is not None else 0
 
-    def sample(self) -> int:
+    async def sample(self) -> int:
         tasks = self._tasks()
-        used = self.executor.usage({key: (handle, self._limit(flavor_id))
+        used = await self.executor.usage({key: (handle, self._limit(flavor_id))
                                     for key, (handle, flavor_id) in tasks.items()}) if tasks else {}
-        self._enforce_memory(tasks, used)
+        await self._enforce_memory(tasks, used)
         now = time.time()
         minute = int(now // 60)
         samples = []
@@ -118,7 +118,7 @@ class MetricsSampler:
                 w.add_metric_samples(conn, samples)
         return len(samples)
 
-    def _enforce_memory(self, tasks: dict[Key, tuple[TaskHandle, str]], used: dict[Key, Usage]) -> None:
+    async def _enforce_memory(self, tasks: dict[Key, tuple[TaskHandle, str]], used: dict[Key, Usage]) -> None:
         """Mark and kill every task over its flavor's memory. The mark is committed before the kill, so
         a server that dies in between still classifies the end right (and kills it on its next sample)."""
         for key, usage in used.items():
@@ -139,4 +139,4 @@ class MetricsSampler:
             if marked:  # once per task: later samples only kill what is left
                 log.warning("job %s task %s: %s: killing its processes", job_id, task, reason)
                 note = f"[ModelArts Service Log] {reason}: the task's processes are killed."
-            self.executor.kill(handle, note)
+            await self.executor.kill(handle, note)
