@@ -27,7 +27,7 @@ TARGETS: list[tuple[str, str | None, list[str]]] = [
       "_finish", "_free_capacity"]),
     ("openarts.executors.local", "LocalExecutor", ["start", "poll", "watch", "cleanup", "signal"]),
     ("openarts.executors.agent", "NodeAgent", ["start", "poll", "cleanup", "signal", "usage"]),
-    ("openarts.supervisor.workspace", None, ["stage", "upload_outputs", "check_code", "free_port"]),
+    ("openarts.supervisor.workspace", None, ["stage", "upload_outputs", "check_code"]),
     ("openarts.store.jobs", None,
      ["create_job", "transition", "add_event", "next_queue_seq", "open_attempt", "mark_attempt_started",
       "record_task_exit", "close_attempt", "add_node_count"]),

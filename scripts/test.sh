@@ -19,7 +19,7 @@ if [ -n "$need" ]; then
   fi
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,ray]'
 .venv/bin/ruff check src tests bench examples
 .venv/bin/mypy
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

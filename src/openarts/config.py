@@ -11,6 +11,14 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     taint_seconds = 300               # how long job_reschedule_with_taint fences a node
     sandbox = "auto"                  # every worker in its own sandbox (bwrap): auto, on, off
     sandbox_read_only = ["/srv/models"]  # more host directories workers see, read-only
+    executor = "local"                # or "ray": workers on a Ray cluster's nodes (docs/DEPLOY.md)
+    ray_address = "auto"              # with executor = "ray": the cluster (`ray start --head`'s address)
+    ray_namespace = "openarts-prod"   # default: derived from the data directory
+    ray_node_dir = "/tmp/openarts-agent"  # where node agents keep the jobs' files on each node
+
+    [[ray_pools]]                      # with executor = "ray": Ray nodes that form a pool
+    pool = "pool-gpu"
+    resource = "A100"                  # nodes with this custom resource (or label = "key=value")
 
     [[registries]]                     # where custom images (engine.image_url) are pulled from
     host = "127.0.0.1:5000"
@@ -68,6 +76,10 @@ class Settings:
     sandbox: str = "auto"  # auto: on where bwrap works; on: refuse to start without it; off
     sandbox_read_only: list[str] = field(default_factory=list)
     sandboxed: bool = False  # resolved at start-up: workers do run in a sandbox
+    executor: str = "local"  # local: this machine; ray: the nodes of a Ray cluster (executors/ray.py)
+    ray_address: str = ""  # the cluster to join ("auto": the one `ray start` made on this machine)
+    ray_namespace: str = ""  # default: one derived from the data directory
+    ray_node_dir: str = "/tmp/openarts-agent"  # where node agents keep the jobs' files on each node
     secret_paths: list[Path] = field(default_factory=list)  # resolved at start-up: the master key's file
     raw: dict[str, Any] = field(default_factory=dict)
     config_path: Path | None = None  # the config file read, if any
@@ -159,6 +171,10 @@ def one_of(*choices: str) -> Check:
     return check
 
 
+def absolute_path(v: Any) -> str | None:
+    return None if isinstance(v, str) and v.startswith("/") else "must be an absolute path"
+
+
 def absolute_paths(v: Any) -> str | None:
     ok = isinstance(v, list) and all(isinstance(p, str) and p.startswith("/") for p in v)
     return None if ok else 'a list of absolute paths, e.g. ["/srv/models"]'
@@ -178,7 +194,12 @@ SERVER_KEYS: dict[str, Check] = {
     "taint_seconds": number(0),
     "sandbox": one_of("auto", "on", "off"),
     "sandbox_read_only": absolute_paths,
+    "executor": one_of("local", "ray"),
+    "ray_address": string,
+    "ray_namespace": string,
+    "ray_node_dir": absolute_path,
 }
+RAY_POOL_KEYS: dict[str, Check] = {"pool": string, "resource": string, "label": string}
 NODE_KEYS: dict[str, Check] = {"name": string, "cpu_cores": number(0, strict=True),
                                "memory_gb": number(0, strict=True), "gpus": integer_list, "pool": string,
                                "labels": scalar_table}
@@ -198,6 +219,7 @@ SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
     "flavors": (True, FLAVOR_KEYS, ("flavor_id",)),
     "engines": (True, ENGINE_KEYS, ("engine_id",)),
     "registries": (True, REGISTRY_KEYS, ("host",)),
+    "ray_pools": (True, RAY_POOL_KEYS, ("pool",)),
     "security": (False, None, ()),
 }
 
@@ -279,6 +301,9 @@ def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: 
             setattr(s, key, float(server[key]))
     s.sandbox = str(server.get("sandbox", s.sandbox))
     s.sandbox_read_only = [str(p) for p in server.get("sandbox_read_only", [])]
+    for key in ("executor", "ray_address", "ray_namespace", "ray_node_dir"):
+        if key in server:
+            setattr(s, key, str(server[key]))
     for key, value in overrides.items():
         if value is not None:
             setattr(s, key, value)

@@ -29,6 +29,7 @@ from openarts.api.unimplemented import UNIMPLEMENTED_ROUTES
 from openarts.config import Settings, private_dirs
 from openarts.core.errors import OpenartsError
 from openarts.core.resources import Catalog, build_catalog
+from openarts.executors.base import Executor
 from openarts.executors.images import ImageStore, registries_of
 from openarts.executors.local import LocalExecutor
 from openarts.executors.sandbox import Sandbox, open_sandbox
@@ -89,10 +90,25 @@ def sandbox_of(settings: Settings, catalog: Catalog, secrets: list[Path] | None 
     env_key = os.environ.get("OPENARTS_MASTER_KEY_FILE")
     hidden = [Path(p) for p in (key, env_key, *(secrets or [])) if p]
     settings.secret_paths = hidden
+    if settings.executor == "ray":  # each node's agent makes its own (executors/ray_agent.py)
+        settings.sandboxed = True
+        return None, "workers run in their Ray nodes' sandboxes"
     interpreters = [e.python for e in catalog.engines.values() if not e.image_url]
     sandbox, why = open_sandbox(settings, interpreters, hidden)
     settings.sandboxed = sandbox is not None
     return sandbox, why
+
+
+async def executor_of(settings: Settings, catalog: Catalog, box: Sandbox | None,
+                      images: ImageStore | None) -> Executor:
+    """The executor `[server] executor` names: this machine's, or a Ray cluster's (connected in a thread:
+    joining a cluster takes seconds; its nodes replace the catalog's)."""
+    if settings.executor != "ray":
+        return LocalExecutor(asyncio.get_running_loop(), box, images)
+    from openarts.executors.ray import RayExecutor, agent_paths
+
+    hidden, read_only = agent_paths(settings, [e.python for e in catalog.engines.values() if not e.image_url])
+    return await asyncio.to_thread(RayExecutor, settings, catalog, hidden, read_only)
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None,
@@ -109,10 +125,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         db = open_db(settings.db_path)
         cat = catalog or build_catalog(settings.raw)
         box, why = sandbox if sandbox is not None else sandbox_of(settings, cat)
-        if box is None:
+        if box is None and settings.executor == "local":
             log.warning("workers run without a sandbox: %s (docs/SANDBOX.md)", why)
         images = ImageStore(settings.images_dir, registries_of(settings.raw.get("registries", []))) if box else None
-        executor = LocalExecutor(asyncio.get_running_loop(), box, images)
+        executor = await executor_of(settings, cat, box, images)
         store = LocalObjectStore(settings.obs_dir)
         sampler = MetricsSampler(settings, db, cat, executor, settings.metrics_interval_seconds)
         supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
@@ -122,17 +138,20 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         app.state.observe = ObserveService(settings, db)
         app.state.catalog = CatalogService(cat)
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
-                 asyncio.create_task(sampler.run(), name="metrics")]
+                 asyncio.create_task(sampler.run(), name="metrics"),
+                 asyncio.create_task(executor.run(), name="executor")]
         log.info("openarts %s ready: data in %s", __version__, settings.data_dir)
         try:
             yield
         finally:
             supervisor.stop()
             sampler.stop()
-            for t in tasks:
+            for t in tasks[:2]:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(t, timeout=5)
-            executor.close()
+            executor.close()  # after the supervisor's last pass
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(tasks[2], timeout=5)
             app.state.observe.close()
             db.close()
 

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a non-loopback address without credentials (anyone who reaches it can run code)")
     s.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
     s.add_argument("--tls-key", type=Path, default=None, help="... and this private key (PEM)")
+    s.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="where workers run: this machine (default) or a Ray cluster ([server] executor)")
+    s.add_argument("--ray-address", default=None, help="the Ray cluster to join ([server] ray_address; default auto)")
     client.add_commands(sub)
     info.add_commands(sub)
     credentials_cli.add_commands(sub, default_data_dir())
@@ -68,7 +71,8 @@ def run(argv: list[str] | None) -> int:
         from openarts.cli.serve import serve
 
         return serve(args.host, args.port, args.data_dir, args.config, args.log_level,
-                     insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                     insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                     executor=args.executor, ray_address=args.ray_address)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

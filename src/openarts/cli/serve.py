@@ -114,6 +114,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, calling `on_ready` once the application has started and is listening, and
     `on_stop` once it has shut down (uvicorn then re-raises the signal that stopped it: code after
@@ -137,17 +143,20 @@ class _Server(uvicorn.Server):
 
 
 def serve(host: str, port: int, data_dir: Path, config: Path | None, log_level: str = "info", *,
-          insecure: bool = False, tls_cert: Path | None = None, tls_key: Path | None = None) -> int:
+          insecure: bool = False, tls_cert: Path | None = None, tls_key: Path | None = None,
+          executor: str | None = None, ray_address: str | None = None) -> int:
     try:
-        return _serve(host, port, data_dir, config, log_level, insecure, tls_cert, tls_key)
+        return _serve(host, port, data_dir, config, log_level, insecure, tls_cert, tls_key, executor, ray_address)
     except (StartupError, ConfigError, BindRefused) as exc:
         print(f"openarts: {exc}", file=sys.stderr, flush=True)
         return STARTUP_FAILED
 
 
 def _serve(host: str, port: int, data_dir: Path, config: Path | None, log_level: str, insecure: bool,
-           tls_cert: Path | None, tls_key: Path | None) -> int:
-    settings = load_settings(data_dir, config, host=host, port=port)
+           tls_cert: Path | None, tls_key: Path | None, executor: str | None, ray_address: str | None) -> int:
+    settings = load_settings(data_dir, config, host=host, port=port, executor=executor, ray_address=ray_address)
+    if settings.executor == "ray" and not ray_available():
+        raise StartupError('the Ray executor needs Ray: pip install "openarts[ray]"')
     security = security_config(settings)
     catalog = catalog_of(settings)
     if (tls_cert is None) != (tls_key is None) or not all(p is None or p.is_file() for p in (tls_cert, tls_key)):
@@ -194,7 +203,7 @@ def _run(settings: Settings, catalog: Catalog, sandbox: tuple[Sandbox | None, st
         raise StartupError(f"cannot use --tls-cert {tls_cert} / --tls-key {tls_key}: {exc}") from None
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if sandbox[0] is None and settings.sandbox != "off":
+    if sandbox[0] is None and settings.sandbox != "off" and settings.executor == "local":
         print(f"openarts: warning: workers run WITHOUT a sandbox: {sandbox[1]} (docs/SANDBOX.md)",
               file=sys.stderr, flush=True)
     if mode.warning:

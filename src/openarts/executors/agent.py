@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -52,6 +53,9 @@ echo $! >"$d/worker.pid"
 wait $!
 echo $? >"$d/exit"
 """
+# In the background of a shell without job control, setsid(1) is no group leader: it calls setsid() and
+# execs the shim in place, so $! is the shim's pid.
+LAUNCHER = '"$@" </dev/null >/dev/null 2>&1 & echo $!'
 SETSID = shutil.which("setsid") or "/usr/bin/setsid"  # by path: a job's PATH (an image's) may not have it
 # bwrap gets the worker's environment from the file `env` (`--args 4`): the shim, setsid and bwrap run
 # outside the sandbox as the server's user and must not take a job's LD_PRELOAD or PATH themselves.
@@ -137,9 +141,13 @@ def _pss(procs: list[psutil.Process]) -> int:
 
 
 class NodeAgent:
-    def __init__(self, sandbox: Sandbox | None = None, images: ImageStore | None = None) -> None:
+    def __init__(self, sandbox: Sandbox | None = None, images: ImageStore | None = None,
+                 detached: bool = False) -> None:
         self.sandbox = sandbox
         self.images = images
+        # detached: the shim is not the agent's child but init's (through LAUNCHER), for an agent that
+        # its host kills with its children (a Ray actor: Ray kills a dead worker's child processes)
+        self.detached = detached
 
     @property
     def sandboxed(self) -> bool:
@@ -194,7 +202,7 @@ class NodeAgent:
         argv = [SH, "-c", shim, "openarts-shim", str(launch.run_dir), SETSID, cwd, *command]
         try:
             with _pinned(launch.cpus, launch.task):
-                pid = os.posix_spawn(
+                pid = self._spawn_detached(argv, env, devnull) if self.detached else os.posix_spawn(
                     SH, argv, env, setsid=True,
                     file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
                                   (os.POSIX_SPAWN_DUP2, devnull, 2)],
@@ -204,6 +212,29 @@ class NodeAgent:
         finally:
             os.close(devnull)
         return TaskHandle(launch.job_id, launch.seq, launch.task, pid, _proc_start(pid), launch.run_dir, launch.node)
+
+    @staticmethod
+    def _spawn_detached(argv: list[str], env: dict[str, str], devnull: int) -> int:
+        """Start the shim through LAUNCHER, which exits at once: the shim's pid, read from its output."""
+        read, write = os.pipe()
+        try:
+            pid = os.posix_spawn(SH, [SH, "-c", LAUNCHER, "openarts-launch", SETSID, *argv], env,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, write, 1),
+                                               (os.POSIX_SPAWN_DUP2, devnull, 2)])
+            os.close(write)
+            write = -1
+            with os.fdopen(read, "rb") as out:
+                read = -1
+                text = out.read(32)
+            os.waitpid(pid, 0)
+        finally:
+            for fd in (read, write):
+                if fd >= 0:
+                    os.close(fd)
+        try:
+            return int(text)
+        except ValueError:
+            raise OSError(f"the launcher printed no pid ({text!r})") from None
 
     # -- observing -----------------------------------------------------------------------------
     def _shim_alive(self, handle: TaskHandle) -> bool:
@@ -232,6 +263,13 @@ class NodeAgent:
 
     def log_path(self, run_dir: Path) -> Path:
         return run_dir / "log"
+
+    @staticmethod
+    def free_port() -> int:
+        """A TCP port free on this node now, for the workers' rendezvous (MASTER_PORT)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            return int(s.getsockname()[1])
 
     # -- acting --------------------------------------------------------------------------------
     def signal(self, handle: TaskHandle, signum: int) -> bool | None:

@@ -39,6 +39,7 @@ class TaskLaunch:
     gpus: tuple[int, ...] = ()  # the GPUs whose device nodes the worker sees
     image: str = ""  # a custom image to run in (its reference), pulled beforehand
     node: str = ""  # the node it is placed on (its name in the scheduler's catalog)
+    outputs: tuple[str, ...] = ()  # the output channels' directories as the worker sees them
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,25 @@ class Executor(Protocol):
     async def kill(self, handle: TaskHandle, note: str) -> None:
         """Kill every process of the task now, with `note` as a line in its log first."""
         ...
+
+    async def free_port(self, node: str) -> int:
+        """A free TCP port on `node`, for the workers' rendezvous (MASTER_PORT)."""
+        ...
+
+    async def reserve(self, job_id: str, seq: int, nodes: list[str], resources: dict[str, float]) -> None:
+        """Hold `resources` (CPU, memory bytes, GPU) on each of `nodes` for an attempt about to start, so
+        that nothing outside openarts takes them; StartError if they cannot be had."""
+        ...
+
+    async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
+        """Give back what `reserve` held and the attempt's files on its nodes (its tasks ended)."""
+        ...
+
+    async def run(self) -> None:
+        """The executor's own background work, until `close`."""
+        ...
+
+    def close(self) -> None: ...
 
     def log_path(self, run_dir: Path) -> Path:
         """Where the server reads the task's log (for a remote node, the copy it keeps)."""

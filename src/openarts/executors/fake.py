@@ -30,6 +30,7 @@ class FakeExecutor:
         self.obey_signals = obey_signals  # a signalled task ends at once with 128 + signum
         self.start_errors: list[str] = []  # each start() pops one and raises it, while any are left
         self._next_pid = 1000
+        self.reserved: dict[tuple[str, int], list[str]] = {}  # attempts holding a reservation
 
     # -- scripting ---------------------------------------------------------------------------------
     def exit(self, job_id: str, task: str, code: int) -> None:
@@ -92,3 +93,18 @@ class FakeExecutor:
 
     async def kill(self, handle: TaskHandle, note: str) -> None:
         await self.cleanup(handle)
+
+    async def free_port(self, node: str) -> int:
+        return 29500
+
+    async def reserve(self, job_id: str, seq: int, nodes: list[str], resources: dict[str, float]) -> None:
+        self.reserved[(job_id, seq)] = list(nodes)
+
+    async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
+        self.reserved.pop((job_id, seq), None)
+
+    async def run(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

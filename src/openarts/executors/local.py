@@ -51,6 +51,18 @@ class LocalExecutor:
     async def kill(self, handle: TaskHandle, note: str) -> None:
         await asyncio.to_thread(self.agent.kill, handle, note)
 
+    async def free_port(self, node: str) -> int:
+        return self.agent.free_port()
+
+    async def reserve(self, job_id: str, seq: int, nodes: list[str], resources: dict[str, float]) -> None:
+        pass  # this machine's capacity is openarts' alone: the scheduler's ledger is the reservation
+
+    async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
+        pass
+
+    async def run(self) -> None:
+        pass  # exits are watched with pidfds; logs are written where the server reads them
+
     def log_path(self, run_dir: Path) -> Path:
         return self.agent.log_path(run_dir)
 

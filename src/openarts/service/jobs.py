@@ -51,6 +51,10 @@ class JobService:
         return self.get(project_id, job_id)
 
     def _check_image(self, url: str) -> None:
+        if self.settings.executor == "ray":
+            raise errors.EngineNotFound(
+                f"Custom images (algorithm.engine.image_url={url!r}) do not run on the Ray executor yet; use an "
+                "engine from GET /training-job-engines.")
         if not self.settings.sandboxed:
             raise errors.EngineNotFound(
                 f"Custom images (algorithm.engine.image_url={url!r}) run in the sandbox, which is off on this "

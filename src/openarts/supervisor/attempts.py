@@ -102,6 +102,11 @@ class AttemptSupervision:
     def _run_ms(row: JobRow, now: int) -> int:
         raise NotImplementedError
 
+    async def _release(self, job_id: str, seq: int, nodes: list[str], handles: list[TaskHandle]) -> None:
+        """Kill what is left of an attempt's tasks, then give back its reservation and node files."""
+        await asyncio.gather(*(self.executor.cleanup(h) for h in handles))
+        await self.executor.release(job_id, seq, nodes)
+
     def _watch(self, handle: TaskHandle) -> None:
         job_id = handle.job_id
         self.executor.watch(handle, lambda: self.poke(job_id))
@@ -236,8 +241,9 @@ class AttemptSupervision:
                 self._termed.add(key)  # sent, or nothing left to send it to; still starting: next pass
 
     async def _end_processes(self, row: JobRow, tasks: list[TaskRow]) -> None:
-        """Kill whatever is left of the attempt's process groups (stragglers)."""
-        await asyncio.gather(*(self.executor.cleanup(self._handle(row, t)) for t in tasks))
+        """Kill whatever is left of the attempt's process groups (stragglers), and release it."""
+        if tasks:
+            await self._release(row.id, tasks[0].seq, [t.node for t in tasks], [self._handle(row, t) for t in tasks])
         for t in tasks:
             self._termed.discard((row.id, t.seq, t.task))
 

@@ -35,7 +35,7 @@ from openarts.core import faults
 from openarts.core.errors import LostRace, OpenartsError, PreparationError
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination
-from openarts.core.resources import Catalog
+from openarts.core.resources import Catalog, Flavor
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.base import Executor, Mount, StartError, TaskHandle, TaskLaunch
 from openarts.executors.images import ImageStore
@@ -58,6 +58,11 @@ log = logging.getLogger("openarts.supervisor")
 START_BACKOFF_MS = (1_000, 30_000)  # a failed start is retried after 1 s, doubling up to 30 s
 
 Claims = dict[int, Demand]  # worker index -> what that worker needs of its node, to claim
+
+
+def resources_of(flavor: Flavor) -> dict[str, float]:
+    """What one worker of `flavor` holds of its node, in the executor's terms (Ray's resource names)."""
+    return {"CPU": flavor.cpu_cores, "memory": float(flavor.memory_mb * 2**20), "GPU": float(flavor.gpus)}
 
 
 class Supervisor(AttemptSupervision):
@@ -257,7 +262,7 @@ class Supervisor(AttemptSupervision):
     async def _discard_unstarted(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
         """An attempt opened but never marked started (the server died while spawning it): kill
         whatever was spawned and forget it; the next pass sees the job as it was before."""
-        await asyncio.gather(*(self.executor.cleanup(self._handle(row, t)) for t in tasks))
+        await self._release(row.id, attempt.seq, [t.node for t in tasks], [self._handle(row, t) for t in tasks])
         with self.db.begin() as conn:
             w.drop_unstarted_attempt(conn, row.id, attempt.seq)
             w.add_event(conn, row.id, "Discarded an attempt that was interrupted while starting.", w.now_ms(),
@@ -321,7 +326,11 @@ class Supervisor(AttemptSupervision):
         workers = [ps.ledger.pin(wp, claims[i]) if i in claims else wp for i, wp in enumerate(workers)]
         lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
         seq = row.attempt + 1
-        port = ws.free_port()
+        try:
+            port = await self.executor.free_port(workers[0].node)
+        except StartError as exc:
+            self._start_failed(row, expected, str(exc), "worker-0", spec)
+            return
         ips = [wp.ip for wp in workers]
         names = [f"worker-{i}" for i in range(spec.node_count)]
         with self.db.begin() as conn:
@@ -346,15 +355,18 @@ class Supervisor(AttemptSupervision):
         mounts = tuple(Mount(str(host), inside) for host, inside in lay.binds(whole_home=not spec.image)) \
             if lay.sandboxed else ()
         handles: list[TaskHandle] = []
+        nodes = [wp.node for wp in workers]
         try:
+            await self.executor.reserve(row.id, seq, nodes, resources_of(spec.flavor))
             for i, wp in enumerate(workers):
                 env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base, wp.node)
                 handles.append(await self.executor.start(TaskLaunch(
                     row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
                     self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,
-                    gpus=tuple(wp.gpus), image=spec.image or "", node=wp.node)))
+                    gpus=tuple(wp.gpus), image=spec.image or "", node=wp.node,
+                    outputs=tuple(lay.seen(d.local) for d in lay.outputs))))
         except StartError as exc:
-            await asyncio.gather(*(self.executor.cleanup(h) for h in handles))
+            await self._release(row.id, seq, nodes, handles)
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
             self._start_failed(row, expected, str(exc), names[len(handles)], spec)
@@ -363,7 +375,7 @@ class Supervisor(AttemptSupervision):
         try:
             self._mark_started(row, expected, spec, seq, start_type, handles, workers)
         except LostRace:  # the job moved while its workers spawned: they must not run unaccounted
-            await asyncio.gather(*(self.executor.cleanup(h) for h in handles))
+            await self._release(row.id, seq, nodes, handles)
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
             raise

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,12 +163,6 @@ def upload_outputs(lay: Layout, store: LocalObjectStore) -> list[str]:
         except Exception as exc:  # a failed upload is reported, the job's outcome stands
             lines.append(f"Output {d.channel.name}: upload to {d.channel.obs_url} failed: {exc}")
     return lines
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def arguments(spec: JobSpec, lay: Layout) -> list[str]:

@@ -1,0 +1,339 @@
+"""The Ray executor: openarts' queue, scheduler and recovery, with the workers on a Ray cluster's nodes.
+
+openarts decides what runs where, as on one machine; Ray provides the nodes and keeps their resources:
+
+- **Nodes** are Ray's alive nodes, read every NODE_SECONDS: CPU, memory and GPUs from their resources,
+  labels from their labels and custom resources, the pool from `[[ray_pools]]`. Each gets a node agent
+  (executors/ray_agent.py), a detached actor named `openarts-agent-<node id>` in this server's namespace,
+  pinned to its node; a node enters the scheduler's catalog once its agent answered, and leaves it when
+  Ray no longer lists it. The catalog's node list is replaced, never edited in place.
+- **Reservations**: each attempt reserves one bundle per worker (the flavor's CPU, memory and GPUs) in a
+  detached placement group `<namespace>:<job>:<attempt>`, each bundle on the node openarts chose (Ray's
+  `ray.io/node-id` label), STRICT_SPREAD when the nodes differ; other Ray work cannot take them. It is
+  removed when the attempt ends, with the attempt's files on its nodes.
+- **Workers** are started by their node's agent under the same shim and sandbox as on one machine, at
+  ModelArts' paths; the job's directories (code, inputs, home) travel in Ray's object store, packed once
+  per attempt, and output channels come back when a task ends, before the supervisor uploads them.
+- **Logs** are followed while tasks run (every FOLLOW_SECONDS) into the server's own copy, which the
+  log API reads and which outlives the node; a task's log is complete when its end is reported.
+- **Faults**: an agent that Ray is restarting answers nothing for a while (the task reads as running);
+  a task whose node left the cluster is lost, which the supervisor's recovery handles.
+
+Every call to an agent is awaited, never blocking the event loop; Ray's own blocking calls (the node
+list, actor creation) run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from openarts.config import Settings
+from openarts.core.resources import DEFAULT_POOL, Catalog, Node
+from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, TaskState, Usage
+from openarts.executors.ray_agent import RayNodeAgent, pack, unpack
+
+log = logging.getLogger("openarts.ray")
+
+AGENT_PREFIX = "openarts-agent-"
+NODE_SECONDS = 1.0
+FOLLOW_SECONDS = 0.5
+CALL_SECONDS = 30.0  # an agent call that takes longer is given up (and tried again by the caller's next pass)
+AGENT_START_SECONDS = 120.0
+RESERVE_SECONDS = 30.0
+
+
+class NodeGone(Exception):
+    """The node is not (or no longer) in the cluster."""
+
+
+def namespace_of(settings: Settings) -> str:
+    """This server's Ray namespace: configured, or one derived from its data directory, so that a
+    restarted server finds its own agents and placement groups, and two servers never share them."""
+    return settings.ray_namespace or "openarts-" + hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
+
+
+def pool_of(node: dict[str, Any], pools: list[dict[str, Any]]) -> str:
+    """The first `[[ray_pools]]` entry whose custom resource the node has or whose label it carries."""
+    labels = node.get("Labels") or {}
+    for p in pools:
+        if "resource" in p and node["Resources"].get(str(p["resource"]), 0) > 0:
+            return str(p["pool"])
+        if "label" in p:
+            key, _, value = str(p["label"]).partition("=")
+            if labels.get(key) == value:
+                return str(p["pool"])
+    return DEFAULT_POOL
+
+
+BUILTIN = {"CPU", "GPU", "memory", "object_store_memory"}
+
+
+def node_of(node: dict[str, Any], pools: list[dict[str, Any]]) -> Node:
+    res = node["Resources"]
+    custom = {k: f"{v:g}" for k, v in res.items() if k not in BUILTIN and not k.startswith("node:")}
+    return Node(name=node["NodeID"], cpu_milli=int(res.get("CPU", 0) * 1000),
+                memory_mb=int(res.get("memory", 0) // 2**20), gpus=tuple(range(int(res.get("GPU", 0)))),
+                pool=pool_of(node, pools), labels={**custom, **(node.get("Labels") or {})},
+                ip=str(node["NodeManagerAddress"]))
+
+
+class RayExecutor:
+    sandboxed = True  # every node runs its workers in its own sandbox
+
+    def __init__(self, settings: Settings, catalog: Catalog, hidden: list[Path], read_only: list[Path]) -> None:
+        import ray
+
+        self.ray = ray
+        self.settings = settings
+        self.catalog = catalog
+        self.namespace = namespace_of(settings)
+        ray.init(address=settings.ray_address or "auto", namespace=self.namespace, log_to_driver=False,
+                 logging_level=logging.WARNING)
+        self._agent_class = ray.remote(RayNodeAgent)
+        self._agent_args = (settings.ray_node_dir, [str(p) for p in hidden], [str(p) for p in read_only])
+        self.agents: dict[str, Any] = {}  # node id -> actor handle, for the nodes in the catalog
+        self.alive: set[str] = set()
+        self._watched: dict[Key, tuple[TaskHandle, Callable[[], None]]] = {}
+        self._ended: set[Key] = set()  # tasks whose log and outputs were fetched after their end
+        self._packs: dict[tuple[str, int], Any] = {}  # attempt -> its directories in the object store
+        self._stopping = asyncio.Event()
+        self.refresh_nodes()
+
+    # -- nodes -------------------------------------------------------------------------------------
+    def refresh_nodes(self) -> None:
+        """Blocking: Ray's alive nodes become the catalog's, each once its agent runs there."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        self.alive = {n["NodeID"] for n in nodes}
+        pools = list(self.settings.raw.get("ray_pools", []))
+        catalog = []
+        for n in nodes:
+            node_id = n["NodeID"]
+            if n["Resources"].get("CPU", 0) <= 0:
+                continue  # a node for Ray's own processes only (a head started with --num-cpus=0)
+            if node_id not in self.agents:
+                agent = self._agent_class.options(
+                    name=AGENT_PREFIX + node_id, namespace=self.namespace, lifetime="detached", get_if_exists=True,
+                    max_restarts=-1, max_concurrency=16, num_cpus=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                ).remote(*self._agent_args)
+                try:
+                    info = self.ray.get(agent.info.remote(), timeout=AGENT_START_SECONDS)
+                except Exception as exc:
+                    log.warning("node %s: its agent did not start: %s", node_id, exc)
+                    continue
+                if info["sandbox"]:
+                    log.warning("node %s takes no work: no sandbox there: %s", node_id, info["sandbox"])
+                    continue
+                log.info("node %s (%s): agent ready (pid %s)", node_id, n["NodeManagerAddress"], info["pid"])
+                self.agents[node_id] = agent
+            catalog.append(node_of(n, pools))
+        for gone in [k for k in self.agents if k not in self.alive]:
+            log.warning("node %s left the Ray cluster", gone)
+            del self.agents[gone]
+        self.catalog.nodes = catalog
+
+    async def run(self) -> None:
+        """Follow the cluster's nodes, the watched tasks' ends and their logs, until `close`."""
+        last_nodes = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            if loop.time() - last_nodes >= NODE_SECONDS:
+                last_nodes = loop.time()
+                try:
+                    await asyncio.to_thread(self.refresh_nodes)
+                except Exception:
+                    log.exception("reading the Ray cluster's nodes failed")
+            try:
+                await self._follow()
+            except Exception:
+                log.exception("following tasks failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=FOLLOW_SECONDS)
+
+    async def _follow(self) -> None:
+        watched = list(self._watched.items())
+        states = await asyncio.gather(*(self.poll(h) for _, (h, _) in watched), return_exceptions=True)
+        for (key, (handle, on_exit)), state in zip(watched, states, strict=True):
+            if isinstance(state, TaskState) and not state.running:
+                self._watched.pop(key, None)
+                on_exit()
+            elif isinstance(state, TaskState):
+                with contextlib.suppress(Exception):
+                    await self._sync_log(handle)
+
+    # -- calls to agents ---------------------------------------------------------------------------
+    async def _call(self, node: str, method: str, *args: Any) -> Any:
+        agent = self.agents.get(node)
+        if agent is None:
+            raise NodeGone(node)
+        return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout=CALL_SECONDS)
+
+    def _unreachable(self, exc: BaseException) -> bool:
+        return isinstance(exc, NodeGone | TimeoutError | self.ray.exceptions.RayError)
+
+    # -- the Executor interface --------------------------------------------------------------------
+    async def start(self, launch: TaskLaunch) -> TaskHandle:
+        if launch.node not in self.agents:
+            raise StartError(f"cannot start {launch.task}: node {launch.node} is not in the Ray cluster")
+        attempt = (launch.job_id, launch.seq)
+        ref = self._packs.get(attempt)
+        if ref is None:
+            data = await asyncio.to_thread(pack, [(m.host, f"m{i}") for i, m in enumerate(launch.mounts)])
+            ref = self._packs[attempt] = self.ray.put(data)
+        try:
+            handle: TaskHandle = await self._call(launch.node, "start", launch, ref)
+        except StartError:
+            raise
+        except Exception as exc:
+            if self._unreachable(exc):
+                raise StartError(f"cannot start {launch.task} on node {launch.node}: {exc}") from exc
+            raise
+        return handle
+
+    async def poll(self, handle: TaskHandle) -> TaskState:
+        key = (handle.job_id, handle.seq, handle.task)
+        if handle.node not in self.alive:
+            return TaskState(running=False, lost=True, detail=f"its node {handle.node} left the Ray cluster")
+        try:
+            state: TaskState = await self._call(handle.node, "poll", handle)
+        except Exception as exc:
+            if not self._unreachable(exc):
+                raise
+            return TaskState(running=True)  # its agent is restarting, or slow: looked at again later
+        if not state.running and key not in self._ended:
+            await self._fetch_after_end(handle)
+            self._ended.add(key)
+        return state
+
+    async def _fetch_after_end(self, handle: TaskHandle) -> None:
+        """The rest of an ended task's log, and its output channels into the job's own directories."""
+        with contextlib.suppress(Exception):
+            await self._sync_log(handle)
+        try:
+            data = await self._call(handle.node, "collect", handle)
+        except Exception as exc:
+            log.warning("job %s %s: outputs not fetched from node %s: %s", handle.job_id, handle.task, handle.node, exc)
+            return
+        if data:
+            job_root = handle.run_dir.parents[2]  # JOB/attempts/SEQ/TASK
+            await asyncio.to_thread(unpack, data, job_root)
+
+    async def _sync_log(self, handle: TaskHandle) -> None:
+        path = handle.run_dir / "log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        offset = path.stat().st_size if path.exists() else 0
+        while True:
+            data: bytes = await self._call(handle.node, "read_log", handle, offset)
+            if not data:
+                return
+            with open(path, "ab") as fh:
+                fh.write(data)
+            offset += len(data)
+
+    async def signal(self, handle: TaskHandle, signum: int) -> bool | None:
+        if handle.node not in self.alive:
+            return False
+        try:
+            sent: bool | None = await self._call(handle.node, "signal", handle, signum)
+        except Exception as exc:
+            if not self._unreachable(exc):
+                raise
+            return None  # tried again next pass
+        return sent
+
+    async def cleanup(self, handle: TaskHandle) -> None:
+        self._watched.pop((handle.job_id, handle.seq, handle.task), None)
+        with contextlib.suppress(Exception):
+            await self._call(handle.node, "cleanup", handle)
+
+    async def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
+        by_node: dict[str, dict[Key, tuple[TaskHandle, int]]] = {}
+        for key, (h, limit) in tasks.items():
+            by_node.setdefault(h.node, {})[key] = (h, limit)
+        answers = await asyncio.gather(*(self._call(node, "usage", part) for node, part in by_node.items()),
+                                       return_exceptions=True)
+        out: dict[Key, Usage] = {}
+        for answer in answers:
+            if isinstance(answer, dict):
+                out.update(answer)
+        return out
+
+    async def kill(self, handle: TaskHandle, note: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._call(handle.node, "kill", handle, note)
+
+    def log_path(self, run_dir: Path) -> Path:
+        return run_dir / "log"
+
+    def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:
+        self._watched[(handle.job_id, handle.seq, handle.task)] = (handle, on_exit)
+
+    async def free_port(self, node: str) -> int:
+        try:
+            port: int = await self._call(node, "free_port")
+        except Exception as exc:
+            raise StartError(f"no port for the workers' rendezvous on node {node}: {exc}") from exc
+        return port
+
+    # -- reservations ------------------------------------------------------------------------------
+    def _pg_name(self, job_id: str, seq: int) -> str:
+        return f"{self.namespace}:{job_id}:{seq}"
+
+    async def reserve(self, job_id: str, seq: int, nodes: list[str], resources: dict[str, float]) -> None:
+        from ray.util.placement_group import placement_group
+
+        await asyncio.to_thread(self._remove_pg, job_id, seq)  # left by a start interrupted before
+        bundle = {k: v for k, v in resources.items() if v > 0} or {"CPU": 0.001}
+        strategy = "STRICT_SPREAD" if len(set(nodes)) == len(nodes) else "PACK"
+        pg = await asyncio.to_thread(placement_group, [dict(bundle) for _ in nodes], strategy=strategy,
+                                     name=self._pg_name(job_id, seq), lifetime="detached",
+                                     bundle_label_selector=[{"ray.io/node-id": n} for n in nodes])
+        try:
+            await asyncio.wait_for(pg.ready(), timeout=RESERVE_SECONDS)
+        except (TimeoutError, self.ray.exceptions.RayError) as exc:
+            await asyncio.to_thread(self.ray.util.remove_placement_group, pg)
+            raise StartError(f"Ray did not reserve {bundle} on each of {len(nodes)} node(s) within "
+                             f"{RESERVE_SECONDS:g} s (other Ray work holds them, or a node left): {exc}") from None
+
+    def _remove_pg(self, job_id: str, seq: int) -> None:
+        try:
+            pg = self.ray.util.get_placement_group(self._pg_name(job_id, seq))
+        except ValueError:
+            return  # none by that name
+        self.ray.util.remove_placement_group(pg)
+
+    async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
+        """The attempt's reservation and its files on its nodes; its processes were cleaned up before."""
+        self._packs.pop((job_id, seq), None)
+        self._ended = {k for k in self._ended if k[:2] != (job_id, seq)}
+        await asyncio.to_thread(self._remove_pg, job_id, seq)
+        await asyncio.gather(*(self._call(n, "release", job_id, seq) for n in set(nodes) if n in self.agents),
+                             return_exceptions=True)
+
+    def close(self) -> None:
+        """Stop following; agents, workers and reservations stay for the next server to re-adopt."""
+        self._stopping.set()
+        with contextlib.suppress(Exception):
+            self.ray.shutdown()
+
+
+def agent_paths(settings: Settings, interpreters: list[str]) -> tuple[list[Path], list[Path]]:
+    """What the agents' sandboxes hide (the server's files, should a node share its disk) and show
+    read-only (the configured directories and the engines' interpreters)."""
+    from openarts.executors.sandbox import interpreter_dirs
+
+    hidden = [settings.data_dir, *([settings.config_path] if settings.config_path else []), *settings.secret_paths]
+    read_only = [Path(p) for p in settings.sandbox_read_only]
+    for python in interpreters:
+        read_only += interpreter_dirs(python)
+    return [Path(os.path.realpath(p)) for p in hidden], read_only
+

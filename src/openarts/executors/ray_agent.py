@@ -1,0 +1,159 @@
+"""The node agent on a Ray node: a detached, named actor per node, pinned to it (executors/ray.py).
+
+It runs the same NodeAgent as the local executor (executors/agent.py), in its detached mode: shims are
+init's children, not the actor's, so they outlive the actor (Ray kills a dead worker's children) and an
+agent that Ray restarts on its node re-adopts them from their run directories. Everything the agent
+keeps lies under its node directory, `ROOT/<node id>/jobs/<job>/<attempt>/<task>/`:
+
+    ws/m<i>/   the job's directories (code, inputs, home), unpacked from what the server sent
+    run/       the shim's files: log, worker.pid, exit, sandbox.json, env
+    mounts     each ws/m<i> and the container path it is bound at
+    outputs    the container paths of the output channels, for `collect`
+
+Workers always run in the node's sandbox, at ModelArts' paths, whatever node they land on. This module
+imports Ray only inside the actor's methods, so that it loads where Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+from openarts.executors.agent import NodeAgent
+from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
+from openarts.executors.sandbox import Sandbox, SandboxUnavailable
+
+LOG_CHUNK = 4 << 20  # most log bytes one read returns
+
+
+def pack(dirs: list[tuple[str, str]]) -> bytes:
+    """A tar of each (directory, name) pair, its entries under `name`; links are kept as links."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, name in dirs:
+            if os.path.isdir(path):
+                tar.add(path, arcname=name)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, into: Path) -> None:
+    """Extract `pack`'s output under `into`; the data filter refuses paths and links leaving it."""
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(into, filter="data")
+
+
+class RayNodeAgent:
+    """The actor's class; `ray.remote` is applied by the executor."""
+
+    def __init__(self, root: str, hidden: list[str], read_only: list[str]) -> None:
+        import ray
+
+        self.node_id: str = ray.get_runtime_context().get_node_id()
+        self.root = Path(root) / self.node_id[:16]
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        try:
+            box: Sandbox | None = Sandbox.create(self.root, [self.root, *(Path(p) for p in hidden)],
+                                                 [Path(p) for p in read_only])
+            self.why = ""
+        except SandboxUnavailable as exc:
+            box, self.why = None, str(exc)
+        self.agent = NodeAgent(box, None, detached=True)
+
+    def info(self) -> dict[str, object]:
+        return {"node_id": self.node_id, "pid": os.getpid(), "root": str(self.root), "sandbox": self.why}
+
+    # -- where things are --------------------------------------------------------------------------
+    def _attempt_dir(self, job_id: str, seq: int) -> Path:
+        return self.root / "jobs" / job_id / str(seq)
+
+    def _local(self, handle: TaskHandle) -> TaskHandle:
+        return dataclasses.replace(handle, run_dir=self._attempt_dir(handle.job_id, handle.seq) / handle.task / "run")
+
+    # -- the NodeAgent's calls ---------------------------------------------------------------------
+    def start(self, launch: TaskLaunch, workspace: bytes) -> TaskHandle:
+        if self.agent.sandbox is None:
+            raise StartError(f"cannot start {launch.task} on node {self.node_id}: it has no sandbox: {self.why}")
+        if launch.image:
+            raise StartError(f"cannot start {launch.task}: custom images do not run on the Ray executor yet")
+        task_dir = self._attempt_dir(launch.job_id, launch.seq) / launch.task
+        try:
+            shutil.rmtree(task_dir, ignore_errors=True)  # a discarded start may have left it
+            unpack(workspace, task_dir / "ws")
+            (task_dir / "outputs").write_text(json.dumps(list(launch.outputs)))
+        except (OSError, tarfile.TarError) as exc:
+            raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
+        mounts = tuple(Mount(str(task_dir / "ws" / f"m{i}"), m.inside) for i, m in enumerate(launch.mounts))
+        try:
+            for m in mounts:
+                os.makedirs(m.host, exist_ok=True)
+            (task_dir / "mounts").write_text(json.dumps([[m.host, m.inside] for m in mounts]))
+        except OSError as exc:
+            raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
+        local = dataclasses.replace(launch, run_dir=task_dir / "run", mounts=mounts)
+        return dataclasses.replace(self.agent.start(local), run_dir=launch.run_dir)
+
+    def poll(self, handle: TaskHandle) -> TaskState:
+        return self.agent.poll(self._local(handle))
+
+    def signal(self, handle: TaskHandle, signum: int) -> bool | None:
+        return self.agent.signal(self._local(handle), signum)
+
+    def cleanup(self, handle: TaskHandle) -> None:
+        self.agent.cleanup(self._local(handle))
+
+    def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
+        return self.agent.usage({key: (self._local(h), limit) for key, (h, limit) in tasks.items()})
+
+    def kill(self, handle: TaskHandle, note: str) -> None:
+        self.agent.kill(self._local(handle), note)
+
+    # -- what the server fetches -------------------------------------------------------------------
+    def read_log(self, handle: TaskHandle, offset: int) -> bytes:
+        """The task's log from `offset`, at most LOG_CHUNK bytes."""
+        try:
+            with open(self._local(handle).run_dir / "log", "rb") as fh:
+                fh.seek(offset)
+                return fh.read(LOG_CHUNK)
+        except FileNotFoundError:
+            return b""
+
+    def collect(self, handle: TaskHandle) -> bytes:
+        """A tar of the task's output directories, each under its container path (without the '/')."""
+        task_dir = self._attempt_dir(handle.job_id, handle.seq) / handle.task
+        try:
+            outputs = json.loads((task_dir / "outputs").read_text())
+        except (OSError, ValueError):
+            return b""
+        mounts = self._mounts(task_dir)
+        dirs = []
+        for inside in outputs:
+            for host, where in mounts:
+                if inside == where or inside.startswith(where.rstrip("/") + "/"):
+                    dirs.append((host + inside[len(where):], inside.lstrip("/")))
+                    break
+        return pack(dirs)
+
+    @staticmethod
+    def _mounts(task_dir: Path) -> list[tuple[str, str]]:
+        """(node directory, container path) of each mount of the task, as `start` recorded them."""
+        try:
+            return [(str(host), str(inside)) for host, inside in json.loads((task_dir / "mounts").read_text())]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def release(self, job_id: str, seq: int) -> None:
+        """Forget an attempt: its files on this node (its processes were cleaned up before)."""
+        shutil.rmtree(self._attempt_dir(job_id, seq), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.root / "jobs" / job_id).rmdir()
+
+    def free_port(self) -> int:
+        return self.agent.free_port()
