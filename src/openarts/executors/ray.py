@@ -96,7 +96,7 @@ class RayExecutor:
         self.namespace = namespace_of(settings)
         ray.init(address=settings.ray_address or "auto", namespace=self.namespace, log_to_driver=False,
                  logging_level=logging.WARNING)
-        self._agent_class = ray.remote(RayNodeAgent)
+        self._agent_class: Any = ray.remote(RayNodeAgent)
         self._agent_args = (settings.ray_node_dir, [str(p) for p in hidden], [str(p) for p in read_only])
         self.agents: dict[str, Any] = {}  # node id -> actor handle, for the nodes in the catalog
         self.alive: set[str] = set()
@@ -120,13 +120,13 @@ class RayExecutor:
             if n["Resources"].get("CPU", 0) <= 0:
                 continue  # a node for Ray's own processes only (a head started with --num-cpus=0)
             if node_id not in self.agents:
-                agent = self._agent_class.options(
+                agent: Any = self._agent_class.options(
                     name=AGENT_PREFIX + node_id, namespace=self.namespace, lifetime="detached", get_if_exists=True,
                     max_restarts=-1, max_concurrency=16, num_cpus=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 ).remote(*self._agent_args)
                 try:
-                    info = self.ray.get(agent.info.remote(), timeout=AGENT_START_SECONDS)
+                    info: dict[str, Any] = self.ray.get(agent.info.remote(), timeout=AGENT_START_SECONDS)
                 except Exception as exc:
                     log.warning("node %s: its agent did not start: %s", node_id, exc)
                     continue
@@ -188,7 +188,7 @@ class RayExecutor:
         ref = self._packs.get(attempt)
         if ref is None:
             data = await asyncio.to_thread(pack, [(m.host, f"m{i}") for i, m in enumerate(launch.mounts)])
-            ref = self._packs[attempt] = self.ray.put(data)
+            ref = self._packs[attempt] = await asyncio.to_thread(self.ray.put, data)
         try:
             handle: TaskHandle = await self._call(launch.node, "start", launch, ref)
         except StartError:
