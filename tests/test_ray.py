@@ -10,6 +10,7 @@ import contextlib
 import os
 import shlex
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -159,6 +160,15 @@ def test_a_job_on_a_ray_node_sees_modelarts_layout_its_data_and_its_outputs_come
     assert ("ARGS --data_url=/home/ma-user/modelarts/inputs/data_url_0 "
             "--train_url=/home/ma-user/modelarts/outputs/train_url_0") in log
     assert (server.data_dir / "obs" / "bkt" / "out" / "copy.txt").read_text() == "staged input\n"
+
+
+def test_an_unreachable_cluster_is_one_clear_line_at_start(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "openarts.cli.main", "serve", "--port", "0", "--data-dir",
+                           str(tmp_path / "data"), "--executor", "ray", "--ray-address", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("openarts: cannot reach the Ray cluster at 127.0.0.1:1 ([server] ray_address): "
+                                   "Connection refused"), done.stderr
 
 
 def nodes_in_order(logs: list[str]) -> list[str]:

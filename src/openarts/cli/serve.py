@@ -114,10 +114,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def ray_available() -> bool:
+def check_ray(address: str) -> None:
+    """Ray is installed and, for a HOST:PORT address, something listens there: ray.init would otherwise
+    retry for a minute before it fails with a traceback."""
     import importlib.util
 
-    return importlib.util.find_spec("ray") is not None
+    if importlib.util.find_spec("ray") is None:
+        raise StartupError('the Ray executor needs Ray: pip install "openarts[ray]"')
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" or a name Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise StartupError(f"cannot reach the Ray cluster at {address} ([server] ray_address): "
+                           f"{exc.strerror or exc}") from None
 
 
 class _Server(uvicorn.Server):
@@ -155,8 +166,8 @@ def serve(host: str, port: int, data_dir: Path, config: Path | None, log_level: 
 def _serve(host: str, port: int, data_dir: Path, config: Path | None, log_level: str, insecure: bool,
            tls_cert: Path | None, tls_key: Path | None, executor: str | None, ray_address: str | None) -> int:
     settings = load_settings(data_dir, config, host=host, port=port, executor=executor, ray_address=ray_address)
-    if settings.executor == "ray" and not ray_available():
-        raise StartupError('the Ray executor needs Ray: pip install "openarts[ray]"')
+    if settings.executor == "ray":
+        check_ray(settings.ray_address)
     security = security_config(settings)
     catalog = catalog_of(settings)
     if (tls_cert is None) != (tls_key is None) or not all(p is None or p.is_file() for p in (tls_cert, tls_key)):
