@@ -11,7 +11,8 @@ keep-alive client (common.RawConnection), polling a job's status every POLL seco
 2. throughput: CLIENTS clients, each submitting a job and waiting for its end, again and again, for
    SECONDS seconds: jobs completed per second;
 3. status reads: 16 keep-alive connections reading finished jobs' status for GET_SECONDS seconds
-   (openarts: GET training-jobs/{id}; Ray: the dashboard's GET /api/jobs/{id}).
+   (openarts: GET training-jobs/{id}; Ray: the dashboard's GET /api/jobs/{id}), from wrk where it is
+   installed (Debian's wrk), else from the Python client.
 
 Targets (issue 11): a trivial job completes in at most a third of Ray Jobs' time; at least 20x its jobs
 per second; status reads at least 5x faster. Results: bench/results/ray.json and docs/benchmarks.md.
@@ -21,16 +22,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import random
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
+    BENCH_DIR,
     BenchServer,
     RawConnection,
     machine,
@@ -173,6 +182,27 @@ async def throughput(arm: Arm, clients: int, seconds: float) -> dict[str, Any]:
     return {"jobs": len(done), "wall_s": wall, "jobs_per_s": len(done) / wall, "clients": clients, "ids": done}
 
 
+def status_reads_wrk(arm: Arm, ids: list[str], seconds: float, conns: int = 16) -> dict[str, Any]:
+    """The same load from wrk (2 threads): a client that costs the machine far less than Python's."""
+    parsed = httpx.URL(arm.url)
+    prefix = parsed.raw_path.decode().rstrip("/")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+        fh.write("\n".join(prefix + arm.status_path(i) for i in ids))
+    try:
+        done = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds:g}s", "-s", str(BENCH_DIR / "wrk_paths.lua"),
+                               f"{parsed.scheme}://{parsed.host}:{parsed.port}", "--", fh.name],
+                              capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        os.unlink(fh.name)
+    m = re.search(r"^BENCH_JSON (\{.*\})$", done.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"wrk failed: {done.stdout} {done.stderr}")
+    res = json.loads(m.group(1))
+    res["req_per_s"] = res["requests"] / (res["duration_us"] / 1e6)
+    res["client"], res["connections"] = "wrk", conns
+    return res
+
+
 async def status_reads(arm: Arm, ids: list[str], seconds: float, conns: int = 16) -> dict[str, Any]:
     lat: list[float] = []
     errors = 0
@@ -194,7 +224,7 @@ async def status_reads(arm: Arm, ids: list[str], seconds: float, conns: int = 16
     await asyncio.gather(*(worker() for _ in range(conns)))
     wall = time.perf_counter() - t0
     return {"requests": len(lat), "req_per_s": len(lat) / wall, "errors": errors, "latency_ms": summary(lat),
-            "connections": conns}
+            "connections": conns, "client": "python"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     res: dict[str, Any] = {"latency": asyncio.run(latency(arm, args.latency_jobs))}
                     res["throughput"] = asyncio.run(throughput(arm, args.clients, args.seconds))
                     ids = res["throughput"].pop("ids") or [asyncio.run(arm.submit(RawConnection(arm.url), 0))]
-                    res["status_reads"] = asyncio.run(status_reads(arm, ids, args.get_seconds))
+                    res["status_reads"] = (status_reads_wrk(arm, ids, args.get_seconds) if shutil.which("wrk")
+                                           else asyncio.run(status_reads(arm, ids, args.get_seconds)))
                     out[arm.name] = res
                     print(arm.name, orjson.dumps(res).decode(), flush=True)
             finally:

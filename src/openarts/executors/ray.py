@@ -16,6 +16,8 @@ openarts decides what runs where, as on one machine; Ray provides the nodes and 
   per attempt, and output channels come back when a task ends, before the supervisor uploads them.
 - **Logs** are followed while tasks run (every FOLLOW_SECONDS) into the server's own copy, which the
   log API reads and which outlives the node; a task's log is complete when its end is reported.
+- **Ends**: each node's agent watches its shims with pidfds; the server holds one long poll per node
+  (`wait_exits`) and wakes the supervisor within milliseconds of a task's end.
 - **Faults**: an agent that Ray is restarting answers nothing for a while (the task reads as running);
   a task whose node left the cluster is lost, which the supervisor's recovery handles.
 
@@ -43,7 +45,8 @@ log = logging.getLogger("openarts.ray")
 
 AGENT_PREFIX = "openarts-agent-"
 NODE_SECONDS = 1.0
-FOLLOW_SECONDS = 0.5
+FOLLOW_SECONDS = 0.5  # logs are followed this often
+EXIT_WAIT_SECONDS = 10.0  # the longest an agent holds a long poll of task ends
 CALL_SECONDS = 30.0  # an agent call that takes longer is given up (and tried again by the caller's next pass)
 AGENT_START_SECONDS = 120.0
 RESERVE_SECONDS = 30.0
@@ -103,6 +106,7 @@ class RayExecutor:
         self._watched: dict[Key, tuple[TaskHandle, Callable[[], None]]] = {}
         self._ended: set[Key] = set()  # tasks whose log and outputs were fetched after their end
         self._packs: dict[tuple[str, int], Any] = {}  # attempt -> its directories in the object store
+        self._exit_loops: dict[str, asyncio.Task[None]] = {}  # node -> its long poll of task ends
         self._stopping = asyncio.Event()
         self.refresh_nodes()
 
@@ -152,23 +156,32 @@ class RayExecutor:
                     await asyncio.to_thread(self.refresh_nodes)
                 except Exception:
                     log.exception("reading the Ray cluster's nodes failed")
-            try:
-                await self._follow()
-            except Exception:
-                log.exception("following tasks failed")
+                for node in self.agents:
+                    if node not in self._exit_loops:
+                        self._exit_loops[node] = asyncio.create_task(self._exits_of(node), name=f"exits-{node}")
+                for node in [n for n in self._exit_loops if n not in self.agents]:
+                    self._exit_loops.pop(node).cancel()
+            await asyncio.gather(*(self._sync_log(h) for h, _ in list(self._watched.values())),
+                                 return_exceptions=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=FOLLOW_SECONDS)
+        for task in self._exit_loops.values():
+            task.cancel()
 
-    async def _follow(self) -> None:
-        watched = list(self._watched.items())
-        states = await asyncio.gather(*(self.poll(h) for _, (h, _) in watched), return_exceptions=True)
-        for (key, (handle, on_exit)), state in zip(watched, states, strict=True):
-            if isinstance(state, TaskState) and not state.running:
-                self._watched.pop(key, None)
-                on_exit()
-            elif isinstance(state, TaskState):
-                with contextlib.suppress(Exception):
-                    await self._sync_log(handle)
+    async def _exits_of(self, node: str) -> None:
+        """One long poll at a time on the node's agent: each task end it reports wakes its watcher."""
+        incarnation, since = "", 0
+        while node in self.agents and not self._stopping.is_set():
+            try:
+                agent = self.agents[node]
+                incarnation, since, ended = await agent.wait_exits.remote(incarnation, since, EXIT_WAIT_SECONDS)
+            except Exception:  # restarting, or gone: the supervisor's passes poll meanwhile
+                await asyncio.sleep(FOLLOW_SECONDS)
+                continue
+            for key in ended:
+                watched = self._watched.pop(tuple(key), None)
+                if watched is not None:
+                    watched[1]()
 
     # -- calls to agents ---------------------------------------------------------------------------
     async def _call(self, node: str, method: str, *args: Any) -> Any:

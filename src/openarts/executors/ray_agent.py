@@ -21,8 +21,11 @@ import dataclasses
 import io
 import json
 import os
+import select
 import shutil
 import tarfile
+import threading
+import uuid
 from pathlib import Path
 
 from openarts.executors.agent import NodeAgent
@@ -66,6 +69,7 @@ class RayNodeAgent:
         except SandboxUnavailable as exc:
             box, self.why = None, str(exc)
         self.agent = NodeAgent(box, None, detached=True)
+        self.exits = ExitWatch()
 
     def info(self) -> dict[str, object]:
         return {"node_id": self.node_id, "pid": os.getpid(), "root": str(self.root), "sandbox": self.why}
@@ -98,10 +102,18 @@ class RayNodeAgent:
         except OSError as exc:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
         local = dataclasses.replace(launch, run_dir=task_dir / "run", mounts=mounts)
-        return dataclasses.replace(self.agent.start(local), run_dir=launch.run_dir)
+        handle = self.agent.start(local)
+        self.exits.add(handle)
+        return dataclasses.replace(handle, run_dir=launch.run_dir)
 
     def poll(self, handle: TaskHandle) -> TaskState:
-        return self.agent.poll(self._local(handle))
+        state = self.agent.poll(self._local(handle))
+        if state.running:
+            self.exits.add(handle)  # one re-adopted after a restart of this agent
+        return state
+
+    def wait_exits(self, incarnation: str, since: int, timeout: float) -> tuple[str, int, list[Key]]:
+        return self.exits.wait(incarnation, since, timeout)
 
     def signal(self, handle: TaskHandle, signum: int) -> bool | None:
         return self.agent.signal(self._local(handle), signum)
@@ -151,9 +163,72 @@ class RayNodeAgent:
 
     def release(self, job_id: str, seq: int) -> None:
         """Forget an attempt: its files on this node (its processes were cleaned up before)."""
+        self.exits.forget(job_id, seq)
         shutil.rmtree(self._attempt_dir(job_id, seq), ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.root / "jobs" / job_id).rmdir()
 
     def free_port(self) -> int:
         return self.agent.free_port()
+
+
+class ExitWatch:
+    """Which of the node's shims ended, as a long poll: each task started or found running is watched
+    with a pidfd on one epoll; every end bumps a version. The server keeps one `wait` per node open and
+    learns of an end within milliseconds, instead of polling every task. A restarted agent is a new
+    incarnation: a caller that names an old one gets everything this one has seen."""
+
+    def __init__(self) -> None:
+        self.incarnation = uuid.uuid4().hex
+        self._cv = threading.Condition()
+        self._version = 0
+        self._ended: dict[Key, int] = {}  # task -> the version its end made
+        self._fds: dict[int, Key] = {}
+        self._keys: set[Key] = set()
+        self._epoll = select.epoll()
+        threading.Thread(target=self._run, name="exit-watch", daemon=True).start()
+
+    def add(self, handle: TaskHandle) -> None:
+        key = (handle.job_id, handle.seq, handle.task)
+        with self._cv:
+            if key in self._keys or key in self._ended:
+                return
+            try:
+                fd = os.pidfd_open(handle.pid)
+            except OSError:  # gone already: ended, which the caller's poll tells
+                self._mark(key)
+                return
+            self._keys.add(key)
+            self._fds[fd] = key
+            self._epoll.register(fd, select.EPOLLIN)
+
+    def _run(self) -> None:
+        while True:
+            for fd, _ in self._epoll.poll(5.0):
+                with self._cv:
+                    key = self._fds.pop(fd, None)
+                    with contextlib.suppress(OSError):
+                        self._epoll.unregister(fd)
+                    os.close(fd)
+                    if key is not None:
+                        self._keys.discard(key)
+                        self._mark(key)
+
+    def _mark(self, key: Key) -> None:
+        """Under the lock."""
+        self._version += 1
+        self._ended[key] = self._version
+        self._cv.notify_all()
+
+    def wait(self, incarnation: str, since: int, timeout: float) -> tuple[str, int, list[Key]]:
+        with self._cv:
+            if incarnation != self.incarnation:
+                since = 0
+            else:
+                self._cv.wait_for(lambda: self._version > since, timeout)
+            return self.incarnation, self._version, [k for k, v in self._ended.items() if v > since]
+
+    def forget(self, job_id: str, seq: int) -> None:
+        with self._cv:
+            for key in [k for k in self._ended if k[:2] == (job_id, seq)]:
+                del self._ended[key]

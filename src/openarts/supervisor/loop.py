@@ -134,6 +134,7 @@ class Supervisor(AttemptSupervision):
             fenced = q.fenced_nodes(conn, now)
         ps = Pass(rows, tasks, Ledger(snap.free_capacity(self.catalog, rows, tasks, fenced)))
         pending: list[JobRow] = []
+        steps = []
         for row in rows:
             attempt = attempts.get(row.id)
             step = next_step(self._state(row, attempt, now))
@@ -141,7 +142,10 @@ class Supervisor(AttemptSupervision):
                 pending.append(row)
                 continue
             poll = full or row.id in dirty or bool(row.terminate_requested)
-            await self._guarded(row.id, self._do, step, row, tasks.get(row.id, []), attempt, poll, ps)
+            steps.append(self._guarded(row.id, self._do, step, row, tasks.get(row.id, []), attempt, poll, ps))
+        # jobs' steps run side by side: one waiting on its executor (a remote node) holds up no other.
+        # What they share is the pass's ledger, whose claims are synchronous, so nothing is handed out twice.
+        await asyncio.gather(*steps)
         if pending:
             await self._schedule(pending, ps)
         if full:
@@ -301,12 +305,14 @@ class Supervisor(AttemptSupervision):
                 self._waiting_reason[job_id] = why.key
                 with self.db.begin() as conn:
                     w.add_event(conn, job_id, f"Job is waiting: {why.message}.", now, source="Scheduler")
+        launches = []
         for placement in result.placements:
             self._waiting_reason.pop(placement.job_id, None)
             row = jobs_by_id[placement.job_id]
             demand = demand_of(self.catalog.flavors[row.flavor_id])
             claims = dict.fromkeys(range(len(placement.workers)), demand)
-            await self._guarded(row.id, self._launch, row, list(placement.workers), INIT, True, ps, claims)
+            launches.append(self._guarded(row.id, self._launch, row, list(placement.workers), INIT, True, ps, claims))
+        await asyncio.gather(*launches)  # each claims its placement before its first await: in plan order
 
     async def _launch(self, row: JobRow, workers: list[WorkerPlacement], start_type: str, stage: bool,
                       ps: Pass, claims: Claims) -> None:
