@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from factories import Harness
+from openarts.core.errors import JobNotFound
 from openarts.core.phases import Phase
 from openarts.executors.base import TaskLaunch
 from openarts.store import jobs as w
@@ -245,3 +246,25 @@ def test_pinned_cores_stay_distinct_across_restarts(tmp_path: Path) -> None:
     assert {j: h.tasks(j)[0].cpus for j in (x, y)} == before
     launches = [t.launch.cpus for t in h.executor.running()]
     assert sorted(launches) == sorted((int(c),) for c in before.values())
+
+
+def test_an_ended_jobs_document_is_kept_until_its_row_changes(tmp_path: Path) -> None:
+    from openarts.service.jobs import JobService
+
+    h = Harness(tmp_path, ONE_CORE_NODES)
+    svc = JobService(h.settings, h.db, h.catalog, lambda _: None)
+    j = svc.create("p", "u", {"kind": "job", "metadata": {"name": "kept"}, "algorithm": {"command": "true"},
+                              "spec": {"resource": {"flavor_id": "cpu1", "node_count": 1}}})["metadata"]["id"]
+    h.run(2)
+    running = svc.get("p", j)
+    assert svc.get("p", j) is not running  # a running job's document is rendered every time (its duration)
+    h.executor.exit(j, "worker-0", 0)
+    h.run(1)
+    first = svc.get("p", j)
+    assert first["status"]["phase"] == "Completed" and svc.get("p", j) is first
+    svc.update("p", j, {"description": "changed"})
+    changed = svc.get("p", j)
+    assert changed is not first and changed["metadata"]["description"] == "changed"
+    svc.delete("p", [j])
+    with pytest.raises(JobNotFound):
+        svc.get("p", j)

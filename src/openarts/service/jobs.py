@@ -4,6 +4,7 @@ they never start or signal processes themselves."""
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +25,10 @@ from openarts.store import amend
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
+from openarts.store.rows import JobRow
 
 SEARCH_LIMIT_MAX = 50
+ENDED_DOCUMENTS = 2048  # documents of ended jobs kept rendered (least recently read dropped first)
 
 
 class JobService:
@@ -33,6 +36,7 @@ class JobService:
                  wake: Callable[[str | None], None]) -> None:
         self.settings = settings
         self.db = db
+        self._ended: OrderedDict[str, tuple[JobRow, dict[str, Any]]] = OrderedDict()  # job id -> (its row, doc)
         self.catalog = catalog
         self.wake = wake
 
@@ -78,10 +82,23 @@ class JobService:
                 f"does not fit pool {spec.pool_id} even when it is empty.")
 
     def get(self, project_id: str, job_id: str) -> dict[str, Any]:
+        """The job document. An ended job's is rendered once and kept: after its last transition only a
+        PUT changes it, and a PUT changes the job's row, which is read every time (access, deletion) and
+        must equal the one the kept document was rendered from. Its running time is fixed by then."""
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
+            ended = is_terminal(Phase(row.phase))
+            cached = self._ended.get(row.id) if ended else None
+            if cached is not None and cached[0] == row:
+                self._ended.move_to_end(row.id)
+                return cached[1]
             details = q.job_details(conn, [row])[row.id]
-        return job_document(row, details, w.now_ms())
+        doc = job_document(row, details, w.now_ms())
+        if ended:
+            self._ended[row.id] = (row, doc)
+            if len(self._ended) > ENDED_DOCUMENTS:
+                self._ended.popitem(last=False)
+        return doc
 
     def search(self, project_id: str, body: Any) -> dict[str, Any]:
         offset, limit, sort_by, order, clean, workspace_id, group_by = parse_search(body, q.SORTABLE,
