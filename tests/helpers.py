@@ -28,6 +28,19 @@ FINAL_PHASES = ("Completed", "Failed", "Terminated", "Abnormal")
 ONE_CORE = DEFAULT_CONFIG.replace("cpu_cores = 64", "cpu_cores = 1")
 
 
+# A worker that leaves a daemonized grandchild (double fork and setsid) running `sleep {token}`
+DAEMON = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "{token}"])
+    os._exit(0)
+print("daemon started", flush=True)
+time.sleep(600)
+"""
+
+
 def sdk_client(server: Server, project_id: str = PROJECT) -> Any:
     """An official SDK client (AK/SK) for `server`, acting in `project_id`."""
     from huaweicloudsdkcore.auth.credentials import BasicCredentials

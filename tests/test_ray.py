@@ -21,7 +21,7 @@ import pytest
 from huaweicloudsdkmodelarts.v1 import ListTrainingJobEventsRequest, StopTrainingJobRequest
 
 from conftest import Server, job_body, sdk_client, wait_for
-from helpers import create_id, preview, show, wait_phase
+from helpers import DAEMON, create_id, preview, show, wait_phase
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -306,18 +306,6 @@ def test_a_server_killed_and_restarted_readopts_its_ray_job(ray_server: Any, tmp
     assert wait_phase(sdk, job_id, timeout=60).status.phase == "Terminated"
     wait_for(lambda: not _processes_of(tmp_path / "nodes", job_id), timeout=20, message="no process left")
     assert not _reservations(job_id)
-
-
-DAEMON = """
-import os, time
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        os.execvp("sleep", ["sleep", "{token}"])
-    os._exit(0)
-print("daemon started", flush=True)
-time.sleep(600)
-"""
 
 
 def test_a_daemonized_grandchild_dies_on_terminate(ray_server: Any) -> None:

@@ -23,7 +23,7 @@ from huaweicloudsdkmodelarts.v1 import (
 )
 
 from conftest import Server, job_body, sdk_client, wait_for
-from helpers import create_id, show_json, wait_phase
+from helpers import DAEMON, create_id, show_json, wait_phase
 
 PY = sys.executable
 
@@ -119,18 +119,6 @@ def test_job_cannot_reach_server_files_other_jobs_or_processes(server: Server, s
 
 def _daemon_alive(token: str) -> bool:
     return any(proc.info["cmdline"] == ["sleep", token] for proc in psutil.process_iter(["cmdline"]))
-
-
-DAEMON = """
-import os, time
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        os.execvp("sleep", ["sleep", "{token}"])
-    os._exit(0)
-print("daemon started", flush=True)
-time.sleep(600)
-"""
 
 
 @pytest.mark.parametrize("how", ["terminate", "delete"])

@@ -32,7 +32,7 @@ from openarts.core.resources import Catalog, build_catalog
 from openarts.executors.base import Executor
 from openarts.executors.images import ImageStore, registries_of
 from openarts.executors.local import LocalExecutor
-from openarts.executors.sandbox import Sandbox, open_sandbox
+from openarts.executors.sandbox import Sandbox, open_sandbox, sandbox_paths
 from openarts.security.config import SecurityConfig
 from openarts.security.guard import Guard
 from openarts.service.catalog import CatalogService
@@ -105,9 +105,10 @@ async def executor_of(settings: Settings, catalog: Catalog, box: Sandbox | None,
     joining a cluster takes seconds; its nodes replace the catalog's)."""
     if settings.executor != "ray":
         return LocalExecutor(asyncio.get_running_loop(), box, images)
-    from openarts.executors.ray import RayExecutor, agent_paths
+    from openarts.executors.ray import RayExecutor
 
-    hidden, read_only = agent_paths(settings, [e.python for e in catalog.engines.values() if not e.image_url])
+    hidden, read_only = sandbox_paths(settings, [e.python for e in catalog.engines.values() if not e.image_url],
+                                      settings.secret_paths)
     return await asyncio.to_thread(RayExecutor, settings, catalog, hidden, read_only)
 
 

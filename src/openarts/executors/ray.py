@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -337,16 +336,3 @@ class RayExecutor:
         self._stopping.set()
         with contextlib.suppress(Exception):
             self.ray.shutdown()
-
-
-def agent_paths(settings: Settings, interpreters: list[str]) -> tuple[list[Path], list[Path]]:
-    """What the agents' sandboxes hide (the server's files, should a node share its disk) and show
-    read-only (the configured directories and the engines' interpreters)."""
-    from openarts.executors.sandbox import interpreter_dirs
-
-    hidden = [settings.data_dir, *([settings.config_path] if settings.config_path else []), *settings.secret_paths]
-    read_only = [Path(p) for p in settings.sandbox_read_only]
-    for python in interpreters:
-        read_only += interpreter_dirs(python)
-    return [Path(os.path.realpath(p)) for p in hidden], read_only
-

@@ -289,17 +289,25 @@ def _read_lines(path: str) -> list[str]:
         return []
 
 
+def sandbox_paths(settings: Settings, interpreters: Iterable[str],
+                  hidden: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """What a sandbox hides (the server's data directory, config and `hidden`, resolved) and shows
+    read-only (`sandbox_read_only` and the engines' interpreters): the server's and every Ray agent's."""
+    read_only = [Path(p) for p in settings.sandbox_read_only]
+    for python in interpreters:
+        read_only += interpreter_dirs(python)
+    private = [settings.data_dir, *([settings.config_path] if settings.config_path else []), *hidden]
+    return [Path(os.path.realpath(p)) for p in private], read_only
+
+
 def open_sandbox(settings: Settings, interpreters: Iterable[str], hidden: Iterable[Path]) -> tuple[Sandbox | None, str]:
     """The server's sandbox per `[server] sandbox`, or None and why not. "on" raises SandboxUnavailable
     where it cannot be had; "auto" goes without (the caller says so, loudly)."""
     if settings.sandbox == "off":
         return None, 'it is off in the config ([server] sandbox = "off")'
-    read_only = [Path(p) for p in settings.sandbox_read_only]
-    for python in interpreters:
-        read_only += interpreter_dirs(python)
-    private = [settings.data_dir, *([settings.config_path] if settings.config_path else []), *hidden]
+    private, read_only = sandbox_paths(settings, interpreters, hidden)
     try:
-        return Sandbox.create(settings.data_dir, [Path(os.path.realpath(p)) for p in private], read_only), ""
+        return Sandbox.create(settings.data_dir, private, read_only), ""
     except SandboxUnavailable as exc:
         if settings.sandbox == "on":
             raise
