@@ -160,6 +160,8 @@ def test_a_job_on_a_ray_node_sees_modelarts_layout_its_data_and_its_outputs_come
     assert ("ARGS --data_url=/home/ma-user/modelarts/inputs/data_url_0 "
             "--train_url=/home/ma-user/modelarts/outputs/train_url_0") in log
     assert (server.data_dir / "obs" / "bkt" / "out" / "copy.txt").read_text() == "staged input\n"
+    wait_for(lambda: not list((server.data_dir / "jobs" / job_id).glob("attempts/*/workspace.tar")), timeout=10,
+             message="the attempt's packed directories removed from the server once it ended")
 
 
 def test_an_unreachable_cluster_is_one_clear_line_at_start(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     ray_address = "auto"              # with executor = "ray": the cluster (`ray start --head`'s address)
     ray_namespace = "openarts-prod"   # default: derived from the data directory
     ray_node_dir = "/tmp/openarts-agent"  # where node agents keep the jobs' files on each node
+    ray_server_url = "https://10.0.0.5:8443"  # where nodes reach this server (default: the URL it serves on)
 
     [[ray_pools]]                      # with executor = "ray": Ray nodes that form a pool
     pool = "pool-gpu"
@@ -80,6 +81,9 @@ class Settings:
     ray_address: str = ""  # the cluster to join ("auto": the one `ray start` made on this machine)
     ray_namespace: str = ""  # default: one derived from the data directory
     ray_node_dir: str = "/tmp/openarts-agent"  # where node agents keep the jobs' files on each node
+    ray_server_url: str = ""  # where nodes' agents reach this server; default: the URL it serves on
+    server_url: str = ""  # resolved at start-up: the URL this server serves on
+    server_certificate: str = ""  # resolved at start-up: its TLS certificate (PEM), which agents trust
     secret_paths: list[Path] = field(default_factory=list)  # resolved at start-up: the master key's file
     raw: dict[str, Any] = field(default_factory=dict)
     config_path: Path | None = None  # the config file read, if any
@@ -198,6 +202,7 @@ SERVER_KEYS: dict[str, Check] = {
     "ray_address": string,
     "ray_namespace": string,
     "ray_node_dir": absolute_path,
+    "ray_server_url": string,
 }
 RAY_POOL_KEYS: dict[str, Check] = {"pool": string, "resource": string, "label": string}
 NODE_KEYS: dict[str, Check] = {"name": string, "cpu_cores": number(0, strict=True),
@@ -301,7 +306,7 @@ def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: 
             setattr(s, key, float(server[key]))
     s.sandbox = str(server.get("sandbox", s.sandbox))
     s.sandbox_read_only = [str(p) for p in server.get("sandbox_read_only", [])]
-    for key in ("executor", "ray_address", "ray_namespace", "ray_node_dir"):
+    for key in ("executor", "ray_address", "ray_namespace", "ray_node_dir", "ray_server_url"):
         if key in server:
             setattr(s, key, str(server[key]))
     for key, value in overrides.items():

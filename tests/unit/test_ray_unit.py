@@ -1,13 +1,19 @@
-"""The Ray executor's pure parts: Ray's node records as the scheduler's nodes, pools from config."""
+"""The Ray executor's pure parts: Ray's node records as the scheduler's nodes, pools from config, the
+attempt files' packing and tokens, the URL agents reach the server at."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
+
+import pytest
 
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL
-from openarts.executors.ray import namespace_of, node_of, pool_of
-from openarts.executors.ray_agent import pack, unpack
+from openarts.executors.bundles import pack, unpack
+from openarts.executors.ray import namespace_of, node_of, pool_of, server_url_of
+from openarts.security.attempt_tokens import AttemptTokens
 
 NODE = {"NodeID": "ab" * 28, "NodeManagerAddress": "10.0.0.7", "Alive": True,
         "Resources": {"CPU": 8.0, "GPU": 2.0, "memory": 64 * 2**30, "object_store_memory": 2**30,
@@ -44,7 +50,52 @@ def test_a_workspace_travels_with_its_links_and_cannot_escape(tmp_path: Path) ->
     (src / "code").mkdir(parents=True)
     (src / "code" / "train.py").write_text("print(1)\n")
     (src / "code" / "link").symlink_to("train.py")
-    unpack(pack([(str(src), "m0"), (str(tmp_path / "missing"), "m1")]), tmp_path / "out")
+    pack(tmp_path / "a" / "ws.tar", [(str(src), "m0"), (str(tmp_path / "missing"), "m1")])
+    unpack(tmp_path / "a" / "ws.tar", tmp_path / "out")
     assert (tmp_path / "out" / "m0" / "code" / "train.py").read_text() == "print(1)\n"
     assert (tmp_path / "out" / "m0" / "code" / "link").is_symlink()
     assert not (tmp_path / "out" / "m1").exists()
+
+
+def _tar(path: Path, members: dict[str, bytes], link: tuple[str, str] | None = None) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link[0])
+            info.type, info.linkname = tarfile.SYMTYPE, link[1]
+            tar.addfile(info)
+
+
+@pytest.mark.parametrize("members, link", [
+    ({"../evil": b"x"}, None),
+    ({}, ("home/escape", "/etc")),
+    ({"attempts/1/worker-0/log": b"forged"}, None),
+])
+def test_outputs_that_would_leave_the_job_or_touch_its_records_are_refused(
+        tmp_path: Path, members: dict[str, bytes], link: tuple[str, str] | None) -> None:
+    _tar(tmp_path / "o.tar", members, link)
+    with pytest.raises(tarfile.TarError):
+        unpack(tmp_path / "o.tar", tmp_path / "job", ("attempts",))
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "job" / "attempts").exists()
+
+
+def test_attempt_tokens_open_one_attempt_and_survive_a_restart() -> None:
+    key = bytes(range(32))
+    tokens = AttemptTokens(key)
+    t = tokens.token("job-1", 2)
+    assert AttemptTokens(key).valid("job-1", 2, t)  # the same key after a restart
+    assert not tokens.valid("job-1", 3, t) and not tokens.valid("job-2", 2, t)
+    assert not AttemptTokens(bytes(32)).valid("job-1", 2, t)
+
+
+def test_agents_reach_the_server_at_its_url_or_the_configured_one(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, server_url="http://127.0.0.1:8080")
+    assert server_url_of(s, "10.0.0.5") == "http://127.0.0.1:8080"
+    s.server_url = "https://0.0.0.0:8443"
+    assert server_url_of(s, "10.0.0.5") == "https://10.0.0.5:8443"
+    s.ray_server_url = "http://head.example:9000/"
+    assert server_url_of(s, "10.0.0.5") == "http://head.example:9000"
+    assert server_url_of(Settings(data_dir=tmp_path), "10.0.0.5") == ""

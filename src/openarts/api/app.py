@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openarts import __version__
 from openarts.api import errors as api_errors
+from openarts.api.agents import AGENT_ROUTES
 from openarts.api.auth import MAX_BODY, AuthMiddleware
 from openarts.api.iam import IAM_ROUTES
 from openarts.api.openapi import build_openapi
@@ -33,8 +34,11 @@ from openarts.executors.base import Executor
 from openarts.executors.images import ImageStore, registries_of
 from openarts.executors.local import LocalExecutor
 from openarts.executors.sandbox import Sandbox, open_sandbox, sandbox_paths
+from openarts.security.attempt_tokens import AttemptTokens
 from openarts.security.config import SecurityConfig
 from openarts.security.guard import Guard
+from openarts.security.secretbox import load_master_key
+from openarts.service.attempt_files import AttemptFiles
 from openarts.service.catalog import CatalogService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
@@ -100,7 +104,7 @@ def sandbox_of(settings: Settings, catalog: Catalog, secrets: list[Path] | None 
 
 
 async def executor_of(settings: Settings, catalog: Catalog, box: Sandbox | None,
-                      images: ImageStore | None) -> Executor:
+                      images: ImageStore | None, tokens: AttemptTokens) -> Executor:
     """The executor `[server] executor` names: this machine's, or a Ray cluster's (connected in a thread:
     joining a cluster takes seconds; its nodes replace the catalog's)."""
     if settings.executor != "ray":
@@ -109,7 +113,7 @@ async def executor_of(settings: Settings, catalog: Catalog, box: Sandbox | None,
 
     hidden, read_only = sandbox_paths(settings, [e.python for e in catalog.engines.values() if not e.image_url],
                                       settings.secret_paths)
-    return await asyncio.to_thread(RayExecutor, settings, catalog, hidden, read_only)
+    return await asyncio.to_thread(RayExecutor, settings, catalog, hidden, read_only, tokens.token)
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None,
@@ -129,7 +133,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         if box is None and settings.executor == "local":
             log.warning("workers run without a sandbox: %s (docs/SANDBOX.md)", why)
         images = ImageStore(settings.images_dir, registries_of(settings.raw.get("registries", []))) if box else None
-        executor = await executor_of(settings, cat, box, images)
+        security = SecurityConfig.from_settings(settings)
+        tokens = AttemptTokens(load_master_key(settings.data_dir, security.master_key_file))
+        executor = await executor_of(settings, cat, box, images, tokens)
         store = LocalObjectStore(settings.obs_dir)
         sampler = MetricsSampler(settings, db, cat, executor, settings.metrics_interval_seconds)
         supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
@@ -138,6 +144,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         app.state.jobs = JobService(settings, db, cat, supervisor.poke)
         app.state.observe = ObserveService(settings, db)
         app.state.catalog = CatalogService(cat)
+        app.state.attempt_files = AttemptFiles(settings, tokens)
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
                  asyncio.create_task(sampler.run(), name="metrics"),
                  asyncio.create_task(executor.run(), name="executor")]
@@ -162,7 +169,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
     }
     routes = [*ROUTES, *IAM_ROUTES]  # what /openapi.json describes; the unimplemented ones only answer 501
     guard = Guard(SecurityConfig.from_settings(settings))
-    app = Starlette(routes=[*routes, *UNIMPLEMENTED_ROUTES], lifespan=lifespan, exception_handlers=exception_handlers)
+    app = Starlette(routes=[*routes, *UNIMPLEMENTED_ROUTES, *AGENT_ROUTES], lifespan=lifespan,
+                    exception_handlers=exception_handlers)
     app.router.redirect_slashes = False  # a 307 would look like success to the SDK
     app.state.version = __version__
     app.state.openapi = build_openapi(routes, __version__)

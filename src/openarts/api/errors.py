@@ -36,6 +36,7 @@ TABLE: list[tuple[type[errors.OpenartsError], int, str]] = [
     (errors.LogNotReady, 204, "ModelArts.2776"),  # the reference's status: no body can follow
     (errors.MetricsNotReady, 204, "ModelArts.2777"),
     (errors.NotImplementedOperation, 501, "ModelArts.0501"),
+    (errors.AttemptFilesNotFound, 404, "ModelArts.2775"),
     (errors.PreparationError, 400, "ModelArts.2788"),
     (errors.AuthenticationFailed, 401, "APIGW.0301"),
     (errors.ProjectForbidden, 403, "ModelArts.0210"),

@@ -197,6 +197,7 @@ def _run(settings: Settings, catalog: Catalog, sandbox: tuple[Sandbox | None, st
     scheme = "https" if tls_cert else "http"
     url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{actual}"
     info = settings.data_dir / "server.json"
+    settings.server_url = url  # for the nodes' agents (executors/bundles.py)
 
     def ready() -> None:
         tmp = settings.data_dir / "server.json.tmp"
@@ -210,6 +211,7 @@ def _run(settings: Settings, catalog: Catalog, sandbox: tuple[Sandbox | None, st
                             ssl_keyfile=str(tls_key) if tls_key else None)
     try:
         config.load()  # reads the TLS files
+        settings.server_certificate = tls_cert.read_text() if tls_cert else ""
     except (OSError, ValueError) as exc:
         raise StartupError(f"cannot use --tls-cert {tls_cert} / --tls-key {tls_key}: {exc}") from None
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),

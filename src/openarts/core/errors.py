@@ -24,6 +24,7 @@
     ├── LogNotReady             a task has no log yet                        (204, ModelArts.2776)
     ├── MetricsNotReady         the job has not run yet: no metrics          (204, ModelArts.2777)
     ├── NotImplementedOperation a ModelArts operation openarts does not offer (501, ModelArts.0501)
+    ├── AttemptFilesNotFound    an agent asked for files of an attempt the server has none of (404)
     └── PreparationError        a job cannot be prepared to run (not an API error: ends Abnormal)
 
 A 204 answer has no body (HTTP allows none): the code above is the reference's, the client sees the status.
@@ -137,6 +138,10 @@ class NotImplementedOperation(OpenartsError):
         super().__init__(f"{operation} ({method} {path}) is a ModelArts training operation that openarts does not "
                          f"implement.")
         self.operation = operation
+
+
+class AttemptFilesNotFound(OpenartsError):
+    pass
 
 
 class PreparationError(OpenartsError):

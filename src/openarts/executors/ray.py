@@ -12,8 +12,11 @@ openarts decides what runs where, as on one machine; Ray provides the nodes and 
   `ray.io/node-id` label), STRICT_SPREAD when the nodes differ; other Ray work cannot take them. It is
   removed when the attempt ends, with the attempt's files on its nodes.
 - **Workers** are started by their node's agent under the same shim and sandbox as on one machine, at
-  ModelArts' paths; the job's directories (code, inputs, home) travel in Ray's object store, packed once
-  per attempt, and output channels come back when a task ends, before the supervisor uploads them.
+  ModelArts' paths. The job's directories (code, inputs, home), staged on the server, are packed once
+  per attempt; each agent fetches them from the server's own HTTP with the attempt's token, and sends
+  the output channels back the same way when a task ends, before the supervisor uploads them
+  (executors/bundles.py). Agents reach the server at `[server] ray_server_url`, by default the URL it
+  serves on (this machine's address in the cluster when it listens on every interface).
 - **Logs** are followed while tasks run (every FOLLOW_SECONDS) into the server's own copy, which the
   log API reads and which outlives the node; a task's log is complete when its end is reported.
 - **Ends**: each node's agent watches its shims with pidfds; the server holds one long poll per node
@@ -38,7 +41,8 @@ from typing import Any
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL, Catalog, Node
 from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, TaskState, Usage
-from openarts.executors.ray_agent import RayNodeAgent, pack, unpack
+from openarts.executors.bundles import WORKSPACE, Server, pack
+from openarts.executors.ray_agent import RayNodeAgent
 
 log = logging.getLogger("openarts.ray")
 
@@ -86,10 +90,25 @@ def node_of(node: dict[str, Any], pools: list[dict[str, Any]]) -> Node:
                 ip=str(node["NodeManagerAddress"]))
 
 
+def server_url_of(settings: Settings, node_ip: str) -> str:
+    """Where agents reach this server: `ray_server_url`, else the URL it serves on, with this machine's
+    address in the cluster when it listens on every interface."""
+    if settings.ray_server_url:
+        return settings.ray_server_url.rstrip("/")
+    scheme, sep, rest = settings.server_url.partition("://")
+    host, _, port = rest.rpartition(":")
+    if not sep or not port:
+        return ""
+    if host in ("0.0.0.0", "[::]", ""):
+        host = f"[{node_ip}]" if ":" in node_ip else node_ip
+    return f"{scheme}://{host}:{port}"
+
+
 class RayExecutor:
     sandboxed = True  # every node runs its workers in its own sandbox
 
-    def __init__(self, settings: Settings, catalog: Catalog, hidden: list[Path], read_only: list[Path]) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, hidden: list[Path], read_only: list[Path],
+                 token_of: Callable[[str, int], str]) -> None:
         import ray
 
         self.ray = ray
@@ -99,12 +118,14 @@ class RayExecutor:
         ray.init(address=settings.ray_address or "auto", namespace=self.namespace, log_to_driver=False,
                  logging_level=logging.WARNING)
         self._agent_class: Any = ray.remote(RayNodeAgent)
+        self.server_url = server_url_of(settings, ray.util.get_node_ip_address())
         self._agent_args = (settings.ray_node_dir, [str(p) for p in hidden], [str(p) for p in read_only])
         self.agents: dict[str, Any] = {}  # node id -> actor handle, for the nodes in the catalog
         self.alive: set[str] = set()
         self._watched: dict[Key, tuple[TaskHandle, Callable[[], None]]] = {}
         self._ended: set[Key] = set()  # tasks whose log and outputs were fetched after their end
-        self._packs: dict[tuple[str, int], Any] = {}  # attempt -> its directories in the object store
+        self.token_of = token_of  # an attempt's token for the server's agents' routes (security/attempt_tokens.py)
+        self._packed: set[tuple[str, int]] = set()  # attempts whose directories this server packed
         self._exit_loops: dict[str, asyncio.Task[None]] = {}  # node -> its long poll of task ends
         self._stopping = asyncio.Event()
         self.refresh_nodes()
@@ -197,12 +218,18 @@ class RayExecutor:
         if launch.node not in self.agents:
             raise StartError(f"cannot start {launch.task}: node {launch.node} is not in the Ray cluster")
         attempt = (launch.job_id, launch.seq)
-        ref = self._packs.get(attempt)
-        if ref is None:
-            data = await asyncio.to_thread(pack, [(m.host, f"m{i}") for i, m in enumerate(launch.mounts)])
-            ref = self._packs[attempt] = await asyncio.to_thread(self.ray.put, data)
+        if attempt not in self._packed:
+            if not self.server_url:
+                raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
+                                 "(set [server] ray_server_url)")
+            dirs = [(m.host, f"m{i}") for i, m in enumerate(launch.mounts)]
+            try:
+                await asyncio.to_thread(pack, launch.run_dir.parent / WORKSPACE, dirs)
+            except OSError as exc:
+                raise StartError(f"cannot pack the job's directories for its nodes: {exc}") from exc
+            self._packed.add(attempt)
         try:
-            handle: TaskHandle = await self._call(launch.node, "start", launch, ref)
+            handle: TaskHandle = await self._call(launch.node, "start", launch, self._server(launch.job_id, launch.seq))
         except StartError:
             raise
         except Exception as exc:
@@ -226,18 +253,18 @@ class RayExecutor:
             self._ended.add(key)
         return state
 
+    def _server(self, job_id: str, seq: int) -> Server:
+        return Server(self.server_url, self.token_of(job_id, seq), self.settings.server_certificate)
+
     async def _fetch_after_end(self, handle: TaskHandle) -> None:
-        """The rest of an ended task's log, and its output channels into the job's own directories."""
+        """The rest of an ended task's log, and its output channels, which its agent sends to the server
+        (api/agents.py unpacks them into the job's own directories)."""
         with contextlib.suppress(Exception):
             await self._sync_log(handle)
         try:
-            data = await self._call(handle.node, "collect", handle)
+            await self._call(handle.node, "send_outputs", handle, self._server(handle.job_id, handle.seq))
         except Exception as exc:
-            log.warning("job %s %s: outputs not fetched from node %s: %s", handle.job_id, handle.task, handle.node, exc)
-            return
-        if data:
-            job_root = handle.run_dir.parents[2]  # JOB/attempts/SEQ/TASK
-            await asyncio.to_thread(unpack, data, job_root)
+            log.warning("job %s %s: outputs not sent from node %s: %s", handle.job_id, handle.task, handle.node, exc)
 
     async def _sync_log(self, handle: TaskHandle) -> None:
         path = handle.run_dir / "log"
@@ -325,7 +352,8 @@ class RayExecutor:
 
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
         """The attempt's reservation and its files on its nodes; its processes were cleaned up before."""
-        self._packs.pop((job_id, seq), None)
+        self._packed.discard((job_id, seq))
+        (self.settings.job_dir(job_id) / "attempts" / str(seq) / WORKSPACE).unlink(missing_ok=True)
         self._ended = {k for k in self._ended if k[:2] != (job_id, seq)}
         await asyncio.to_thread(self._remove_pg, job_id, seq)
         await asyncio.gather(*(self._call(n, "release", job_id, seq) for n in set(nodes) if n in self.agents),

@@ -5,7 +5,7 @@ init's children, not the actor's, so they outlive the actor (Ray kills a dead wo
 agent that Ray restarts on its node re-adopts them from their run directories. Everything the agent
 keeps lies under its node directory, `ROOT/<node id>/jobs/<job>/<attempt>/<task>/`:
 
-    ws/m<i>/   the job's directories (code, inputs, home), unpacked from what the server sent
+    ws/m<i>/   the job's directories (code, inputs, home), fetched from the server and unpacked
     run/       the shim's files: log, worker.pid, exit, sandbox.json, env
     mounts     each ws/m<i> and the container path it is bound at
     outputs    the container paths of the output channels, for `collect`
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import select
@@ -30,26 +29,10 @@ from pathlib import Path
 
 from openarts.executors.agent import NodeAgent
 from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
+from openarts.executors.bundles import Server, TransferError, outputs_path, pack, unpack, workspace_path
 from openarts.executors.sandbox import Sandbox, SandboxUnavailable
 
 LOG_CHUNK = 4 << 20  # most log bytes one read returns
-
-
-def pack(dirs: list[tuple[str, str]]) -> bytes:
-    """A tar of each (directory, name) pair, its entries under `name`; links are kept as links."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, name in dirs:
-            if os.path.isdir(path):
-                tar.add(path, arcname=name)
-    return buf.getvalue()
-
-
-def unpack(data: bytes, into: Path) -> None:
-    """Extract `pack`'s output under `into`; the data filter refuses paths and links leaving it."""
-    into.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        tar.extractall(into, filter="data")
 
 
 class RayNodeAgent:
@@ -82,18 +65,23 @@ class RayNodeAgent:
         return dataclasses.replace(handle, run_dir=self._attempt_dir(handle.job_id, handle.seq) / handle.task / "run")
 
     # -- the NodeAgent's calls ---------------------------------------------------------------------
-    def start(self, launch: TaskLaunch, workspace: bytes) -> TaskHandle:
+    def start(self, launch: TaskLaunch, server: Server) -> TaskHandle:
         if self.agent.sandbox is None:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: it has no sandbox: {self.why}")
         if launch.image:
             raise StartError(f"cannot start {launch.task}: custom images do not run on the Ray executor yet")
         task_dir = self._attempt_dir(launch.job_id, launch.seq) / launch.task
+        tar = task_dir / "ws.tar"
         try:
             shutil.rmtree(task_dir, ignore_errors=True)  # a discarded start may have left it
-            unpack(workspace, task_dir / "ws")
+            task_dir.mkdir(parents=True)
+            server.fetch(workspace_path(launch.job_id, launch.seq), tar)
+            unpack(tar, task_dir / "ws")
             (task_dir / "outputs").write_text(json.dumps(list(launch.outputs)))
-        except (OSError, tarfile.TarError) as exc:
+        except (OSError, tarfile.TarError, TransferError) as exc:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
+        finally:
+            tar.unlink(missing_ok=True)
         mounts = tuple(Mount(str(task_dir / "ws" / f"m{i}"), m.inside) for i, m in enumerate(launch.mounts))
         try:
             for m in mounts:
@@ -137,13 +125,14 @@ class RayNodeAgent:
         except FileNotFoundError:
             return b""
 
-    def collect(self, handle: TaskHandle) -> bytes:
-        """A tar of the task's output directories, each under its container path (without the '/')."""
+    def send_outputs(self, handle: TaskHandle, server: Server) -> None:
+        """Send the server a tar of the task's output directories, each under its container path
+        (without the '/'); nothing when the task has none (or its files are gone)."""
         task_dir = self._attempt_dir(handle.job_id, handle.seq) / handle.task
         try:
             outputs = json.loads((task_dir / "outputs").read_text())
         except (OSError, ValueError):
-            return b""
+            return
         mounts = self._mounts(task_dir)
         dirs = []
         for inside in outputs:
@@ -151,7 +140,14 @@ class RayNodeAgent:
                 if inside == where or inside.startswith(where.rstrip("/") + "/"):
                     dirs.append((host + inside[len(where):], inside.lstrip("/")))
                     break
-        return pack(dirs)
+        if not dirs:
+            return
+        tar = task_dir / "outputs.tar"
+        try:
+            pack(tar, dirs)
+            server.send(outputs_path(handle.job_id, handle.seq, handle.task), tar)
+        finally:
+            tar.unlink(missing_ok=True)
 
     @staticmethod
     def _mounts(task_dir: Path) -> list[tuple[str, str]]:

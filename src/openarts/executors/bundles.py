@@ -1,0 +1,117 @@
+"""An attempt's files between the server and a node's agent, over the server's own HTTP.
+
+With the embedded object store, the job's directories (code, inputs, home) are staged on the server.
+The Ray executor packs them once per attempt into a tar file beside the attempt's records, and each
+node's agent fetches it from the server (`GET /internal/agents/jobs/{job}/attempts/{seq}/workspace`,
+api/agents.py); when a task ends, the agent sends its output directories back the same way (`PUT
+.../tasks/{task}/outputs`), and the server unpacks them into the job's directories before the
+supervisor uploads them. Both carry the attempt's token (security/attempt_tokens.py); with TLS the
+agent trusts only the server's own certificate, which it is given.
+
+Transfers stream through files, never whole in memory: a checkpoint may be larger than a node's RAM.
+Unpacking uses tarfile's data filter: no absolute paths, no member or link leaving the directory.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import ssl
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+WORKSPACE = "workspace.tar"  # in the attempt's directory on the server
+TIMEOUT = 60.0  # seconds without progress on a transfer's connection
+CHUNK = 1 << 20
+
+
+class TransferError(Exception):
+    """A transfer between an agent and the server failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where an agent reaches the server: its URL, the token of the attempt, and with TLS the server's
+    certificate (PEM), the only one the agent trusts."""
+
+    url: str
+    token: str
+    certificate: str = ""
+
+    def _context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https:"):
+            return None
+        ctx = ssl.create_default_context(cadata=self.certificate or None)
+        if self.certificate:  # pinned: the certificate itself is the trust, whatever name it carries
+            ctx.check_hostname = False
+        return ctx
+
+    def _open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=TIMEOUT,
+                                                                        context=self._context())
+            return response
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(300).decode("utf-8", "replace")
+            raise TransferError(f"{request.get_method()} {request.full_url}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            why = getattr(exc, "reason", exc)
+            raise TransferError(f"{request.get_method()} {request.full_url}: the server is unreachable "
+                                f"from this node: {why}") from None
+
+    def fetch(self, path: str, dest: Path) -> None:
+        """GET `path` into the file `dest`."""
+        response = self._open(urllib.request.Request(self.url + path, method="GET"))
+        try:
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(response, out, CHUNK)
+        except OSError as exc:
+            raise TransferError(f"GET {self.url + path}: {exc}") from None
+        finally:
+            response.close()
+
+    def send(self, path: str, src: Path) -> None:
+        """PUT the file `src` to `path`."""
+        with open(src, "rb") as fh:
+            request = urllib.request.Request(self.url + path, data=fh, method="PUT", headers={
+                "Content-Length": str(os.fstat(fh.fileno()).st_size), "Content-Type": "application/x-tar"})
+            self._open(request).close()
+
+
+def workspace_path(job_id: str, seq: int) -> str:
+    return f"/internal/agents/jobs/{job_id}/attempts/{seq}/workspace"
+
+
+def outputs_path(job_id: str, seq: int, task: str) -> str:
+    return f"/internal/agents/jobs/{job_id}/attempts/{seq}/tasks/{task}/outputs"
+
+
+def pack(dest: Path, dirs: list[tuple[str, str]]) -> None:
+    """A tar file of each (directory, name) pair, its entries under `name`; links are kept as links;
+    written beside `dest` and renamed, so a reader never sees half of one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+    with tarfile.open(tmp, mode="w") as tar:
+        for path, name in dirs:
+            if os.path.isdir(path):
+                tar.add(path, arcname=name)
+    os.replace(tmp, dest)
+
+
+def unpack(src: Path, into: Path, refuse: tuple[str, ...] = ()) -> None:
+    """Extract `pack`'s output under `into`, refusing what leaves it and any member whose first path
+    component is in `refuse` (tarfile.FilterError, a tarfile.TarError)."""
+
+    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        if member.name.lstrip("./").split("/", 1)[0] in refuse:
+            raise tarfile.FilterError(f"{member.name!r} is not an output")
+        return tarfile.data_filter(member, dest)
+
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(src, mode="r") as tar:
+        tar.extractall(into, filter=check)

@@ -1,0 +1,60 @@
+"""What the server gives its nodes' agents: an attempt's packed directories, and a home for the outputs
+they send back (executors/bundles.py). Every call names the attempt and carries its token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from openarts.config import Settings
+from openarts.core import errors
+from openarts.executors.bundles import WORKSPACE, unpack
+from openarts.security.attempt_tokens import AttemptTokens
+
+JOB_RE = re.compile(r"[0-9a-f-]{1,64}")
+TASK_RE = re.compile(r"worker-(0|[1-9][0-9]{0,5})")
+NOT_OUTPUTS = ("attempts",)  # the server's records of the job's attempts; an agent sends outputs only
+
+
+class AttemptFiles:
+    def __init__(self, settings: Settings, tokens: AttemptTokens) -> None:
+        self.settings = settings
+        self.tokens = tokens
+
+    def _attempt(self, job_id: str, seq: str, authorization: str) -> Path:
+        token = authorization.removeprefix("Bearer ").strip()
+        if not (JOB_RE.fullmatch(job_id) and seq.isdigit() and token
+                and self.tokens.valid(job_id, int(seq), token)):
+            raise errors.AuthenticationFailed("This attempt's token is required.")
+        return self.settings.job_dir(job_id) / "attempts" / str(int(seq))
+
+    def workspace(self, job_id: str, seq: str, authorization: str) -> Path:
+        path = self._attempt(job_id, seq, authorization) / WORKSPACE
+        if not path.is_file():
+            raise errors.AttemptFilesNotFound(f"No files for attempt {seq} of job {job_id}: it ended or never started.")
+        return path
+
+    async def receive_outputs(self, job_id: str, seq: str, task: str, authorization: str,
+                              body: AsyncIterator[bytes]) -> None:
+        """Stream the agent's tar of a task's output directories to a file, then unpack it into the
+        job's directories, where the supervisor uploads outputs from."""
+        attempt = self._attempt(job_id, seq, authorization)
+        if not TASK_RE.fullmatch(task):
+            raise errors.InvalidRequest(f"Unknown task {task[:40]!r}.")
+        if not attempt.is_dir():
+            raise errors.AttemptFilesNotFound(f"Attempt {seq} of job {job_id} is not on this server.")
+        tmp = attempt / f"outputs-{task}.{os.getpid()}.tar"
+        try:
+            with open(tmp, "wb") as fh:
+                async for chunk in body:
+                    fh.write(chunk)
+            try:
+                await asyncio.to_thread(unpack, tmp, self.settings.job_dir(job_id), NOT_OUTPUTS)
+            except (tarfile.TarError, OSError) as exc:
+                raise errors.InvalidRequest(f"The outputs of {task} could not be unpacked: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
