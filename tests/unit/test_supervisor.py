@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from factories import Harness
@@ -256,15 +257,15 @@ def test_an_ended_jobs_document_is_kept_until_its_row_changes(tmp_path: Path) ->
     j = svc.create("p", "u", {"kind": "job", "metadata": {"name": "kept"}, "algorithm": {"command": "true"},
                               "spec": {"resource": {"flavor_id": "cpu1", "node_count": 1}}})["metadata"]["id"]
     h.run(2)
-    running = svc.get("p", j)
-    assert svc.get("p", j) is not running  # a running job's document is rendered every time (its duration)
+    running = svc.get_json("p", j)
+    assert svc.get_json("p", j) is not running  # a running job's is rendered every time (its duration)
     h.executor.exit(j, "worker-0", 0)
     h.run(1)
-    first = svc.get("p", j)
-    assert first["status"]["phase"] == "Completed" and svc.get("p", j) is first
+    first = svc.get_json("p", j)
+    assert orjson.loads(first)["status"]["phase"] == "Completed" and svc.get_json("p", j) is first
     svc.update("p", j, {"description": "changed"})
-    changed = svc.get("p", j)
-    assert changed is not first and changed["metadata"]["description"] == "changed"
+    changed = svc.get_json("p", j)
+    assert changed is not first and orjson.loads(changed)["metadata"]["description"] == "changed"
     svc.delete("p", [j])
     with pytest.raises(JobNotFound):
-        svc.get("p", j)
+        svc.get_json("p", j)

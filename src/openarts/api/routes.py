@@ -81,7 +81,7 @@ async def create_job(request: Request) -> Response:
 
 async def show_job(request: Request) -> Response:
     p = request.path_params
-    return ok(_jobs(request).get(p["project_id"], p["job_id"]))
+    return Response(_jobs(request).get_json(p["project_id"], p["job_id"]), media_type="application/json")
 
 
 async def search_jobs(request: Request) -> Response:

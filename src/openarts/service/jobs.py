@@ -36,7 +36,7 @@ class JobService:
                  wake: Callable[[str | None], None]) -> None:
         self.settings = settings
         self.db = db
-        self._ended: OrderedDict[str, tuple[JobRow, dict[str, Any]]] = OrderedDict()  # job id -> (its row, doc)
+        self._ended: OrderedDict[str, tuple[JobRow, bytes]] = OrderedDict()  # job id -> (its row, its JSON)
         self.catalog = catalog
         self.wake = wake
 
@@ -82,9 +82,17 @@ class JobService:
                 f"does not fit pool {spec.pool_id} even when it is empty.")
 
     def get(self, project_id: str, job_id: str) -> dict[str, Any]:
-        """The job document. An ended job's is rendered once and kept: after its last transition only a
-        PUT changes it, and a PUT changes the job's row, which is read every time (access, deletion) and
-        must equal the one the kept document was rendered from. Its running time is fixed by then."""
+        """The job document."""
+        with self.db.connect() as conn:
+            row = q.get_job(conn, project_id, job_id)
+            details = q.job_details(conn, [row])[row.id]
+        return job_document(row, details, w.now_ms())
+
+    def get_json(self, project_id: str, job_id: str) -> bytes:
+        """The job document, as JSON. An ended job's is rendered once and kept: after its last transition
+        only a PUT changes it, and a PUT changes the job's row, which is read every time (access,
+        deletion) and must equal the one the kept document was rendered from. Its running time is fixed
+        by then."""
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
             ended = is_terminal(Phase(row.phase))
@@ -93,7 +101,7 @@ class JobService:
                 self._ended.move_to_end(row.id)
                 return cached[1]
             details = q.job_details(conn, [row])[row.id]
-        doc = job_document(row, details, w.now_ms())
+        doc = orjson.dumps(job_document(row, details, w.now_ms()))
         if ended:
             self._ended[row.id] = (row, doc)
             if len(self._ended) > ENDED_DOCUMENTS:

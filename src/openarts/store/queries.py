@@ -21,7 +21,7 @@ _LATEST = "SELECT x.* FROM {table} x JOIN jobs j ON j.id = x.job_id AND j.attemp
 
 
 def get_job(conn: Conn, project_id: str, job_id: str) -> JobRow:
-    row = typed_one(conn.execute("SELECT * FROM jobs WHERE id = ? AND project_id = ?", (job_id, project_id)), JobRow)
+    row = typed_one(conn, "SELECT * FROM jobs WHERE id = ? AND project_id = ?", (job_id, project_id), JobRow)
     if row is None or row.delete_requested:
         raise errors.JobNotFound(job_id)
     return row
