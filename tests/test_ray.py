@@ -10,6 +10,7 @@ import contextlib
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -35,7 +36,7 @@ HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300, "he
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     c = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": HEALTH})
     c.add_node(num_cpus=2, resources={"node_a": 1})
-    c.add_node(num_cpus=2, resources={"node_b": 1})
+    c.add_node(num_cpus=2, num_gpus=2, resources={"node_b": 1})  # GPUs in Ray's accounting only
     c.wait_for_nodes()
     ray.init(address=c.address, namespace="openarts-tests", log_to_driver=False)
     try:
@@ -59,6 +60,12 @@ ray_node_dir = "{nodes_dir}"
 flavor_id = "ray.cpu.1u"
 cpu_cores = 1
 memory_gb = 1
+
+[[flavors]]
+flavor_id = "ray.gpu.1"
+cpu_cores = 1
+memory_gb = 1
+gpus = 1
 """
 
 
@@ -356,3 +363,32 @@ def test_a_node_removed_under_a_running_worker_reschedules_the_job(ray_server: A
     finally:
         cluster.add_node(num_cpus=2, resources={"node_c": 1})
         cluster.wait_for_nodes()
+
+
+@ray.remote(num_cpus=0, num_gpus=1)
+class GpuHolder:
+    """Other Ray work on the cluster, holding one GPU."""
+
+    def ids(self) -> list[int]:
+        return [int(g) for g in ray.get_gpu_ids()]
+
+
+def test_a_gpu_worker_gets_the_gpu_ray_reserved_for_it(ray_server: Any) -> None:
+    holder = GpuHolder.remote()  # type: ignore[attr-defined]
+    try:
+        assert ray.get(holder.ids.remote(), timeout=60) == [0]  # Ray's GPU 0 of node_b is taken
+        server = ray_server()
+        sdk = _sdk(server)
+        body = ray_body("ray-gpu", "echo GPUS=$MA_NUM_GPUS CUDA=$CUDA_VISIBLE_DEVICES NODE=$OPENARTS_NODE")
+        body["spec"]["resource"]["flavor_id"] = "ray.gpu.1"
+        job_id = create_id(sdk, body)
+        job = wait_phase(sdk, job_id, timeout=90)
+        log = preview(sdk, job_id).content
+        assert job.status.phase == "Completed", log
+        assert "GPUS=1 CUDA=0 " in log  # in the sandbox its one GPU is device 0
+        # openarts' own choice would have been GPU 0; the worker got (and the task records) Ray's: 1
+        with sqlite3.connect(server.data_dir / "openarts.db") as db:
+            assert db.execute("SELECT gpus FROM tasks WHERE job_id = ?", (job_id,)).fetchall() == [("1",)]
+    finally:
+        ray.kill(holder)
+

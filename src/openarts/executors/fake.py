@@ -97,8 +97,10 @@ class FakeExecutor:
     async def free_port(self, node: str) -> int:
         return 29500
 
-    async def reserve(self, job_id: str, seq: int, nodes: list[str], resources: dict[str, float]) -> None:
+    async def reserve(self, job_id: str, seq: int, nodes: list[str],
+                      resources: dict[str, float]) -> list[tuple[int, ...]] | None:
         self.reserved[(job_id, seq)] = list(nodes)
+        return None
 
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
         self.reserved.pop((job_id, seq), None)

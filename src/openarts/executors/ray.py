@@ -9,8 +9,9 @@ openarts decides what runs where, as on one machine; Ray provides the nodes and 
   Ray no longer lists it. The catalog's node list is replaced, never edited in place.
 - **Reservations**: each attempt reserves one bundle per worker (the flavor's CPU, memory and GPUs) in a
   detached placement group `<namespace>:<job>:<attempt>`, each bundle on the node openarts chose (Ray's
-  `ray.io/node-id` label), STRICT_SPREAD when the nodes differ; other Ray work cannot take them. It is
-  removed when the attempt ends, with the attempt's files on its nodes.
+  `ray.io/node-id` label), STRICT_SPREAD when the nodes differ; other Ray work cannot take them. The GPUs
+  Ray gave each bundle become its worker's GPUs (and the task's record), whatever the scheduler had
+  picked. It is removed when the attempt ends, with the attempt's files on its nodes.
 - **Workers** are started by their node's agent under the same shim and sandbox as on one machine, at
   ModelArts' paths. The job's directories (code, inputs, home), staged on the server, are packed once
   per attempt; each agent fetches them from the server's own HTTP with the attempt's token, and sends
@@ -104,6 +105,13 @@ def server_url_of(settings: Settings, node_ip: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def assigned_gpus() -> list[int]:
+    """Run by Ray inside a bundle: the GPU ids Ray assigned to it."""
+    import ray
+
+    return [int(g) for g in ray.get_gpu_ids()]
+
+
 class RayExecutor:
     sandboxed = True  # every node runs its workers in its own sandbox
 
@@ -118,6 +126,7 @@ class RayExecutor:
         ray.init(address=settings.ray_address or "auto", namespace=self.namespace, log_to_driver=False,
                  logging_level=logging.WARNING)
         self._agent_class: Any = ray.remote(RayNodeAgent)
+        self._gpu_probe: Any = ray.remote(assigned_gpus)
         self.server_url = server_url_of(settings, ray.util.get_node_ip_address())
         self._agent_args = (settings.ray_node_dir, [str(p) for p in hidden], [str(p) for p in read_only])
         self.agents: dict[str, Any] = {}  # node id -> actor handle, for the nodes in the catalog
@@ -327,7 +336,8 @@ class RayExecutor:
     def _pg_name(self, job_id: str, seq: int) -> str:
         return f"{self.namespace}:{job_id}:{seq}"
 
-    async def reserve(self, job_id: str, seq: int, nodes: list[str], resources: dict[str, float]) -> None:
+    async def reserve(self, job_id: str, seq: int, nodes: list[str],
+                      resources: dict[str, float]) -> list[tuple[int, ...]] | None:
         from ray.util.placement_group import placement_group
 
         await asyncio.to_thread(self._remove_pg, job_id, seq)  # left by a start interrupted before
@@ -342,6 +352,24 @@ class RayExecutor:
             await asyncio.to_thread(self.ray.util.remove_placement_group, pg)
             raise StartError(f"Ray did not reserve {bundle} on each of {len(nodes)} node(s) within "
                              f"{RESERVE_SECONDS:g} s (other Ray work holds them, or a node left): {exc}") from None
+        gpus = int(bundle.get("GPU", 0))
+        if not gpus:
+            return None
+        return await self._bundle_gpus(pg, len(nodes), gpus)
+
+    async def _bundle_gpus(self, pg: Any, bundles: int, gpus: int) -> list[tuple[int, ...]]:
+        """The GPU ids Ray gave each bundle: a task asking for the bundle's GPUs, run in it, reads them
+        (Ray fixes a bundle's GPU instances when it commits it, and hands them to whatever runs there)."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        refs = [self._gpu_probe.options(num_cpus=0, num_gpus=gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_bundle_index=i)).remote() for i in range(bundles)]
+        try:
+            ids = await asyncio.wait_for(asyncio.gather(*refs), timeout=RESERVE_SECONDS)
+        except (TimeoutError, self.ray.exceptions.RayError) as exc:
+            raise StartError(f"Ray reserved the GPUs but did not say which within {RESERVE_SECONDS:g} s: {exc}") \
+                from None
+        return [tuple(int(g) for g in one) for one in ids]
 
     def _remove_pg(self, job_id: str, seq: int) -> None:
         try:

@@ -158,6 +158,12 @@ def open_attempt(conn: Conn, job_id: str, seq: int, task_rows: list[dict[str, An
         insert(conn, tasks, {"job_id": job_id, "seq": seq, **row})
 
 
+def set_task_gpus(conn: Conn, job_id: str, seq: int, gpus: dict[str, tuple[int, ...]]) -> None:
+    """The GPUs the executor assigned (Ray's, for its reservation) in place of the scheduler's choice."""
+    conn.executemany("UPDATE tasks SET gpus = ? WHERE job_id = ? AND seq = ? AND task = ?",
+                     [(",".join(map(str, g)), job_id, seq, task) for task, g in gpus.items()])
+
+
 def mark_attempt_started(conn: Conn, job_id: str, seq: int, start_at: int,
                          spawned: list[dict[str, Any]], at_ms: int) -> None:
     conn.execute("UPDATE attempts SET started = 1, start_at = ?, started_ms = ? WHERE job_id = ? AND seq = ?",

@@ -363,7 +363,11 @@ class Supervisor(AttemptSupervision):
         handles: list[TaskHandle] = []
         nodes = [wp.node for wp in workers]
         try:
-            await self.executor.reserve(row.id, seq, nodes, resources_of(spec.flavor))
+            assigned = await self.executor.reserve(row.id, seq, nodes, resources_of(spec.flavor))
+            if assigned is not None and assigned != [wp.gpus for wp in workers]:
+                workers = [dataclasses.replace(wp, gpus=g) for wp, g in zip(workers, assigned, strict=True)]
+                with self.db.begin() as conn:
+                    w.set_task_gpus(conn, row.id, seq, {names[i]: wp.gpus for i, wp in enumerate(workers)})
             for i, wp in enumerate(workers):
                 env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base, wp.node)
                 handles.append(await self.executor.start(TaskLaunch(
