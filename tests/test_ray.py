@@ -392,3 +392,14 @@ def test_a_gpu_worker_gets_the_gpu_ray_reserved_for_it(ray_server: Any) -> None:
     finally:
         ray.kill(holder)
 
+
+def test_a_reservation_no_attempt_owns_is_removed_at_start(ray_server: Any) -> None:
+    """A placement group of this server's namespace that no open attempt owns (left by a server that died
+    between reserving and recording, or by a data directory that was replaced) is gone before it serves."""
+    from ray.util.placement_group import placement_group
+
+    leaked = placement_group([{"CPU": 0.01}], name="openarts-tests:0b0e5f3c-leaked:3", lifetime="detached")
+    ray.get(leaked.ready(), timeout=30)
+    ray_server('ray_namespace = "openarts-tests"')
+    assert _reservations("0b0e5f3c-leaked") == []
+

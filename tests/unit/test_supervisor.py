@@ -269,3 +269,16 @@ def test_an_ended_jobs_document_is_kept_until_its_row_changes(tmp_path: Path) ->
     svc.delete("p", [j])
     with pytest.raises(JobNotFound):
         svc.get_json("p", j)
+
+
+def test_adopting_at_start_drops_reservations_no_open_attempt_owns(tmp_path: Path) -> None:
+    import asyncio
+
+    h = Harness(tmp_path, ONE_CORE_NODES)
+    j = h.submit()
+    h.run(2)
+    assert (j, 1) in h.executor.reserved
+    h.executor.reserved[("job-left-by-a-dead-server", 4)] = ["n1"]
+    h.executor.reserved[(j, 0)] = ["n1"]  # an older attempt of a live job
+    asyncio.run(h.sup.adopt())
+    assert set(h.executor.reserved) == {(j, 1)}

@@ -138,7 +138,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         store = LocalObjectStore(settings.obs_dir)
         sampler = MetricsSampler(settings, db, cat, executor, settings.metrics_interval_seconds)
         supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
-        await supervisor.reconcile(full=True)  # re-adopt before serving
+        await supervisor.adopt()  # before serving
         app.state.supervisor = supervisor
         app.state.jobs = JobService(settings, db, cat, supervisor.poke)
         app.state.observe = ObserveService(settings, db)

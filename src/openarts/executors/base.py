@@ -125,6 +125,10 @@ class Executor(Protocol):
         """Give back what `reserve` held and the attempt's files on its nodes (its tasks ended)."""
         ...
 
+    async def sweep(self, live: set[tuple[str, int]]) -> None:
+        """Give back reservations held for attempts other than `live` (job id, attempt number)."""
+        ...
+
     async def run(self) -> None:
         """The executor's own background work, until `close`."""
         ...

@@ -105,6 +105,10 @@ class FakeExecutor:
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
         self.reserved.pop((job_id, seq), None)
 
+    async def sweep(self, live: set[tuple[str, int]]) -> None:
+        for attempt in [a for a in self.reserved if a not in live]:
+            del self.reserved[attempt]
+
     async def run(self) -> None:
         pass
 

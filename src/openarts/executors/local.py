@@ -61,6 +61,9 @@ class LocalExecutor:
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
         pass
 
+    async def sweep(self, live: set[tuple[str, int]]) -> None:
+        pass
+
     async def run(self) -> None:
         pass  # exits are watched with pidfds; logs are written where the server reads them
 

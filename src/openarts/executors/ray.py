@@ -387,6 +387,19 @@ class RayExecutor:
         await asyncio.gather(*(self._call(n, "release", job_id, seq) for n in set(nodes) if n in self.agents),
                              return_exceptions=True)
 
+    async def sweep(self, live: set[tuple[str, int]]) -> None:
+        """Remove this namespace's placement groups that no open attempt owns."""
+        table = await asyncio.to_thread(self.ray.util.placement_group_table)
+        prefix = self.namespace + ":"
+        for pg in table.values():
+            name = str(pg.get("name", ""))
+            job_id, _, seq = name.removeprefix(prefix).rpartition(":")
+            if (not name.startswith(prefix) or pg.get("state") == "REMOVED" or not seq.isdigit()
+                    or (job_id, int(seq)) in live):
+                continue
+            log.warning("removing placement group %s: no open attempt owns it", name)
+            await asyncio.to_thread(self._remove_pg, job_id, int(seq))
+
     def close(self) -> None:
         """Stop following; agents, workers and reservations stay for the next server to re-adopt."""
         self._stopping.set()

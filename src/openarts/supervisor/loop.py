@@ -121,6 +121,18 @@ class Supervisor(AttemptSupervision):
             except Exception:  # the loop must survive any one bad pass
                 log.exception("reconcile pass failed")
 
+    async def adopt(self) -> None:
+        """At start-up, before serving: one full pass re-adopts every job the last server left, then the
+        executor drops what no open attempt owns (a reservation made by a server that died before
+        recording it, or left by a data directory that was replaced)."""
+        await self.reconcile(full=True)
+        with self.db.connect() as conn:
+            live = {(r.id, r.attempt) for r in q.active_jobs(conn) if r.attempt}
+        try:
+            await self.executor.sweep(live)
+        except Exception:
+            log.exception("sweeping the executor's leftovers failed")
+
     # -- one pass ------------------------------------------------------------------------------
     async def reconcile(self, full: bool = True) -> None:
         dirty, self._dirty = self._dirty, set()
