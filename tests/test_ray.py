@@ -23,6 +23,7 @@ from huaweicloudsdkmodelarts.v1 import ListTrainingJobEventsRequest, StopTrainin
 
 from conftest import Server, job_body, sdk_client, wait_for
 from helpers import DAEMON, create_id, preview, show, wait_phase
+from registry_support import MARKER, PASSWORD, USER, Registry, build_and_push, start_registry
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -402,4 +403,51 @@ def test_a_reservation_no_attempt_owns_is_removed_at_start(ray_server: Any) -> N
     ray.get(leaked.ready(), timeout=30)
     ray_server('ray_namespace = "openarts-tests"')
     assert _reservations("0b0e5f3c-leaked") == []
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, str]]:
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield reg, build_and_push(reg, tmp_path_factory.mktemp("image"))
+    finally:
+        reg.stop()
+
+
+def test_a_custom_image_job_runs_on_a_ray_node_in_its_image(ray_server: Any, registry: tuple[Registry, str],
+                                                             tmp_path: Path) -> None:
+    """The server pulls the image (the nodes need no registry access, skopeo or umoci); each node's agent
+    fetches it from the server once, by digest, and runs the worker in it at ModelArts' paths."""
+    reg, image = registry
+    server = ray_server(f"""
+[[registries]]
+host = "{reg.host}"
+username = "{USER}"
+password = "{PASSWORD}"
+insecure = true
+""")
+    sdk = _sdk(server)
+    body = ray_body("ray-image", "cat /MARKER; id; pwd; echo IMAGE_VAR=$IMAGE_VAR NODE=$OPENARTS_NODE; "
+                                 "ls /usr/bin/python3 2>&1; true", node_count=2)
+    body["algorithm"]["engine"] = {"image_url": image}
+    job_id = create_id(sdk, body)
+    job = wait_phase(sdk, job_id, timeout=90)
+    logs = [preview(sdk, job_id, task).content for task in ("worker-0", "worker-1")]
+    assert job.status.phase == "Completed", logs
+    for log in logs:
+        assert MARKER in log and "IMAGE_VAR=from-image" in log
+        assert "uid=1000(ma-user) gid=100(ma-group)" in log
+        assert "\n/home/ma-user/modelarts/user-job-dir\n" in log
+        assert "/usr/bin/python3: No such file or directory" in log  # the image's files, not the node's
+    assert len({log.split("NODE=")[1].split()[0] for log in logs}) == 2
+    digest = image_digest(server)
+    fetched = list((tmp_path / "nodes").glob(f"*/images/bundles/{digest}/rootfs/MARKER"))
+    assert len(fetched) == 2, fetched  # one copy per node
+    wait_for(lambda: not list((server.data_dir / "jobs" / job_id).glob("attempts/*/image.tar")), timeout=10,
+             message="the attempt's link to the image removed once it ended")
+
+
+def image_digest(server: Server) -> str:
+    (bundle,) = (server.data_dir / "images" / "bundles").iterdir()
+    return bundle.name
 

@@ -89,6 +89,12 @@ class Settings:
     config_path: Path | None = None  # the config file read, if any
 
     @property
+    def one_worker_per_node(self) -> bool:
+        """Whether the scheduler places each worker of a job on its own node: on Ray, as on ModelArts
+        (its placement groups are STRICT_SPREAD); on one machine's configured nodes, workers may share."""
+        return self.executor == "ray"
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "openarts.db"
 

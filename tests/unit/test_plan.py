@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from openarts.scheduler.plan import (
     Affinity,
     Demand,
@@ -121,3 +123,17 @@ def test_never_satisfiable_affinity_is_detected() -> None:
     nodes = [node("a1", cpus=1, hyperinstance="sn-a"), node("b1", cpus=1, hyperinstance="sn-b")]
     assert not can_ever_fit(job("x", n=2, affinity=Affinity("hyperinstance", 2)), nodes)
     assert can_ever_fit(job("y", n=2), nodes)
+
+
+def test_spread_puts_each_worker_on_its_own_node_or_waits() -> None:
+    """On Ray a node is a worker, as on ModelArts: a job's workers never share a node there."""
+    nodes = [node("cpu-only", cpus=4), node("gpu-node", cpus=4, gpus=2)]
+    packed = plan([job("a", n=2)], nodes).placements[0]
+    assert [w.node for w in packed.workers] == ["cpu-only", "cpu-only"]  # best fit: GPU nodes kept free
+    spread = dataclasses.replace(job("a", n=2), spread=True)
+    assert [w.node for w in plan([spread], nodes).placements[0].workers] == ["cpu-only", "gpu-node"]
+    three = dataclasses.replace(job("b", n=3), spread=True)
+    assert plan([three], nodes).placements == [] and not can_ever_fit(three, nodes)
+    with_group = dataclasses.replace(job("c", n=2, affinity=Affinity("rack", 2)), spread=True)
+    racked = [node("r1a", rack="1"), node("r1b", rack="1"), node("r2a", cpus=8, rack="2")]
+    assert sorted(w.node for w in plan([with_group], racked).placements[0].workers) == ["r1a", "r1b"]

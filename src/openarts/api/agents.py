@@ -18,9 +18,9 @@ def _files(request: Request) -> AttemptFiles:
     return files
 
 
-async def workspace(request: Request) -> Response:
+async def packed(request: Request) -> Response:
     p = request.path_params
-    path = _files(request).workspace(p["job_id"], p["seq"], request.headers.get("authorization", ""))
+    path = _files(request).packed(p["job_id"], p["seq"], p["what"], request.headers.get("authorization", ""))
     return FileResponse(path, media_type="application/x-tar")
 
 
@@ -32,6 +32,6 @@ async def outputs(request: Request) -> Response:
 
 
 AGENT_ROUTES = [
-    Route(PREFIX + "jobs/{job_id}/attempts/{seq}/workspace", workspace, methods=["GET"]),
+    Route(PREFIX + "jobs/{job_id}/attempts/{seq}/{what}", packed, methods=["GET"]),
     Route(PREFIX + "jobs/{job_id}/attempts/{seq}/tasks/{task}/outputs", outputs, methods=["PUT"]),
 ]

@@ -112,7 +112,7 @@ async def executor_of(settings: Settings, catalog: Catalog, box: Sandbox | None,
 
     hidden, read_only = sandbox_paths(settings, [e.python for e in catalog.engines.values() if not e.image_url],
                                       settings.secret_paths)
-    return await asyncio.to_thread(RayExecutor, settings, catalog, hidden, read_only, tokens.token)
+    return await asyncio.to_thread(RayExecutor, settings, catalog, hidden, read_only, tokens.token, images)
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None,
@@ -131,7 +131,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         box, why = sandbox if sandbox is not None else sandbox_of(settings, cat)
         if box is None and settings.executor == "local":
             log.warning("workers run without a sandbox: %s (docs/SANDBOX.md)", why)
-        images = ImageStore(settings.images_dir, registries_of(settings.raw.get("registries", []))) if box else None
+        images = (ImageStore(settings.images_dir, registries_of(settings.raw.get("registries", [])))
+                  if box or settings.executor == "ray" else None)  # on Ray: pulled here, fetched by the nodes
         security = SecurityConfig.from_settings(settings)
         tokens = AttemptTokens(load_master_key(settings.data_dir, security.master_key_file))
         executor = await executor_of(settings, cat, box, images, tokens)

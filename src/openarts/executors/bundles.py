@@ -5,11 +5,14 @@ The Ray executor packs them once per attempt into a tar file beside the attempt'
 node's agent fetches it from the server (`GET /internal/agents/jobs/{job}/attempts/{seq}/workspace`,
 api/agents.py); when a task ends, the agent sends its output directories back the same way (`PUT
 .../tasks/{task}/outputs`), and the server unpacks them into the job's directories before the
-supervisor uploads them. Both carry the attempt's token (security/attempt_tokens.py); with TLS the
-agent trusts only the server's own certificate, which it is given.
+supervisor uploads them. A job with a custom image has the image offered the same way (`.../image`:
+the server's tar of its unpacked image, which a node fetches once per digest). All carry the attempt's
+token (security/attempt_tokens.py); with TLS the agent trusts only the server's own certificate, which
+it is given.
 
 Transfers stream through files, never whole in memory: a checkpoint may be larger than a node's RAM.
-Unpacking uses tarfile's data filter: no absolute paths, no member or link leaving the directory.
+Unpacking uses tarfile's data filter (no absolute paths, no member or link leaving the directory); an
+image's root filesystem the tar filter, which keeps its absolute links.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import ssl
 import tarfile
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 WORKSPACE = "workspace.tar"  # in the attempt's directory on the server
+IMAGE = "image.tar"  # there too, for a job with a custom image: a link to the image's tar (executors/images.py)
 TIMEOUT = 60.0  # seconds without progress on a transfer's connection
 CHUNK = 1 << 20
 
@@ -87,6 +92,10 @@ def workspace_path(job_id: str, seq: int) -> str:
     return f"/internal/agents/jobs/{job_id}/attempts/{seq}/workspace"
 
 
+def image_path(job_id: str, seq: int) -> str:
+    return f"/internal/agents/jobs/{job_id}/attempts/{seq}/image"
+
+
 def outputs_path(job_id: str, seq: int, task: str) -> str:
     return f"/internal/agents/jobs/{job_id}/attempts/{seq}/tasks/{task}/outputs"
 
@@ -95,22 +104,28 @@ def pack(dest: Path, dirs: list[tuple[str, str]]) -> None:
     """A tar file of each (directory, name) pair, its entries under `name`; links are kept as links;
     written beside `dest` and renamed, so a reader never sees half of one."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-    with tarfile.open(tmp, mode="w") as tar:
-        for path, name in dirs:
-            if os.path.isdir(path):
-                tar.add(path, arcname=name)
-    os.replace(tmp, dest)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")  # unique: two threads may pack one dest
+    try:
+        with tarfile.open(tmp, mode="w") as tar:
+            for path, name in dirs:
+                if os.path.isdir(path):
+                    tar.add(path, arcname=name)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def unpack(src: Path, into: Path, refuse: tuple[str, ...] = ()) -> None:
+def unpack(src: Path, into: Path, refuse: tuple[str, ...] = (), root_filesystem: bool = False) -> None:
     """Extract `pack`'s output under `into`, refusing what leaves it and any member whose first path
-    component is in `refuse` (tarfile.FilterError, a tarfile.TarError)."""
+    component is in `refuse` (tarfile.FilterError, a tarfile.TarError). A `root_filesystem` (an image's)
+    keeps its absolute links, which point inside it once it is the sandbox's `/` (tarfile's tar filter:
+    still nothing is written outside `into`, and no setuid bit survives)."""
+    base = tarfile.tar_filter if root_filesystem else tarfile.data_filter
 
     def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
         if member.name.lstrip("./").split("/", 1)[0] in refuse:
             raise tarfile.FilterError(f"{member.name!r} is not an output")
-        return tarfile.data_filter(member, dest)
+        return base(member, dest)
 
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(src, mode="r") as tar:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openarts.executors.bundles import pack
 from openarts.executors.sandbox import RootImage
 
 PULL_TIMEOUT_S = 3600.0
@@ -126,9 +127,10 @@ class ImageStore:
         """The unpacked image for `url`, if this node has it."""
         ref = self.parse(url)
         digest = ref.digest or self._refs().get(str(ref), "")
-        return self._bundle(str(ref), digest) if digest else None
+        return self.bundle(str(ref), digest) if digest else None
 
-    def _bundle(self, ref: str, digest: str) -> RootImage | None:
+    def bundle(self, ref: str, digest: str) -> RootImage | None:
+        """The unpacked image of manifest `digest`, if this node has it."""
         if not DIGEST.fullmatch(digest):
             return None
         bundle = self.bundles / digest.removeprefix("sha256:")
@@ -140,6 +142,24 @@ class ImageStore:
         user = process.get("user", {})
         return RootImage(ref, digest, bundle / "rootfs", int(user.get("uid", 0)), int(user.get("gid", 0)),
                          tuple(str(e) for e in process.get("env", [])), str(process.get("cwd") or "/"))
+
+    def bundle_dir(self, digest: str) -> Path:
+        if not DIGEST.fullmatch(digest):
+            raise ImageError(f"{digest!r} is not a manifest digest")
+        return self.bundles / digest.removeprefix("sha256:")
+
+    def pinned(self, url: str, digest: str) -> str:
+        """`url` pinned to `digest`, with its registry host: the same image wherever it is looked up."""
+        ref = self.parse(url)
+        return str(ImageRef(ref.registry, ref.repository, "", digest))
+
+    def bundle_tar(self, image: RootImage) -> Path:
+        """The unpacked image as one tar file (its rootfs and runtime config), made once per digest: what
+        a Ray node's agent fetches to run it (executors/bundles.py). Slow the first time."""
+        dest = self.root / "tars" / (image.digest.removeprefix("sha256:") + ".tar")
+        if not dest.exists():
+            pack(dest, [(str(image.rootfs.parent), "bundle")])
+        return dest
 
     def _refs(self) -> dict[str, str]:
         try:
@@ -163,10 +183,10 @@ class ImageStore:
         self.root.mkdir(parents=True, exist_ok=True)
         with self._locked():
             digest, tag = self._copy(ref)
-            image = self._bundle(str(ref), digest)
+            image = self.bundle(str(ref), digest)
             if image is None:
                 self._unpack(ref, digest, tag)
-                image = self._bundle(str(ref), digest)
+                image = self.bundle(str(ref), digest)
                 if image is None:
                     raise ImageError(f"image {ref}: unpacked, but its runtime configuration is unreadable")
             if any("\0" in e for e in image.env):  # the executor refuses it too: it would start a bwrap option

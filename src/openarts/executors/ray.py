@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -42,7 +43,8 @@ from typing import Any
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL, Catalog, Node
 from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, TaskState, Usage
-from openarts.executors.bundles import WORKSPACE, Server, pack
+from openarts.executors.bundles import IMAGE, WORKSPACE, Server, pack
+from openarts.executors.images import ImageStore
 from openarts.executors.ray_agent import RayNodeAgent
 
 log = logging.getLogger("openarts.ray")
@@ -116,7 +118,7 @@ class RayExecutor:
     sandboxed = True  # every node runs its workers in its own sandbox
 
     def __init__(self, settings: Settings, catalog: Catalog, hidden: list[Path], read_only: list[Path],
-                 token_of: Callable[[str, int], str]) -> None:
+                 token_of: Callable[[str, int], str], images: ImageStore | None = None) -> None:
         import ray
 
         self.ray = ray
@@ -133,6 +135,7 @@ class RayExecutor:
         self.alive: set[str] = set()
         self._watched: dict[Key, tuple[TaskHandle, Callable[[], None]]] = {}
         self._ended: set[Key] = set()  # tasks whose log and outputs were fetched after their end
+        self.images = images  # where the server pulls custom images, which agents fetch from it
         self.token_of = token_of  # an attempt's token for the server's agents' routes (security/attempt_tokens.py)
         self._packed: set[tuple[str, int]] = set()  # attempts whose directories this server packed
         self._exit_loops: dict[str, asyncio.Task[None]] = {}  # node -> its long poll of task ends
@@ -227,6 +230,8 @@ class RayExecutor:
         if launch.node not in self.agents:
             raise StartError(f"cannot start {launch.task}: node {launch.node} is not in the Ray cluster")
         attempt = (launch.job_id, launch.seq)
+        if launch.image:
+            launch = await self._with_image(launch)
         if attempt not in self._packed:
             if not self.server_url:
                 raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
@@ -246,6 +251,22 @@ class RayExecutor:
                 raise StartError(f"cannot start {launch.task} on node {launch.node}: {exc}") from exc
             raise
         return handle
+
+    async def _with_image(self, launch: TaskLaunch) -> TaskLaunch:
+        """Offer the job's image (pulled on this server before the start) to its nodes' agents, and pin the
+        launch to its digest: every node runs the very image the server pulled."""
+        image = self.images.lookup(launch.image) if self.images is not None else None
+        if self.images is None or image is None:
+            raise StartError(f"cannot start {launch.task}: image {launch.image} is not on this server")
+        link = launch.run_dir.parent / IMAGE
+        try:
+            tar = await asyncio.to_thread(self.images.bundle_tar, image)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(tar)
+        except OSError as exc:
+            raise StartError(f"cannot offer image {launch.image} to the nodes: {exc}") from exc
+        return dataclasses.replace(launch, image=self.images.pinned(launch.image, image.digest))
 
     async def poll(self, handle: TaskHandle) -> TaskState:
         key = (handle.job_id, handle.seq, handle.task)
@@ -381,7 +402,8 @@ class RayExecutor:
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
         """The attempt's reservation and its files on its nodes; its processes were cleaned up before."""
         self._packed.discard((job_id, seq))
-        (self.settings.job_dir(job_id) / "attempts" / str(seq) / WORKSPACE).unlink(missing_ok=True)
+        for name in (WORKSPACE, IMAGE):
+            (self.settings.job_dir(job_id) / "attempts" / str(seq) / name).unlink(missing_ok=True)
         self._ended = {k for k in self._ended if k[:2] != (job_id, seq)}
         await asyncio.to_thread(self._remove_pg, job_id, seq)
         await asyncio.gather(*(self._call(n, "release", job_id, seq) for n in set(nodes) if n in self.agents),

@@ -6,6 +6,8 @@ agent that Ray restarts on its node re-adopts them from their run directories. E
 keeps lies under its node directory, `ROOT/<node id>/jobs/<job>/<attempt>/<task>/`:
 
     ws/m<i>/   the job's directories (code, inputs, home), fetched from the server and unpacked
+
+and custom images under `ROOT/<node id>/images/bundles/<digest>/`, fetched from the server once per digest.
     run/       the shim's files: log, worker.pid, exit, sandbox.json, env
     mounts     each ws/m<i> and the container path it is bound at
     outputs    the container paths of the output channels, for `send_outputs`
@@ -29,7 +31,8 @@ from pathlib import Path
 
 from openarts.executors.agent import NodeAgent
 from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
-from openarts.executors.bundles import Server, TransferError, outputs_path, pack, unpack, workspace_path
+from openarts.executors.bundles import Server, TransferError, image_path, outputs_path, pack, unpack, workspace_path
+from openarts.executors.images import ImageError, ImageStore
 from openarts.executors.sandbox import Sandbox, SandboxUnavailable
 
 LOG_CHUNK = 4 << 20  # most log bytes one read returns
@@ -51,7 +54,9 @@ class RayNodeAgent:
             self.why = ""
         except SandboxUnavailable as exc:
             box, self.why = None, str(exc)
-        self.agent = NodeAgent(box, None, detached=True)
+        self.images = ImageStore(self.root / "images", [])  # custom images, fetched from the server by digest
+        self._image_lock = threading.Lock()
+        self.agent = NodeAgent(box, self.images, detached=True)
         self.exits = ExitWatch()
 
     def info(self) -> dict[str, object]:
@@ -68,8 +73,6 @@ class RayNodeAgent:
     def start(self, launch: TaskLaunch, server: Server) -> TaskHandle:
         if self.agent.sandbox is None:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: it has no sandbox: {self.why}")
-        if launch.image:
-            raise StartError(f"cannot start {launch.task}: custom images do not run on the Ray executor yet")
         task_dir = self._attempt_dir(launch.job_id, launch.seq) / launch.task
         tar = task_dir / "ws.tar"
         try:
@@ -77,8 +80,10 @@ class RayNodeAgent:
             task_dir.mkdir(parents=True)
             server.fetch(workspace_path(launch.job_id, launch.seq), tar)
             unpack(tar, task_dir / "ws")
+            if launch.image:
+                self._ensure_image(launch, server)
             (task_dir / "outputs").write_text(json.dumps(list(launch.outputs)))
-        except (OSError, tarfile.TarError, TransferError) as exc:
+        except (OSError, tarfile.TarError, TransferError, ImageError) as exc:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
         finally:
             tar.unlink(missing_ok=True)
@@ -93,6 +98,26 @@ class RayNodeAgent:
         handle = self.agent.start(local)
         self.exits.add(handle)
         return dataclasses.replace(handle, run_dir=launch.run_dir)
+
+    def _ensure_image(self, launch: TaskLaunch, server: Server) -> None:
+        """The launch's image (pinned to its digest), fetched from the server unless this node has it."""
+        digest = launch.image.rpartition("@")[2]
+        with self._image_lock:  # one fetch per image, however many of its tasks start here at once
+            if self.images.bundle(launch.image, digest) is not None:
+                return
+            work = self.images.root / f".fetch-{uuid.uuid4().hex}"
+            work.mkdir(parents=True)
+            try:
+                server.fetch(image_path(launch.job_id, launch.seq), work / "image.tar")
+                unpack(work / "image.tar", work, root_filesystem=True)
+                final = self.images.bundle_dir(digest)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(final, ignore_errors=True)  # one without a readable runtime config
+                os.rename(work / "bundle", final)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            if self.images.bundle(launch.image, digest) is None:
+                raise ImageError(f"image {launch.image}: fetched, but its runtime configuration is unreadable")
 
     def poll(self, handle: TaskHandle) -> TaskState:
         state = self.agent.poll(self._local(handle))

@@ -59,6 +59,7 @@ class PendingJob:
     queue_seq: int
     project: str = ""
     affinity: Affinity | None = None
+    spread: bool = False  # one worker per node (the Ray executor: a node is a worker, as on ModelArts)
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,13 @@ class PoolIndex:
         if len(n.gpus) < len(self.buckets):
             self.buckets[len(n.gpus)].pop(n.name, None)
 
-    def find(self, d: Demand, reservation: Reservation | None, label: tuple[str, str] | None) -> NodeFree | None:
+    def find(self, d: Demand, reservation: Reservation | None, label: tuple[str, str] | None,
+             avoid: set[str] | None = None) -> NodeFree | None:
         for bucket in self.buckets[d.gpus:]:
             for n in bucket.values():
                 if label is not None and n.labels.get(label[0]) != label[1]:
+                    continue
+                if avoid and n.name in avoid:
                     continue
                 if n.fits_beside(d, reservation.get(n.name) if reservation else None):
                     return n
@@ -227,10 +231,11 @@ def _groups(job: PendingJob) -> list[int]:
 
 
 def _place_on(index: PoolIndex, demand: Demand, count: int, reservation: Reservation | None,
-              label: tuple[str, str] | None, undo: Undo) -> list[WorkerPlacement] | None:
+              label: tuple[str, str] | None, undo: Undo, spread: bool = False) -> list[WorkerPlacement] | None:
+    """`count` workers; with `spread`, each on a node none of the job's workers placed so far is on."""
     out = []
     for _ in range(count):
-        node = index.find(demand, reservation, label)
+        node = index.find(demand, reservation, label, {n.name for n, _, _ in undo} if spread else None)
         if node is None:
             return None
         taken = index.take(node, demand)
@@ -254,11 +259,11 @@ def try_place(job: PendingJob, index: PoolIndex, reservation: Reservation | None
     for size in _groups(job):
         got = None
         if job.affinity is None:
-            got = _place_on(index, job.demand, size, reservation, None, undo)
+            got = _place_on(index, job.demand, size, reservation, None, undo, job.spread)
         else:
             for value in index.labels(job.affinity.label):
                 mark = len(undo)
-                got = _place_on(index, job.demand, size, reservation, (job.affinity.label, value), undo)
+                got = _place_on(index, job.demand, size, reservation, (job.affinity.label, value), undo, job.spread)
                 if got is not None:
                     break
                 _rollback(index, undo, mark)

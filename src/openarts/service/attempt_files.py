@@ -1,5 +1,5 @@
-"""What the server gives its nodes' agents: an attempt's packed directories, and a home for the outputs
-they send back (executors/bundles.py). Every call names the attempt and carries its token."""
+"""What the server gives its nodes' agents: an attempt's packed directories and custom image, and a home
+for the outputs they send back (executors/bundles.py). Every call names the attempt and carries its token."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from pathlib import Path
 
 from openarts.config import Settings
 from openarts.core import errors
-from openarts.executors.bundles import WORKSPACE, unpack
+from openarts.executors.bundles import IMAGE, WORKSPACE, unpack
 from openarts.security.attempt_tokens import AttemptTokens
 
 JOB_RE = re.compile(r"[0-9a-f-]{1,64}")
 TASK_RE = re.compile(r"worker-(0|[1-9][0-9]{0,5})")
+PACKED = {"workspace": WORKSPACE, "image": IMAGE}
 NOT_OUTPUTS = ("attempts",)  # the server's records of the job's attempts; an agent sends outputs only
 
 
@@ -32,10 +33,13 @@ class AttemptFiles:
             raise errors.AuthenticationFailed("This attempt's token is required.")
         return self.settings.job_dir(job_id) / "attempts" / str(int(seq))
 
-    def workspace(self, job_id: str, seq: str, authorization: str) -> Path:
-        path = self._attempt(job_id, seq, authorization) / WORKSPACE
-        if not path.is_file():
-            raise errors.AttemptFilesNotFound(f"No files for attempt {seq} of job {job_id}: it ended or never started.")
+    def packed(self, job_id: str, seq: str, what: str, authorization: str) -> Path:
+        """The attempt's packed directories (`workspace`) or its custom image (`image`)."""
+        attempt = self._attempt(job_id, seq, authorization)
+        path = attempt / PACKED.get(what, "-")
+        if what not in PACKED or not path.is_file():
+            raise errors.AttemptFilesNotFound(f"No {what} for attempt {seq} of job {job_id}: it ended or never "
+                                              "started, or it has none.")
         return path
 
     async def receive_outputs(self, job_id: str, seq: str, task: str, authorization: str,

@@ -55,10 +55,6 @@ class JobService:
         return self.get(project_id, job_id)
 
     def _check_image(self, url: str) -> None:
-        if self.settings.executor == "ray":
-            raise errors.EngineNotFound(
-                f"Custom images (algorithm.engine.image_url={url!r}) do not run on the Ray executor yet; use an "
-                "engine from GET /training-job-engines.")
         if not self.settings.sandboxed:
             raise errors.EngineNotFound(
                 f"Custom images (algorithm.engine.image_url={url!r}) run in the sandbox, which is off on this "
@@ -70,13 +66,15 @@ class JobService:
 
     def _check_satisfiable(self, spec: JobSpec) -> None:
         """Refuse what the pool could never hold, even empty, rather than let it wait forever."""
+        spread = self.settings.one_worker_per_node
         job = PendingJob("new", spec.pool_id, demand_of(spec.flavor), spec.node_count, spec.priority, 0, "",
-                         Affinity(*spec.affinity) if spec.affinity else None)
+                         Affinity(*spec.affinity) if spec.affinity else None, spread)
         capacity = [NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels)
                     for n in self.catalog.nodes]
         if not can_ever_fit(job, capacity):
             grouping = (f" in groups of {spec.affinity[1]} nodes sharing a {spec.affinity[0]} label"
                         if spec.affinity else "")
+            grouping += " (one worker per node)" if spread else ""
             raise errors.FlavorOutOfRange(
                 f"The request can never be satisfied: {spec.node_count} x {spec.flavor.flavor_id}{grouping} "
                 f"does not fit pool {spec.pool_id} even when it is empty.")

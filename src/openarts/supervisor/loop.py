@@ -300,7 +300,8 @@ class Supervisor(AttemptSupervision):
                 await self._guarded(r.id, self._abnormal, r, Phase.PENDING, exc.message, w.now_ms())
                 continue
             demands.append(PendingJob(r.id, r.pool_id, demand_of(flavor), r.node_count, r.priority,
-                                      r.queue_seq, r.project_id, Affinity(*aff) if aff else None))
+                                      r.queue_seq, r.project_id, Affinity(*aff) if aff else None,
+                                      self.settings.one_worker_per_node))
         with self.db.connect() as conn:
             limits = q.project_quotas(conn)
         quotas, use = snap.quotas(self.catalog, ps.rows, limits)
