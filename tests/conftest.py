@@ -187,3 +187,16 @@ def job_body(name: str, command: str | None = None, node_count: int = 1, **algor
         "algorithm": algo,
         "spec": {"resource": {"flavor_id": "modelarts.local.cpu.1u", "node_count": node_count}},
     }
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+    """A real registry on 127.0.0.1 holding a small image (tests/registry_support.py), and the image's
+    reference; one per test module that asks for it."""
+    from registry_support import build_and_push, start_registry
+
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield reg, build_and_push(reg, tmp_path_factory.mktemp("image"))
+    finally:
+        reg.stop()

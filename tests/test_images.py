@@ -4,7 +4,7 @@ paths, reused by the next job; a missing image and a wrong password end CreateFa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +14,7 @@ from huaweicloudsdkmodelarts.v1 import ListTrainingJobEventsRequest, ShowTrainin
 
 from conftest import DEFAULT_CONFIG, Server, job_body, sdk_client
 from helpers import create_id, show_json, wait_phase
-from registry_support import MARKER, PASSWORD, USER, Registry, build_and_push, start_registry
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, str]]:
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield reg, build_and_push(reg, tmp_path_factory.mktemp("image"))
-    finally:
-        reg.stop()
+from registry_support import MARKER, PASSWORD, USER, Registry
 
 
 def _config(reg: Registry) -> str:

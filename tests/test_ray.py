@@ -23,7 +23,7 @@ from huaweicloudsdkmodelarts.v1 import ListTrainingJobEventsRequest, StopTrainin
 
 from conftest import Server, job_body, sdk_client, wait_for
 from helpers import DAEMON, create_id, preview, show, wait_phase
-from registry_support import MARKER, PASSWORD, USER, Registry, build_and_push, start_registry
+from registry_support import MARKER, PASSWORD, USER, Registry
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -403,15 +403,6 @@ def test_a_reservation_no_attempt_owns_is_removed_at_start(ray_server: Any) -> N
     ray.get(leaked.ready(), timeout=30)
     ray_server('ray_namespace = "openarts-tests"')
     assert _reservations("0b0e5f3c-leaked") == []
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, str]]:
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield reg, build_and_push(reg, tmp_path_factory.mktemp("image"))
-    finally:
-        reg.stop()
 
 
 def test_a_custom_image_job_runs_on_a_ray_node_in_its_image(ray_server: Any, registry: tuple[Registry, str],
