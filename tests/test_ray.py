@@ -267,7 +267,10 @@ def test_a_worker_killed_from_outside_is_recovered(ray_server: Any, tmp_path: Pa
     wait_for(lambda: not _processes_of(tmp_path / "nodes", job_id), timeout=20, message="no process left")
 
 
-def test_a_killed_agent_comes_back_and_readopts_its_workers(ray_server: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", [True, False], ids=["restarted-by-ray", "killed-for-good"])
+def test_a_killed_agent_comes_back_and_readopts_its_workers(ray_server: Any, tmp_path: Path, restart: bool) -> None:
+    """Ray restarts a killed agent; one killed for good (no restart) is replaced by the server. Either way
+    the node's workers, which are not the agent's children, run on and are re-adopted."""
     from openarts.config import load_settings
     from openarts.executors.ray import AGENT_PREFIX, namespace_of
 
@@ -282,8 +285,14 @@ def test_a_killed_agent_comes_back_and_readopts_its_workers(ray_server: Any, tmp
                if a["namespace"] == namespace and a["name"].startswith(AGENT_PREFIX + node_prefix)]
     agent = ray.get_actor(name, namespace=namespace)
     before = ray.get(agent.info.remote())["pid"]
-    ray.kill(agent, no_restart=False)
-    wait_for(lambda: _agent_pid(agent) not in (None, before), timeout=60, message="the agent's restart")
+    ray.kill(agent, no_restart=not restart)
+
+    def new_agent_pid() -> int | None:
+        with contextlib.suppress(ValueError):  # no actor by that name, for a moment
+            return _agent_pid(agent if restart else ray.get_actor(name, namespace=namespace))
+        return None
+
+    wait_for(lambda: new_agent_pid() not in (None, before), timeout=60, message="the agent back")
     seen = _ticks(sdk, job_id)
     wait_for(lambda: _ticks(sdk, job_id) > seen + 3, timeout=30, message="the log going on after the restart")
     job = show(sdk, job_id)

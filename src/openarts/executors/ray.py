@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ FOLLOW_SECONDS = 0.5  # logs are followed this often
 EXIT_WAIT_SECONDS = 10.0  # the longest an agent holds a long poll of task ends
 CALL_SECONDS = 30.0  # an agent call that takes longer is given up (and tried again by the caller's next pass)
 AGENT_START_SECONDS = 120.0
+AGENT_LOST_SECONDS = 300.0  # a node alive without an agent this long: its tasks are lost
 RESERVE_SECONDS = 30.0
 
 
@@ -140,42 +142,83 @@ class RayExecutor:
         self._packed: set[tuple[str, int]] = set()  # attempts whose directories this server packed
         self._exit_loops: dict[str, asyncio.Task[None]] = {}  # node -> its long poll of task ends
         self._stopping = asyncio.Event()
-        self.refresh_nodes()
+        self._starting: dict[str, tuple[Any, Any, float]] = {}  # node -> its agent, its first answer, since
+        self._agentless: dict[str, float] = {}  # alive node -> since when it has had no agent
+        self._refused: dict[str, str] = {}  # node -> why its agent takes no work (no sandbox there)
+        self._wait_for_agents()
 
     # -- nodes -------------------------------------------------------------------------------------
-    def refresh_nodes(self) -> None:
-        """Blocking: Ray's alive nodes become the catalog's, each once its agent runs there."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def _wait_for_agents(self) -> None:
+        """At start-up: the catalog once every alive node's agent answered (or AGENT_START_SECONDS passed),
+        so that the first pass re-adopts the jobs on all of them."""
+        deadline = time.monotonic() + AGENT_START_SECONDS
+        while True:
+            self.refresh_nodes()
+            left = deadline - time.monotonic()
+            if not self._starting or left <= 0:
+                return
+            self.ray.wait([ref for _, ref, _ in self._starting.values()], num_returns=len(self._starting),
+                          timeout=min(left, NODE_SECONDS))
 
+    def refresh_nodes(self) -> None:
+        """Ray's alive nodes become the catalog's, each once its agent answered. Blocks only to read
+        Ray's node list: an agent being started is looked at again on the next call."""
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
         self.alive = {n["NodeID"] for n in nodes}
         pools = list(self.settings.raw.get("ray_pools", []))
         catalog = []
+        now = time.monotonic()
         for n in nodes:
             node_id = n["NodeID"]
             if n["Resources"].get("CPU", 0) <= 0:
                 continue  # a node for Ray's own processes only (a head started with --num-cpus=0)
-            if node_id not in self.agents:
-                agent: Any = self._agent_class.options(
-                    name=AGENT_PREFIX + node_id, namespace=self.namespace, lifetime="detached", get_if_exists=True,
-                    max_restarts=-1, max_concurrency=16, num_cpus=0,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                ).remote(*self._agent_args)
-                try:
-                    info: dict[str, Any] = self.ray.get(agent.info.remote(), timeout=AGENT_START_SECONDS)
-                except Exception as exc:
-                    log.warning("node %s: its agent did not start: %s", node_id, exc)
-                    continue
-                if info["sandbox"]:
-                    log.warning("node %s takes no work: no sandbox there: %s", node_id, info["sandbox"])
-                    continue
-                log.info("node %s (%s): agent ready (pid %s)", node_id, n["NodeManagerAddress"], info["pid"])
-                self.agents[node_id] = agent
+            if node_id not in self.agents and not self._agent_ready(node_id, str(n["NodeManagerAddress"])):
+                self._agentless.setdefault(node_id, now)
+                continue
+            self._agentless.pop(node_id, None)
             catalog.append(node_of(n, pools))
         for gone in [k for k in self.agents if k not in self.alive]:
             log.warning("node %s left the Ray cluster", gone)
             del self.agents[gone]
+        for table in (self._starting, self._agentless, self._refused):
+            for gone in [k for k in table if k not in self.alive]:
+                del table[gone]
         self.catalog.nodes = catalog
+
+    def _agent_ready(self, node_id: str, address: str) -> bool:
+        """Start (or find, after a restart of this server) the node's agent; True once it answered."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if node_id not in self._starting:
+            agent: Any = self._agent_class.options(
+                name=AGENT_PREFIX + node_id, namespace=self.namespace, lifetime="detached", get_if_exists=True,
+                max_restarts=-1, max_concurrency=16, num_cpus=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(*self._agent_args)
+            self._starting[node_id] = (agent, agent.info.remote(), time.monotonic())
+        agent, ref, since = self._starting[node_id]
+        ready, _ = self.ray.wait([ref], timeout=0)
+        if not ready:
+            if time.monotonic() - since > AGENT_START_SECONDS:
+                log.warning("node %s: its agent did not answer within %g s; trying again", node_id,
+                            AGENT_START_SECONDS)
+                del self._starting[node_id]
+            return False
+        del self._starting[node_id]
+        try:
+            info: dict[str, Any] = self.ray.get(ref)
+        except Exception as exc:
+            log.warning("node %s: its agent did not start: %s", node_id, exc)
+            return False
+        if info["sandbox"]:
+            if self._refused.get(node_id) != info["sandbox"]:  # said once, not every second
+                log.warning("node %s takes no work: no sandbox there: %s", node_id, info["sandbox"])
+            self._refused[node_id] = info["sandbox"]
+            return False
+        self._refused.pop(node_id, None)
+        log.info("node %s (%s): agent ready (pid %s)", node_id, address, info["pid"])
+        self.agents[node_id] = agent
+        return True
 
     async def run(self) -> None:
         """Follow the cluster's nodes, the watched tasks' ends and their logs, until `close`."""
@@ -220,7 +263,15 @@ class RayExecutor:
         agent = self.agents.get(node)
         if agent is None:
             raise NodeGone(node)
-        return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout=CALL_SECONDS)
+        try:
+            return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout=CALL_SECONDS)
+        except self.ray.exceptions.ActorDiedError:
+            # dead for good (killed without restart, or out of restarts), not restarting: the next
+            # refresh starts a new agent there, which re-adopts the node's workers
+            if self.agents.get(node) is agent:
+                log.warning("node %s: its agent died; starting another", node)
+                del self.agents[node]
+            raise
 
     def _unreachable(self, exc: BaseException) -> bool:
         return isinstance(exc, NodeGone | TimeoutError | self.ray.exceptions.RayError)
@@ -272,6 +323,10 @@ class RayExecutor:
         key = (handle.job_id, handle.seq, handle.task)
         if handle.node not in self.alive:
             return TaskState(running=False, lost=True, detail=f"its node {handle.node} left the Ray cluster")
+        agentless = self._agentless.get(handle.node)
+        if agentless is not None and time.monotonic() - agentless > AGENT_LOST_SECONDS:
+            return TaskState(running=False, lost=True, detail=f"its node {handle.node} has had no agent for "
+                             f"{AGENT_LOST_SECONDS:g} s")
         try:
             state: TaskState = await self._call(handle.node, "poll", handle)
         except Exception as exc:
