@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from helpers import stop_process
+
 USER, PASSWORD = "puller", "s3cret-pass"
 MARKER = "marker-42-from-the-image"
 APPLETS = ("sh", "ls", "cat", "id", "echo", "sleep", "env", "pwd", "whoami", "mkdir", "touch", "head", "kill",
@@ -33,12 +35,7 @@ class Registry:
                    if '"GET /v2/' in line and needle in line and "HTTP/1.1\" " in line)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def _free_port() -> int:

@@ -46,6 +46,12 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     engine_version = "2.3"
     python = "/opt/venvs/torch/bin/python"
 
+    [storage]                          # what obs:// is (docs/STORAGE.md); default: DATA_DIR/obs
+    backend = "s3"                     # or "local"
+    endpoint = "http://127.0.0.1:8333"
+    addressing_style = "path"          # or "virtual" (Huawei OBS)
+    [storage.buckets.NAME]             # per-bucket overrides of the same keys
+
 The file is checked before the server starts: a TOML syntax error, an unknown section or key, a
 value of the wrong type and an entry without its required key (`flavor_id`, `engine_id`) are each
 reported as one `ConfigError` line that names the file and the key.
@@ -222,6 +228,9 @@ ENGINE_KEYS: dict[str, Check] = {"engine_id": string, "engine_name": string, "en
                                  "python": string, "image_url": string}
 REGISTRY_KEYS: dict[str, Check] = {"host": string, "username": any_string, "password": any_string,
                                    "insecure": boolean, "default": boolean}
+STORAGE_KEYS: dict[str, Check] = {"endpoint": string, "region": string,
+                                  "addressing_style": one_of("path", "virtual"), "access_key_id": any_string,
+                                  "secret_access_key": any_string}
 # section -> (an array of tables?, its keys, its required keys); None: its keys are checked by its owner
 # ([security]: openarts.security.config, through check_table)
 SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
@@ -232,6 +241,7 @@ SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
     "registries": (True, REGISTRY_KEYS, ("host",)),
     "ray_pools": (True, RAY_POOL_KEYS, ("pool",)),
     "security": (False, None, ()),
+    "storage": (False, None, ()),  # checked by check_storage: [storage] and [storage.buckets.NAME]
 }
 
 
@@ -275,10 +285,26 @@ def validate_config(path: Path, raw: Mapping[str, Any]) -> None:
             raise ConfigError(path, name, f"must be a table ([{name}])")
         elif keys is not None:
             check_table(path, f"[{name}]", value, keys, required)
+    if "storage" in raw:
+        check_storage(path, raw["storage"])
     names = [str(n.get("name", f"node-{i}")) for i, n in enumerate(raw.get("nodes", []))]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(path, "[[nodes]] name", f"{name!r} is used by more than one node")
+
+
+def check_storage(path: Path, table: Mapping[str, Any]) -> None:
+    """`[storage]`: the backend and, for "s3", its endpoint, region, addressing style and credentials,
+    with per-bucket overrides of the same keys in `[storage.buckets.NAME]`."""
+    top = {k: v for k, v in table.items() if k != "buckets"}
+    check_table(path, "[storage]", top, {"backend": one_of("local", "s3"), **STORAGE_KEYS})
+    buckets = table.get("buckets", {})
+    if not isinstance(buckets, dict) or not all(isinstance(t, dict) for t in buckets.values()):
+        raise ConfigError(path, "[storage] buckets", "must be tables, [storage.buckets.NAME]")
+    for name, bucket in buckets.items():
+        check_table(path, f"[storage.buckets.{name}]", bucket, STORAGE_KEYS)
+    if table.get("backend") == "s3" and ("access_key_id" in table) != ("secret_access_key" in table):
+        raise ConfigError(path, "[storage]", "access_key_id and secret_access_key go together")
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -44,6 +44,16 @@ clock_skew_seconds = 60
 rate_limit_burst = 10
 replay_protection = "strict"
 master_key_file = "/etc/openarts/master.key"
+
+[storage]
+backend = "s3"
+endpoint = "http://127.0.0.1:8333"
+access_key_id = "ak"
+secret_access_key = "sk"
+
+[storage.buckets.obs-bucket]
+endpoint = "https://obs.example"
+addressing_style = "virtual"
 """
 
 BAD = [
@@ -71,6 +81,12 @@ BAD = [
     ("[security]\nreplay_protection = 'sometimes'\n", "[security]: replay_protection must be one of"),
     ("[security]\nclock_skew = 5\n", "[security] clock_skew: unknown key"),
     ("[server\n", "not valid TOML: "),
+    ('[storage]\nbackend = "gcs"\n', "[storage] backend: must be one of 'local', 's3'"),
+    ('[storage]\nbackend = "s3"\naddressing_style = "dns"\n', "[storage] addressing_style: must be one of"),
+    ('[storage]\nendpiont = "http://x"\n', "[storage] endpiont: unknown key (did you mean 'endpoint'?)"),
+    ('[storage]\nbackend = "s3"\naccess_key_id = "a"\n', "[storage]: access_key_id and secret_access_key go together"),
+    ('[storage.buckets.b]\nbackend = "s3"\n', "[storage.buckets.b] backend: unknown key"),
+    ('[storage]\nbuckets = 3\n', "[storage] buckets: must be tables"),
 ]
 
 

@@ -36,12 +36,14 @@ from openarts.executors.sandbox import Sandbox, open_sandbox, sandbox_paths
 from openarts.security.attempt_tokens import AttemptTokens
 from openarts.security.config import SecurityConfig
 from openarts.security.guard import Guard
+from openarts.security.log_links import LogLinks
 from openarts.security.secretbox import load_master_key
 from openarts.service.attempt_files import AttemptFiles
 from openarts.service.catalog import CatalogService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
-from openarts.storage.obs import LocalObjectStore
+from openarts.storage.obs import LocalObjectStore, ObjectStore
+from openarts.storage.s3 import S3ObjectStore, S3Options
 from openarts.store.db import open_db
 from openarts.supervisor.loop import Supervisor
 from openarts.supervisor.metrics import MetricsSampler
@@ -115,6 +117,15 @@ async def executor_of(settings: Settings, catalog: Catalog, box: Sandbox | None,
     return await asyncio.to_thread(RayExecutor, settings, catalog, hidden, read_only, tokens.token, images)
 
 
+def store_of(settings: Settings) -> ObjectStore:
+    """The object store behind obs:// (`[storage]`): the embedded one under the data directory, or an
+    S3-compatible service."""
+    table = settings.raw.get("storage", {})
+    if table.get("backend", "local") == "s3":
+        return S3ObjectStore(S3Options.from_table(table))
+    return LocalObjectStore(settings.obs_dir)
+
+
 def create_app(settings: Settings, catalog: Catalog | None = None,
                sandbox: tuple[Sandbox | None, str] | None = None) -> Starlette:
     """The application; `catalog` (nodes, flavors, engines) is built from the settings when not given,
@@ -134,15 +145,16 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         images = (ImageStore(settings.images_dir, registries_of(settings.raw.get("registries", [])))
                   if box or settings.executor == "ray" else None)  # on Ray: pulled here, fetched by the nodes
         security = SecurityConfig.from_settings(settings)
-        tokens = AttemptTokens(load_master_key(settings.data_dir, security.master_key_file))
+        master_key = load_master_key(settings.data_dir, security.master_key_file)
+        tokens = AttemptTokens(master_key)
         executor = await executor_of(settings, cat, box, images, tokens)
-        store = LocalObjectStore(settings.obs_dir)
+        store = store_of(settings)
         sampler = MetricsSampler(settings, db, cat, executor, settings.metrics_interval_seconds)
         supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
         await supervisor.adopt()  # before serving
         app.state.supervisor = supervisor
         app.state.jobs = JobService(settings, db, cat, supervisor.poke)
-        app.state.observe = ObserveService(settings, db)
+        app.state.observe = ObserveService(settings, db, LogLinks(master_key))
         app.state.catalog = CatalogService(cat)
         app.state.attempt_files = AttemptFiles(settings, tokens)
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
@@ -161,6 +173,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(tasks[2], timeout=5)
             app.state.observe.close()
+            store.close()
             db.close()
 
     exception_handlers: dict[Any, Any] = {

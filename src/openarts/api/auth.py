@@ -5,7 +5,8 @@ walk out of a directory, authenticates (AK/SK signature or X-Auth-Token) when th
 holds credentials, rate-limits per credential, puts the user name where the routes read it
 (`scope["openarts.user"]`), and writes an audit row for every mutating request, refused ones too.
 `/health` is always open; the agents' routes (`/internal/agents/`, api/agents.py) check their attempt's
-token themselves and stream their bodies. Refusals are ModelArts/APIGW error bodies from the one table in api/errors.py.
+token themselves and stream their bodies, and a log link (`.../logs/download`) its own signature.
+Refusals are ModelArts/APIGW error bodies from the one table in api/errors.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ MAX_URI = 16 * 1024
 MAX_BODY = 12 * 1024 * 1024  # APIG's limit (413 APIGW.0201); the routes refuse smaller ones (400 ModelArts.2787)
 OPEN_PATHS = frozenset({"/health"})
 AGENTS = "/internal/agents/"  # nodes' agents: authenticated by their attempt's token (api/agents.py)
+SIGNED_LOGS = "/logs/download"  # a log link's own signature authenticates it (security/log_links.py)
 IAM_TOKENS = "/v3/auth/tokens"
 CAPTURE_BYTES = 64 * 1024  # of a mutating request's response, to audit its error code or new job id
 
@@ -117,7 +119,8 @@ class AuthMiddleware:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(AGENTS):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(AGENTS) or (
+                scope["path"].endswith(SIGNED_LOGS) and scope["method"] in ("GET", "HEAD")):
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from openarts.core import errors
@@ -134,6 +134,22 @@ async def log_preview(request: Request) -> Response:
     return ok(await observe.off_loop(observe.preview, path))  # up to 5 MB read: off the event loop
 
 
+async def log_url(request: Request) -> Response:
+    p = request.path_params
+    content_type = request.query_params.get("Content-Type") or request.headers.get("content-type", "")
+    return ok(_observe(request).log_url(p["project_id"], p["job_id"], p["task_id"], content_type,
+                                        str(request.base_url), request.query_params.get("attempt")))
+
+
+async def log_download(request: Request) -> Response:
+    """A signed log link (log_url's): served without AK/SK (api/auth.py), to a browser or a download."""
+    p = request.path_params
+    path, disposition = _observe(request).signed_log(p["project_id"], p["job_id"], p["task_id"],
+                                                     dict(request.query_params))
+    return FileResponse(path, media_type="text/plain; charset=utf-8", content_disposition_type=disposition,
+                        filename=f"{p['job_id']}-{p['task_id']}.log")
+
+
 async def log_lines(request: Request) -> Response:
     p, qp = request.path_params, request.query_params
     observe = _observe(request)
@@ -200,6 +216,8 @@ ROUTES = [
     Route(f"{P}/training-jobs/{{job_id}}/actions", job_action, methods=["POST"]),
     Route(f"{P}/training-jobs/{{job_id}}/tasks", list_tasks, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/tasks/{{task_id}}/logs/preview", log_preview, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/tasks/{{task_id}}/logs/url", log_url, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/tasks/{{task_id}}/logs/download", log_download, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/logs/{{task_id}}", log_lines, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/events", job_events, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/metrics/{{task_id}}", job_metrics, methods=["GET"]),

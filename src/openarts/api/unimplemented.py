@@ -44,8 +44,6 @@ NOT_IMPLEMENTED: list[tuple[str, str, str]] = [
     ("GET", f"{P}/training-jobs/{{training_job_id}}/route_plan", "show_training_job_route_plan"),
     ("GET", f"{P}/training-event-categories", "list_event_categories"),
     ("GET", f"{P}/training-pool-flavors", "show_training_flavor_max_available_resource"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/tasks/{{task_id}}/logs/url",
-     "show_training_job_logs_url (documented; not in the SDK)"),
     # fine-tuning
     ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-detail", "show_ft_detail"),
     ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-metrics", "show_ft_metrics"),

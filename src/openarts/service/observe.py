@@ -9,10 +9,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlencode
 
 from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.inputs import INT64_MAX, INT64_MIN, query_int
+from openarts.security.log_links import VALID_SECONDS, LogLinks
 from openarts.service.logs import LogReader
 from openarts.store import queries as q
 from openarts.store.db import Database
@@ -29,9 +31,10 @@ class LineQuery(NamedTuple):
 
 
 class ObserveService:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, links: LogLinks) -> None:
         self.settings = settings
         self.db = db
+        self.links = links
         self.reader = LogReader()
         # log reads have their own small pool: a first read of a large log (building its line index)
         # must not hold up staging and uploads, which use asyncio's default pool
@@ -65,6 +68,34 @@ class ObserveService:
         if not seq:
             raise errors.LogNotReady(f"Task {task_id} of training job {job_id} has not started; no log yet.")
         return self.settings.attempt_dir(job_id, seq, task_id) / "log"
+
+    def log_url(self, project_id: str, job_id: str, task_id: str, content_type: str, base_url: str,
+                attempt: str | None = None) -> dict[str, Any]:
+        """A link to the task's log that needs no AK/SK and expires in 5 minutes (security/log_links.py):
+        `text/plain` to read it in a browser, otherwise (`application/octet-stream`) to download it."""
+        path = self.task_log(project_id, job_id, task_id, attempt)
+        seq = int(path.parent.parent.name)
+        disposition = "inline" if content_type.split(";", 1)[0].strip().lower() == "text/plain" else "attachment"
+        expires = int(time.time()) + VALID_SECONDS
+        signature = self.links.sign(project_id, job_id, task_id, seq, disposition, expires)
+        query = urlencode({"attempt": seq, "disposition": disposition, "expires": expires, "signature": signature})
+        return {"obs_url": f"{base_url.rstrip('/')}/v2/{project_id}/training-jobs/{job_id}/tasks/{task_id}"
+                           f"/logs/download?{query}"}
+
+    def signed_log(self, project_id: str, job_id: str, task_id: str, params: dict[str, str]) -> tuple[Path, str]:
+        """The log a link opens, and how to serve it; AuthenticationFailed if the link is not one this
+        server signed, or it expired."""
+        try:
+            seq, expires = int(params["attempt"]), int(params["expires"])
+            disposition, signature = params["disposition"], params["signature"]
+        except (KeyError, ValueError):
+            raise errors.AuthenticationFailed("This log link is incomplete.") from None
+        if not self.links.valid(project_id, job_id, task_id, seq, disposition, expires, signature, time.time()):
+            raise errors.AuthenticationFailed("This log link is invalid or expired; ask for a new one.")
+        path = self.task_log(project_id, job_id, task_id, str(seq))
+        if not path.is_file():
+            raise errors.LogNotReady(f"Task {task_id} of training job {job_id} has no log yet.")
+        return path, disposition
 
     def preview(self, path: Path) -> dict[str, Any]:
         """The latest part of a log, at most log_preview_bytes (file I/O: call it off the event loop)."""

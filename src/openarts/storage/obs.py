@@ -1,7 +1,9 @@
-"""obs:// locations backed by a local directory: `obs://bucket/key` is `ROOT/bucket/key`.
+"""obs:// locations: the object-store interface, and the embedded store on a local directory.
 
-`/bucket/key` (ModelArts' scheme-less form) means the same. Every resolved path is checked to stay
-inside ROOT. Copies are plain file copies; an S3-compatible store implements the same three calls.
+`obs://bucket/key` (or ModelArts' scheme-less `/bucket/key`) is `ROOT/bucket/key` on the local store
+(the default, zero configuration; every resolved path is checked to stay inside ROOT), or object `key`
+of bucket `bucket` on an S3-compatible service (storage/s3.py, `[storage] backend = "s3"`). Both
+implement ObjectStore; its calls are slow (they copy), so callers run them off the event loop.
 """
 
 from __future__ import annotations
@@ -10,9 +12,33 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import Protocol
 
 from openarts.core.errors import InvalidObsPath
 from openarts.core.spec import check_obs_url
+
+
+class ObjectStore(Protocol):
+    def download(self, url: str, dest: Path) -> int:
+        """Copy an object, or every object under a 'directory' prefix, into directory `dest`; the
+        number of files. FileNotFoundError when there is none."""
+        ...
+
+    def upload(self, src: Path, url: str) -> int:
+        """Copy the regular files under local directory `src` under the prefix `url`, following no
+        symbolic link (they are a job's); the number of files."""
+        ...
+
+    def is_file(self, url: str) -> bool:
+        """Whether `url` names an object."""
+        ...
+
+    def is_dir(self, url: str) -> bool:
+        """Whether `url` names a 'directory' (a prefix with objects under it)."""
+        ...
+
+    def close(self) -> None:
+        ...
 
 
 class LocalObjectStore:
@@ -26,6 +52,15 @@ class LocalObjectStore:
         if path != self.root and self.root not in path.parents:
             raise InvalidObsPath(f"OBS path {url!r} leaves the object store.")
         return path
+
+    def is_file(self, url: str) -> bool:
+        return self.resolve(url).is_file()
+
+    def is_dir(self, url: str) -> bool:
+        return self.resolve(url).is_dir()
+
+    def close(self) -> None:
+        pass
 
     def download(self, url: str, dest: Path) -> int:
         """Copy an object or a 'directory' prefix into `dest` (a directory). Returns files copied."""

@@ -29,7 +29,7 @@ from openarts.core.spec import JobSpec
 from openarts.executors.base import Executor, TaskHandle
 from openarts.scheduler.ledger import Ledger
 from openarts.scheduler.plan import demand_of
-from openarts.storage.obs import LocalObjectStore
+from openarts.storage.obs import ObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
@@ -80,7 +80,7 @@ class AttemptSupervision:
     settings: Settings
     db: Database
     executor: Executor
-    store: LocalObjectStore
+    store: ObjectStore
     sampler: MetricsSampler | None
     _termed: set[tuple[str, int, str]]
     _wake: asyncio.Event

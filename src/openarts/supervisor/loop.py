@@ -41,7 +41,7 @@ from openarts.executors.base import Executor, Mount, StartError, TaskHandle, Tas
 from openarts.executors.images import ImageStore
 from openarts.scheduler.ledger import Ledger
 from openarts.scheduler.plan import Affinity, Demand, PendingJob, WorkerPlacement, demand_of, plan
-from openarts.storage.obs import LocalObjectStore
+from openarts.storage.obs import ObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
@@ -67,7 +67,7 @@ def resources_of(flavor: Flavor) -> dict[str, float]:
 
 class Supervisor(AttemptSupervision):
     def __init__(self, settings: Settings, db: Database, catalog: Catalog, executor: Executor,
-                 store: LocalObjectStore, sampler: MetricsSampler | None = None,
+                 store: ObjectStore, sampler: MetricsSampler | None = None,
                  images: ImageStore | None = None) -> None:
         self.settings = settings
         self.db = db
@@ -187,7 +187,7 @@ class Supervisor(AttemptSupervision):
         if step is Step.PURGE:
             await self._purge(row)
         elif step is Step.PREPARE:
-            self._prepare(row)
+            await self._prepare(row)
         elif step is Step.CANCEL:
             with self.db.begin() as conn:
                 w.transition(conn, row.id, Phase(row.phase), Phase.TERMINATED, at_ms=now, end_ms=now)
@@ -236,16 +236,17 @@ class Supervisor(AttemptSupervision):
             self._specs[row.id] = spec
         return spec
 
-    def _prepare(self, row: JobRow) -> None:
+    async def _prepare(self, row: JobRow) -> None:
         """Creating -> Pending once its code is there and its image (if any) is on this node; an image
-        is pulled in the background meanwhile (supervisor/pulls.py)."""
-        now = w.now_ms()
+        is pulled in the background meanwhile (supervisor/pulls.py). The code is looked at in a thread:
+        on an S3 store that is a request or two."""
         try:
             spec = self._spec(row)
-            ws.check_code(spec, self.store, self._code_rules)
+            await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
         except OpenartsError as exc:
-            self._abnormal(row, Phase.CREATING, exc.message, now)
+            self._abnormal(row, Phase.CREATING, exc.message, w.now_ms())
             return
+        now = w.now_ms()
         pulled = ""
         if spec.image:
             state, line = self._pulls.poll(spec.image, row.id, row.create_ms)
@@ -361,7 +362,7 @@ class Supervisor(AttemptSupervision):
             if stage:
                 await asyncio.to_thread(ws.stage, spec, lay, self.store, self._code_rules)
             else:
-                ws.check_code(spec, self.store, self._code_rules)
+                await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
         except (PreparationError, OSError) as exc:
             message = exc.message if isinstance(exc, PreparationError) else f"Preparation failed: {exc}"
             with self.db.begin() as conn:

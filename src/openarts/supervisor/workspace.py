@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from openarts.core.errors import PreparationError
+from openarts.core.errors import OpenartsError, PreparationError
 from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's home is core/layout.py)
     MA_HOME,
     MA_JOB_DIR,
@@ -28,7 +28,7 @@ from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's hom
 )
 from openarts.core.spec import JobSpec
 from openarts.executors.sandbox import reserved_path
-from openarts.storage.obs import LocalObjectStore
+from openarts.storage.obs import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class CodeRules:
     roots: tuple[Path, ...] | None = None
 
 
-def check_code(spec: JobSpec, store: LocalObjectStore, rules: CodeRules = CodeRules()) -> None:
+def check_code(spec: JobSpec, store: ObjectStore, rules: CodeRules = CodeRules()) -> None:
     """Raise PreparationError unless the code directory and boot file exist, where `rules` allow."""
     if not spec.code_dir:
         return
@@ -57,13 +57,17 @@ def check_code(spec: JobSpec, store: LocalObjectStore, rules: CodeRules = CodeRu
             raise PreparationError(
                 f"Code directory error: code_dir {spec.code_dir}: in the sandbox a local code_dir must lie in a "
                 "directory of [server] sandbox_read_only (docs/SANDBOX.md); or use obs://.")
+    boot = spec.code_dir.rstrip("/") + "/" + spec.boot_file if spec.boot_file else ""
     try:
-        src = local if local is not None else store.resolve(spec.code_dir)
-    except Exception as exc:
-        raise PreparationError(f"Code directory error: {exc}") from exc
-    if not src.is_dir():
+        if local is not None:
+            is_dir, has_boot = local.is_dir(), not spec.boot_file or (local / spec.boot_file).is_file()
+        else:
+            is_dir, has_boot = store.is_dir(spec.code_dir), not boot or store.is_file(boot)
+    except (OpenartsError, OSError) as exc:
+        raise PreparationError(f"Code directory error: {getattr(exc, 'message', exc)}") from exc
+    if not is_dir:
         raise PreparationError(f"Code directory error: code_dir {spec.code_dir} does not exist.")
-    if spec.boot_file and not (src / spec.boot_file).is_file():
+    if not has_boot:
         raise PreparationError(
             f"Boot file error: {spec.boot_file} does not exist in code_dir {spec.code_dir}."
         )
@@ -71,7 +75,7 @@ def check_code(spec: JobSpec, store: LocalObjectStore, rules: CodeRules = CodeRu
         raise PreparationError(f"Engine {spec.engine.engine_id}: interpreter {spec.engine.python} is missing.")
 
 
-def stage(spec: JobSpec, lay: Layout, store: LocalObjectStore, rules: CodeRules = CodeRules()) -> None:
+def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = CodeRules()) -> None:
     """Create the directories and copy code and inputs in. Runs off the event loop."""
     check_code(spec, store, rules)
     if lay.sandboxed:
@@ -149,7 +153,7 @@ def real_dir(root: Path, path: Path) -> None:
             current.mkdir()
 
 
-def upload_outputs(lay: Layout, store: LocalObjectStore) -> list[str]:
+def upload_outputs(lay: Layout, store: ObjectStore) -> list[str]:
     """Copy every output channel back to its obs_url; returns one line per channel for the events."""
     lines = []
     for d in lay.outputs:
