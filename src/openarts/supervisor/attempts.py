@@ -252,20 +252,20 @@ class AttemptSupervision:
                       ps: Pass) -> None:
         now = w.now_ms()
         await self._end_processes(row, tasks)
+        # outputs go up at every end (completed, failed, terminated) and before a retry, once the
+        # workers are gone: a failed or terminated job keeps its last checkpoint
+        lines = await self._upload_outputs(row)
+        now = w.now_ms()
         recovery = None
         if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED) and not row.terminate_requested:
             recovery = self._plan_recovery(row, tasks, attempt, term, ps, now)
         if recovery is not None:
+            if lines:
+                with self.db.begin() as conn:
+                    for line in lines:
+                        w.add_event(conn, row.id, line, now, source="Storage")
             self._begin_recovery(row, tasks, attempt, term, recovery, now)
             return
-        lines: list[str] = []
-        if term.kind is not EndKind.TERMINATED:
-            try:
-                lay = ws.layout(self._spec(row), self.settings.job_dir(row.id), self.executor.sandboxed)
-                if lay.outputs:
-                    lines = await asyncio.to_thread(ws.upload_outputs, lay, self.store)
-            except OpenartsError as exc:
-                lines = [f"Outputs not uploaded: {exc.message}"]
         phase, secondary = outcome(term)
         if term.kind is EndKind.TERMINATED and row.terminate_reason:
             term = Termination(EndKind.TERMINATED, row.terminate_reason)
@@ -280,6 +280,14 @@ class AttemptSupervision:
             if w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task):
                 w.add_node_count(conn, row.id, now, 0)
         self._forget(row.id)
+
+    async def _upload_outputs(self, row: JobRow) -> list[str]:
+        """Every output channel to its obs_url; a line per channel for the job's events."""
+        try:
+            lay = ws.layout(self._spec(row), self.settings.job_dir(row.id), self.executor.sandboxed)
+            return await asyncio.to_thread(ws.upload_outputs, lay, self.store) if lay.outputs else []
+        except OpenartsError as exc:
+            return [f"Outputs not uploaded: {exc.message}"]
 
     def _final_message(self, row: JobRow, term: Termination, policy: faults.FaultPolicy | None = None) -> str:
         if policy is None:

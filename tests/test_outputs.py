@@ -1,0 +1,63 @@
+"""Outputs go back at every end of an attempt, not only on success: a terminated job, and a failed one
+before its retry, keep their last complete checkpoint in the object store (here the embedded one; the
+same calls on S3: tests/test_storage_s3.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+from huaweicloudsdkmodelarts.v1 import ShowTrainingJobLogsPreviewRequest
+
+from conftest import Server, job_body, sdk_client, wait_for
+from helpers import create_id, wait_phase
+
+# a checkpoint every 0.1 s, written aside and renamed (complete or absent), its number in the log
+# (the output channel's directory arrives as the argument --train_url=DIR)
+CHECKPOINTS = ('out="${1#--train_url=}"; i=0; while true; do i=$((i+1)); echo "$i" > "$out/.tmp"; '
+               'mv "$out/.tmp" "$out/ckpt-$i"; echo "saved $i"; sleep 0.1; done; :')  # ':' takes the appended "$@"
+
+
+def _body(name: str, command: str) -> dict[str, Any]:
+    body = job_body(name, command=command,
+                    outputs=[{"name": "train_url", "remote": {"obs": {"obs_url": "obs://bkt/ckpt/"}}}])
+    return body
+
+
+def _log(sdk: Any, job_id: str) -> str:
+    resp = sdk.show_training_job_logs_preview(ShowTrainingJobLogsPreviewRequest(training_job_id=job_id,
+                                                                                task_id="worker-0"))
+    return str(resp.content or "") if resp.status_code == 200 else ""  # 204: no log yet
+
+
+def test_a_terminated_job_keeps_its_last_checkpoint(server: Server) -> None:
+    sdk = sdk_client(server)
+    job_id = create_id(sdk, _body("ckpt-terminated", CHECKPOINTS))
+    wait_for(lambda: "saved 5" in _log(sdk, job_id), timeout=30, message="5 checkpoints")
+    r = httpx.post(f"{server.api}/training-jobs/{job_id}/actions", json={"action_type": "terminate"}, timeout=10)
+    assert r.status_code == 202, r.text
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Terminated"
+    last = max(int(n) for n in re.findall(r"saved (\d+)", _log(sdk, job_id)))
+    bucket = server.data_dir / "obs" / "bkt" / "ckpt"
+    saved = sorted(int(p.name.split("-")[1]) for p in bucket.glob("ckpt-*"))
+    assert saved and saved[-1] >= last, (saved, last)
+    assert (bucket / f"ckpt-{saved[-1]}").read_text() == f"{saved[-1]}\n"
+
+
+def test_a_failed_attempt_uploads_before_its_retry(server: Server) -> None:
+    sdk = sdk_client(server)
+    out = "${1#--train_url=}"
+    cmd = (f'if [ -e "$MA_HOME/.failed-once" ]; then echo second > "{out}/second"; exit 0; fi; '
+           f'touch "$MA_HOME/.failed-once"; echo first > "{out}/first"; exit 3; :')
+    body = _body("ckpt-retry", cmd)
+    body["metadata"]["annotations"] = {"fault-tolerance/job-retry-num": "1",
+                                       "fault-tolerance/job-unconditional-retry": "true"}
+    job_id = create_id(sdk, body)
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
+    events = [e["message"] for e in httpx.get(f"{server.api}/training-jobs/{job_id}/events", timeout=10)
+              .json()["events"]]
+    uploads = [i for i, e in enumerate(events) if e.startswith("Output train_url: uploaded")]
+    assert len(uploads) == 2, events  # before the retry, and at the end
+    bucket = server.data_dir / "obs" / "bkt" / "ckpt"
+    assert (bucket / "first").read_text() == "first\n" and (bucket / "second").read_text() == "second\n"
