@@ -61,3 +61,27 @@ def test_a_failed_attempt_uploads_before_its_retry(server: Server) -> None:
     assert len(uploads) == 2, events  # before the retry, and at the end
     bucket = server.data_dir / "obs" / "bkt" / "ckpt"
     assert (bucket / "first").read_text() == "first\n" and (bucket / "second").read_text() == "second\n"
+
+
+def test_every_attempts_task_logs_are_exported_to_log_export_path(server: Server) -> None:
+    sdk = sdk_client(server)
+    cmd = ('echo "attempt log of worker-$VC_TASK_INDEX"; if [ ! -e "$MA_HOME/.failed-$VC_TASK_INDEX" ]; then '
+           'touch "$MA_HOME/.failed-$VC_TASK_INDEX"; exit 3; fi; :')
+    body = job_body("logs-exported", command=cmd, node_count=2)
+    body["spec"]["log_export_path"] = {"obs_url": "obs://bkt/logs/"}
+    body["metadata"]["annotations"] = {"fault-tolerance/job-retry-num": "1",
+                                       "fault-tolerance/job-unconditional-retry": "true"}
+    job_id = create_id(sdk, body)
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
+    exported = server.data_dir / "obs" / "bkt" / "logs"
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == [f"modelarts-job-{job_id}-worker-{i}-attempt-{a}.log" for i in (0, 1) for a in (1, 2)], names
+    assert (exported / f"modelarts-job-{job_id}-worker-1-attempt-1.log").read_text() == "attempt log of worker-1\n"
+    assert not list((server.data_dir / "jobs" / job_id / "attempts").glob("*/.export-*"))
+
+
+def test_a_host_path_for_logs_is_refused_clearly(server: Server) -> None:
+    body = job_body("logs-host", command="true")
+    body["spec"]["log_export_path"] = {"host_path": "/var/log/jobs"}
+    r = httpx.post(f"{server.api}/training-jobs", json=body, timeout=10)
+    assert r.status_code == 400 and "spec.log_export_path.host_path" in r.json()["error_msg"], r.text

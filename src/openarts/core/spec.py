@@ -57,6 +57,7 @@ class JobSpec:
     affinity: tuple[str, int] | None  # (node label, group size): hyperinstance / cabinet
     auto_stop_seconds: int | None
     request: dict[str, Any] = field(repr=False)  # the normalised body, as stored
+    log_export_url: str | None = None  # spec.log_export_path.obs_url: every attempt's task logs go there
 
 
 # What a job's own directory holds beside the container paths it re-bases (core/layout.py): the server's
@@ -386,6 +387,13 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
         raise _bad("spec.schedule_policy.preemptible", "must be a boolean")
     affinity = _affinity(_obj(policy, "required_affinity", "spec.schedule_policy"), node_count)
     auto_stop = _auto_stop(_obj(spec, "auto_stop", "spec"))
+    log_export = _obj(spec, "log_export_path", "spec")
+    log_export_url = _str(log_export, "obs_url", "spec.log_export_path", limit=1024)
+    if log_export_url:
+        check_obs_url(log_export_url, "spec.log_export_path.obs_url")
+    if _str(log_export, "host_path", "spec.log_export_path", limit=1024):
+        raise _bad("spec.log_export_path.host_path", "exporting logs to a host path is not supported here; "
+                   "use obs_url")
 
     endpoints = _obj(body, "endpoints", "")
     request = {
@@ -403,4 +411,5 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
         inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
+        log_export_url=log_export_url or None,
     )

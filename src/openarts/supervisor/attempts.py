@@ -254,7 +254,7 @@ class AttemptSupervision:
         await self._end_processes(row, tasks)
         # outputs go up at every end (completed, failed, terminated) and before a retry, once the
         # workers are gone: a failed or terminated job keeps its last checkpoint
-        lines = await self._upload_outputs(row)
+        lines = [*await self._upload_outputs(row), *await self._export_logs(row, tasks)]
         now = w.now_ms()
         recovery = None
         if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED) and not row.terminate_requested:
@@ -288,6 +288,18 @@ class AttemptSupervision:
             return await asyncio.to_thread(ws.upload_outputs, lay, self.store) if lay.outputs else []
         except OpenartsError as exc:
             return [f"Outputs not uploaded: {exc.message}"]
+
+    async def _export_logs(self, row: JobRow, tasks: list[TaskRow]) -> list[str]:
+        """The attempt's task logs to spec.log_export_path.obs_url, if the job names one."""
+        try:
+            url = self._spec(row).log_export_url
+        except OpenartsError:
+            return []
+        if not url or not tasks:
+            return []
+        logs = {f"modelarts-job-{row.id}-{t.task}-attempt-{t.seq}.log": self.settings.attempt_dir(row.id, t.seq, t.task)
+                / "log" for t in tasks}
+        return [await asyncio.to_thread(ws.export_logs, logs, url, self.store)]
 
     def _final_message(self, row: JobRow, term: Termination, policy: faults.FaultPolicy | None = None) -> str:
         if policy is None:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,25 @@ def upload_outputs(lay: Layout, store: ObjectStore) -> list[str]:
         except Exception as exc:  # a failed upload is reported, the job's outcome stands
             lines.append(f"Output {d.channel.name}: upload to {d.channel.obs_url} failed: {exc}")
     return lines
+
+
+def export_logs(logs: dict[str, Path], url: str, store: ObjectStore) -> str:
+    """Upload the server's copies of task logs under `url`, each under its name; one line for the
+    events. (Linked, not copied, into a directory beside them for the upload.)"""
+    present = {name: path for name, path in logs.items() if path.is_file()}
+    if not present:
+        return f"Logs not exported to {url}: no task wrote a log."
+    staging = next(iter(present.values())).parent.parent / f".export-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir()
+        for name, path in present.items():
+            os.link(path, staging / name)
+        n = store.upload(staging, url)
+        return f"Logs exported: {n} file(s) to {url}."
+    except Exception as exc:  # reported, the job's outcome stands
+        return f"Logs not exported to {url}: {exc}"
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def arguments(spec: JobSpec, lay: Layout) -> list[str]:
