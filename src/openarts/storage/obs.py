@@ -67,19 +67,24 @@ class LocalObjectStore:
         src = self.resolve(url)
         dest.mkdir(parents=True, exist_ok=True)
         if src.is_file():
-            shutil.copy2(src, dest / src.name)
+            shutil.copyfile(src, dest / src.name)
             return 1
         if not src.is_dir():
             raise FileNotFoundError(f"{url} does not exist in the object store ({src})")
+        # one scandir per directory and a plain data copy per file (copyfile: sendfile, no metadata),
+        # as `cp -r` does; a symbolic link in the store is not an object and is not followed
         count = 0
-        for item in src.rglob("*"):
-            target = dest / item.relative_to(src)
-            if item.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif item.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(item, target)
-                count += 1
+        stack = [(src, dest)]
+        while stack:
+            here, there = stack.pop()
+            there.mkdir(exist_ok=True)
+            with os.scandir(here) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((Path(e.path), there / e.name))
+                    elif e.is_file(follow_symlinks=False):
+                        shutil.copyfile(e.path, there / e.name)
+                        count += 1
         return count
 
     def upload(self, src: Path, url: str) -> int:

@@ -8,7 +8,8 @@ multipart parts on its own; docs/STORAGE.md says why it was chosen over boto3 an
 Credentials come from the config file (`[storage]`, per bucket `[storage.buckets.NAME]`) or the
 standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables, never from a job; no message this module
 raises holds them. Downloads write each object to a temporary file beside its target, check its size
-against the listing, and rename it into place; objects are moved many at a time (MAX_CONCURRENCY).
+against the listing, and rename it into place; objects are moved many at a time (MAX_CONCURRENCY), and
+a large one in parts fetched side by side (PART_BYTES, PARTS_AT_ONCE), each written at its offset.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from openarts.core.errors import InvalidObsPath
 from openarts.core.spec import check_obs_url
 
 MAX_CONCURRENCY = 16  # objects moved at once
+WHOLE_BYTES = 8 << 20  # objects up to this size are read in one request; larger ones in parts
+PART_BYTES = 8 << 20  # a part of a large object, PARTS_AT_ONCE of them fetched side by side
+PARTS_AT_ONCE = 8
 CONNECT_SECONDS = 5
 # transient failures (5xx, a dropped connection) retried for at most 30 s, not obstore's 3 minutes: a job
 # waits on its staging, and an unreachable store should say so soon
@@ -91,9 +95,12 @@ class S3ObjectStore:
         self._stores: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENCY, thread_name_prefix="openarts-s3")
+        # parts have their own threads: an object's download, itself on a pool thread, waits on them
+        self._parts = ThreadPoolExecutor(max_workers=PARTS_AT_ONCE, thread_name_prefix="openarts-s3-part")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._parts.shutdown(wait=False, cancel_futures=True)
 
     def _store(self, bucket: str) -> Any:
         from obstore.store import S3Store
@@ -187,11 +194,13 @@ class S3ObjectStore:
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
 
         def fetch() -> None:
-            got = 0
             with open(tmp, "wb") as out:
-                for chunk in obstore.get(self._store(bucket), key).stream(min_chunk_size=1 << 20):
-                    out.write(chunk)
-                    got += len(chunk)
+                if size <= WHOLE_BYTES:  # small: one request, one buffer
+                    got = out.write(memoryview(obstore.get(self._store(bucket), key).bytes()))
+                else:  # large: parts fetched side by side, each written at its offset
+                    out.truncate(size)
+                    got = sum(self._parts.map(lambda start: self._part(bucket, key, start, size, out.fileno()),
+                                              range(0, size, PART_BYTES)))
             if got != size:
                 raise StorageError(f"obs://{bucket}/{key}: {got} bytes arrived of {size}")
             os.replace(tmp, target)
@@ -200,6 +209,12 @@ class S3ObjectStore:
             self._do(f"downloading obs://{bucket}/{key}", fetch)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _part(self, bucket: str, key: str, start: int, size: int, fd: int) -> int:
+        import obstore
+
+        data = obstore.get_range(self._store(bucket), key, start=start, end=min(start + PART_BYTES, size))
+        return os.pwrite(fd, memoryview(data), start)
 
     def upload(self, src: Path, url: str) -> int:
         """Put the regular files under local directory `src` under the prefix `url`. Returns files put.
