@@ -109,8 +109,7 @@ class S3ObjectStore:
             store = self._stores.get(bucket)
             if store is None:
                 o = self.options.buckets.get(bucket, self.options)
-                config: Any = {"region": o.region,
-                                          "virtual_hosted_style_request": o.addressing_style == "virtual"}
+                config: Any = {"region": o.region, "virtual_hosted_style_request": o.addressing_style == "virtual"}
                 if o.endpoint:
                     config["endpoint"] = o.endpoint
                 if o.access_key_id:
