@@ -451,3 +451,15 @@ def image_digest(server: Server) -> str:
     (bundle,) = (server.data_dir / "images" / "bundles").iterdir()
     return bundle.name
 
+
+def test_a_large_log_arrives_whole_in_several_reads(ray_server: Any) -> None:
+    """9 MiB of output is more than one read of an agent returns (4 MiB): the server's copy is still the
+    whole log, byte for byte, once the task's end is recorded."""
+    server = ray_server()
+    sdk = _sdk(server)
+    job_id = create_id(sdk, ray_body("ray-big-log", _python(
+        "import sys\nfor i in range(9):\n    sys.stdout.write(str(i) * (1 << 20))\n")))
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
+    (log,) = (server.data_dir / "jobs" / job_id / "attempts").glob("*/worker-0/log")
+    assert log.read_bytes() == b"".join(str(i).encode() * (1 << 20) for i in range(9))
+

@@ -18,8 +18,9 @@ openarts decides what runs where, as on one machine; Ray provides the nodes and 
   the output channels back the same way when a task ends, before the supervisor uploads them
   (executors/bundles.py). Agents reach the server at `[server] ray_server_url`, by default the URL it
   serves on (this machine's address in the cluster when it listens on every interface).
-- **Logs** are followed while tasks run (every FOLLOW_SECONDS) into the server's own copy, which the
-  log API reads and which outlives the node; a task's log is complete when its end is reported.
+- **Logs** are followed while tasks run (every FOLLOW_SECONDS, one call per node) into the server's own
+  copy, which the log API reads and which outlives the node; a task's log is complete when its end is
+  reported.
 - **Ends**: each node's agent watches its shims with pidfds; the server holds one long poll per node
   (`wait_exits`) and wakes the supervisor within milliseconds of a task's end.
 - **Faults**: an agent that Ray is restarting answers nothing for a while (the task reads as running);
@@ -36,6 +37,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +48,7 @@ from openarts.core.resources import DEFAULT_POOL, Catalog, Node
 from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, TaskState, Usage
 from openarts.executors.bundles import IMAGE, WORKSPACE, Server, pack
 from openarts.executors.images import ImageStore
-from openarts.executors.ray_agent import RayNodeAgent
+from openarts.executors.ray_agent import LOG_CHUNK, RayNodeAgent
 
 log = logging.getLogger("openarts.ray")
 
@@ -236,8 +238,10 @@ class RayExecutor:
                         self._exit_loops[node] = asyncio.create_task(self._exits_of(node), name=f"exits-{node}")
                 for node in [n for n in self._exit_loops if n not in self.agents]:
                     self._exit_loops.pop(node).cancel()
-            await asyncio.gather(*(self._sync_log(h) for h, _ in list(self._watched.values())),
-                                 return_exceptions=True)
+            by_node: dict[str, list[TaskHandle]] = {}
+            for h, _ in list(self._watched.values()):
+                by_node.setdefault(h.node, []).append(h)
+            await asyncio.gather(*(self._sync_logs(node, hs) for node, hs in by_node.items()), return_exceptions=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=FOLLOW_SECONDS)
         for task in self._exit_loops.values():
@@ -352,16 +356,24 @@ class RayExecutor:
             log.warning("job %s %s: outputs not sent from node %s: %s", handle.job_id, handle.task, handle.node, exc)
 
     async def _sync_log(self, handle: TaskHandle) -> None:
-        path = handle.run_dir / "log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        offset = path.stat().st_size if path.exists() else 0
-        while True:
-            data: bytes = await self._call(handle.node, "read_log", handle, offset)
-            if not data:
-                return
-            with open(path, "ab") as fh:
-                fh.write(data)
-            offset += len(data)
+        await self._sync_logs(handle.node, [handle])
+
+    async def _sync_logs(self, node: str, handles: list[TaskHandle]) -> None:
+        """Bring the server's copies of these tasks' logs up to date: one agent call per round for all
+        of them, rounds until every log is read to its end. Each piece is written at the offset it was
+        read from, so two syncs of one log at once (the follow loop, and a task's end) write the same
+        bytes at the same place instead of appending them twice."""
+        pending = list(handles)
+        while pending:
+            offsets = [_size(h.run_dir / "log") for h in pending]
+            chunks: list[bytes | None] = await self._call(node, "read_logs", list(zip(pending, offsets, strict=True)))
+            again = []
+            for h, offset, data in zip(pending, offsets, chunks, strict=True):
+                if data is None or len(data) >= LOG_CHUNK:
+                    again.append(h)  # not read this round, or more to come
+                if data:
+                    _write_at(h.run_dir / "log", offset, data)
+            pending = again
 
     async def signal(self, handle: TaskHandle, signum: int) -> bool | None:
         if handle.node not in self.alive:
@@ -482,3 +494,20 @@ class RayExecutor:
         self._stopping.set()
         with contextlib.suppress(Exception):
             self.ray.shutdown()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+

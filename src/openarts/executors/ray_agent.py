@@ -35,7 +35,8 @@ from openarts.executors.bundles import Server, TransferError, image_path, output
 from openarts.executors.images import ImageError, ImageStore
 from openarts.executors.sandbox import Sandbox, SandboxUnavailable
 
-LOG_CHUNK = 4 << 20  # most log bytes one read returns
+LOG_CHUNK = 4 << 20  # most bytes of one task's log that one read returns
+READ_BYTES = 16 << 20  # most log bytes one read_logs call returns, all its tasks together
 
 
 class RayNodeAgent:
@@ -141,14 +142,24 @@ class RayNodeAgent:
         self.agent.kill(self._local(handle), note)
 
     # -- what the server fetches -------------------------------------------------------------------
-    def read_log(self, handle: TaskHandle, offset: int) -> bytes:
-        """The task's log from `offset`, at most LOG_CHUNK bytes."""
-        try:
-            with open(self._local(handle).run_dir / "log", "rb") as fh:
-                fh.seek(offset)
-                return fh.read(LOG_CHUNK)
-        except FileNotFoundError:
-            return b""
+    def read_logs(self, reads: list[tuple[TaskHandle, int]]) -> list[bytes | None]:
+        """Each task's log from its offset, at most LOG_CHUNK bytes each and READ_BYTES in all: one call
+        per node for all its tasks. None for a task not read because the total was reached."""
+        out: list[bytes | None] = []
+        total = 0
+        for handle, offset in reads:
+            if total >= READ_BYTES:
+                out.append(None)
+                continue
+            try:
+                with open(self._local(handle).run_dir / "log", "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read(LOG_CHUNK)
+            except FileNotFoundError:
+                data = b""
+            total += len(data)
+            out.append(data)
+        return out
 
     def send_outputs(self, handle: TaskHandle, server: Server) -> None:
         """Send the server a tar of the task's output directories, each under its container path
