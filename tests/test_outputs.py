@@ -65,8 +65,10 @@ def test_a_failed_attempt_uploads_before_its_retry(server: Server) -> None:
 
 def test_every_attempts_task_logs_are_exported_to_log_export_path(server: Server) -> None:
     sdk = sdk_client(server)
-    cmd = ('echo "attempt log of worker-$VC_TASK_INDEX"; if [ ! -e "$MA_HOME/.failed-$VC_TASK_INDEX" ]; then '
-           'touch "$MA_HOME/.failed-$VC_TASK_INDEX"; exit 3; fi; :')
+    # both workers write their line at once; in the first attempt worker-0 fails a second later, and
+    # worker-1 is stopped (its log then ends with the sandbox's note of the signal); the second succeeds
+    cmd = ('echo "attempt log of worker-$VC_TASK_INDEX"; if [ ! -e "$MA_HOME/.failed" ]; then '
+           'if [ "$VC_TASK_INDEX" = 0 ]; then sleep 1; touch "$MA_HOME/.failed"; exit 3; fi; sleep 60; fi; :')
     body = job_body("logs-exported", command=cmd, node_count=2)
     body["spec"]["log_export_path"] = {"obs_url": "obs://bkt/logs/"}
     body["metadata"]["annotations"] = {"fault-tolerance/job-retry-num": "1",
@@ -76,7 +78,9 @@ def test_every_attempts_task_logs_are_exported_to_log_export_path(server: Server
     exported = server.data_dir / "obs" / "bkt" / "logs"
     names = sorted(p.name for p in exported.iterdir())
     assert names == [f"modelarts-job-{job_id}-worker-{i}-attempt-{a}.log" for i in (0, 1) for a in (1, 2)], names
-    assert (exported / f"modelarts-job-{job_id}-worker-1-attempt-1.log").read_text() == "attempt log of worker-1\n"
+    assert (exported / f"modelarts-job-{job_id}-worker-1-attempt-1.log").read_text().startswith(
+        "attempt log of worker-1\n")
+    assert (exported / f"modelarts-job-{job_id}-worker-1-attempt-2.log").read_text() == "attempt log of worker-1\n"
     assert not list((server.data_dir / "jobs" / job_id / "attempts").glob("*/.export-*"))
 
 
