@@ -119,9 +119,14 @@ class Settings:
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
 
+    def attempts_dir(self, job_id: str, seq: int) -> Path:
+        """One attempt's server-side files: its tasks' directories, and what the Ray executor offers its
+        nodes (executors/bundles.py)."""
+        return self.job_dir(job_id) / "attempts" / str(seq)
+
     def attempt_dir(self, job_id: str, seq: int, task: str) -> Path:
         """Where one task of one attempt keeps its log, worker.pid and exit files."""
-        return self.job_dir(job_id) / "attempts" / str(seq) / task
+        return self.attempts_dir(job_id, seq) / task
 
 
 def private_dirs(settings: Settings) -> None:

@@ -49,6 +49,7 @@ from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, Tas
 from openarts.executors.bundles import IMAGE, WORKSPACE, Server, pack
 from openarts.executors.images import ImageStore
 from openarts.executors.ray_agent import LOG_CHUNK, RayNodeAgent
+from openarts.executors.sandbox import RootImage
 
 log = logging.getLogger("openarts.ray")
 
@@ -285,18 +286,12 @@ class RayExecutor:
         if launch.node not in self.agents:
             raise StartError(f"cannot start {launch.task}: node {launch.node} is not in the Ray cluster")
         attempt = (launch.job_id, launch.seq)
-        if launch.image:
-            launch = await self._with_image(launch)
-        if attempt not in self._packed:
-            if not self.server_url:
-                raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
-                                 "(set [server] ray_server_url)")
-            dirs = [(m.host, f"m{i}") for i, m in enumerate(launch.mounts)]
-            try:
-                await asyncio.to_thread(pack, launch.run_dir.parent / WORKSPACE, dirs)
-            except OSError as exc:
-                raise StartError(f"cannot pack the job's directories for its nodes: {exc}") from exc
+        image = self._image_of(launch) if launch.image else None
+        if attempt not in self._packed:  # once per attempt: what its nodes fetch from the server
+            await self._offer(launch, image)
             self._packed.add(attempt)
+        if image is not None and self.images is not None:  # every node runs the very image pulled here
+            launch = dataclasses.replace(launch, image=self.images.pinned(launch.image, image.digest))
         try:
             handle: TaskHandle = await self._call(launch.node, "start", launch, self._server(launch.job_id, launch.seq))
         except StartError:
@@ -307,21 +302,28 @@ class RayExecutor:
             raise
         return handle
 
-    async def _with_image(self, launch: TaskLaunch) -> TaskLaunch:
-        """Offer the job's image (pulled on this server before the start) to its nodes' agents, and pin the
-        launch to its digest: every node runs the very image the server pulled."""
+    def _image_of(self, launch: TaskLaunch) -> RootImage:
+        """The job's image, pulled on this server before the start."""
         image = self.images.lookup(launch.image) if self.images is not None else None
-        if self.images is None or image is None:
+        if image is None:
             raise StartError(f"cannot start {launch.task}: image {launch.image} is not on this server")
-        link = launch.run_dir.parent / IMAGE
+        return image
+
+    async def _offer(self, launch: TaskLaunch, image: RootImage | None) -> None:
+        """Pack the attempt's directories, and link its image's tar, where the agents' routes serve them."""
+        if not self.server_url:
+            raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
+                             "(set [server] ray_server_url)")
+        where = self.settings.attempts_dir(launch.job_id, launch.seq)
+        dirs = [(m.host, f"m{i}") for i, m in enumerate(launch.mounts)]
         try:
-            tar = await asyncio.to_thread(self.images.bundle_tar, image)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.unlink(missing_ok=True)
-            link.symlink_to(tar)
+            await asyncio.to_thread(pack, where / WORKSPACE, dirs)
+            if image is not None and self.images is not None:
+                tar = await asyncio.to_thread(self.images.bundle_tar, image)
+                (where / IMAGE).unlink(missing_ok=True)
+                (where / IMAGE).symlink_to(tar)
         except OSError as exc:
-            raise StartError(f"cannot offer image {launch.image} to the nodes: {exc}") from exc
-        return dataclasses.replace(launch, image=self.images.pinned(launch.image, image.digest))
+            raise StartError(f"cannot offer the job's files to its nodes: {exc}") from exc
 
     async def poll(self, handle: TaskHandle) -> TaskState:
         key = (handle.job_id, handle.seq, handle.task)
@@ -470,7 +472,7 @@ class RayExecutor:
         """The attempt's reservation and its files on its nodes; its processes were cleaned up before."""
         self._packed.discard((job_id, seq))
         for name in (WORKSPACE, IMAGE):
-            (self.settings.job_dir(job_id) / "attempts" / str(seq) / name).unlink(missing_ok=True)
+            (self.settings.attempts_dir(job_id, seq) / name).unlink(missing_ok=True)
         self._ended = {k for k in self._ended if k[:2] != (job_id, seq)}
         await asyncio.to_thread(self._remove_pg, job_id, seq)
         await asyncio.gather(*(self._call(n, "release", job_id, seq) for n in set(nodes) if n in self.agents),

@@ -6,11 +6,11 @@ agent that Ray restarts on its node re-adopts them from their run directories. E
 keeps lies under its node directory, `ROOT/<node id>/jobs/<job>/<attempt>/<task>/`:
 
     ws/m<i>/   the job's directories (code, inputs, home), fetched from the server and unpacked
-
-and custom images under `ROOT/<node id>/images/bundles/<digest>/`, fetched from the server once per digest.
     run/       the shim's files: log, worker.pid, exit, sandbox.json, env
     mounts     each ws/m<i> and the container path it is bound at
     outputs    the container paths of the output channels, for `send_outputs`
+
+and custom images under `ROOT/<node id>/images/bundles/<digest>/`, fetched from the server once per digest.
 
 Workers always run in the node's sandbox, at ModelArts' paths, whatever node they land on. This module
 imports Ray only inside the actor's methods, so that it loads where Ray is not installed.

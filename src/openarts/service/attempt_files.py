@@ -31,7 +31,7 @@ class AttemptFiles:
         if not (JOB_RE.fullmatch(job_id) and seq.isdigit() and token
                 and self.tokens.valid(job_id, int(seq), token)):
             raise errors.AuthenticationFailed("This attempt's token is required.")
-        return self.settings.job_dir(job_id) / "attempts" / str(int(seq))
+        return self.settings.attempts_dir(job_id, int(seq))
 
     def packed(self, job_id: str, seq: str, what: str, authorization: str) -> Path:
         """The attempt's packed directories (`workspace`) or its custom image (`image`)."""

@@ -297,9 +297,10 @@ class AttemptSupervision:
             return []
         if not url or not tasks:
             return []
-        logs = {f"modelarts-job-{row.id}-{t.task}-attempt-{t.seq}.log": self.settings.attempt_dir(row.id, t.seq, t.task)
+        seq = tasks[0].seq
+        logs = {f"modelarts-job-{row.id}-{t.task}-attempt-{seq}.log": self.settings.attempt_dir(row.id, seq, t.task)
                 / "log" for t in tasks}
-        return [await asyncio.to_thread(ws.export_logs, logs, url, self.store)]
+        return [await asyncio.to_thread(ws.export_logs, logs, url, self.store, self.settings.attempts_dir(row.id, seq))]
 
     def _final_message(self, row: JobRow, term: Termination, policy: faults.FaultPolicy | None = None) -> str:
         if policy is None:

@@ -58,12 +58,12 @@ def check_code(spec: JobSpec, store: ObjectStore, rules: CodeRules = CodeRules()
             raise PreparationError(
                 f"Code directory error: code_dir {spec.code_dir}: in the sandbox a local code_dir must lie in a "
                 "directory of [server] sandbox_read_only (docs/SANDBOX.md); or use obs://.")
-    boot = spec.code_dir.rstrip("/") + "/" + spec.boot_file if spec.boot_file else ""
     try:
         if local is not None:
             is_dir, has_boot = local.is_dir(), not spec.boot_file or (local / spec.boot_file).is_file()
         else:
-            is_dir, has_boot = store.is_dir(spec.code_dir), not boot or store.is_file(boot)
+            is_dir = store.is_dir(spec.code_dir)
+            has_boot = not spec.boot_file or store.is_file(spec.code_dir.rstrip("/") + "/" + spec.boot_file)
     except (OpenartsError, OSError) as exc:
         raise PreparationError(f"Code directory error: {getattr(exc, 'message', exc)}") from exc
     if not is_dir:
@@ -170,13 +170,13 @@ def upload_outputs(lay: Layout, store: ObjectStore) -> list[str]:
     return lines
 
 
-def export_logs(logs: dict[str, Path], url: str, store: ObjectStore) -> str:
+def export_logs(logs: dict[str, Path], url: str, store: ObjectStore, work: Path) -> str:
     """Upload the server's copies of task logs under `url`, each under its name; one line for the
-    events. (Linked, not copied, into a directory beside them for the upload.)"""
+    events. (Linked, not copied, into a directory under `work`, on the logs' filesystem, for the upload.)"""
     present = {name: path for name, path in logs.items() if path.is_file()}
     if not present:
         return f"Logs not exported to {url}: no task wrote a log."
-    staging = next(iter(present.values())).parent.parent / f".export-{uuid.uuid4().hex[:8]}"
+    staging = work / f".export-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
         for name, path in present.items():
