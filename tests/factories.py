@@ -62,6 +62,10 @@ class Harness:
         async def go() -> None:
             for _ in range(passes):
                 await self.sup.reconcile(full=True)
+                # background transfers (staging, uploads) end within the pass that started them here,
+                # and the pass their outcome wakes counts with it: pass counts stay those of the steps
+                while await self.sup.transfers.settle():
+                    await self.sup.reconcile(full=True)
         asyncio.run(go())
 
     def job(self, job_id: str) -> JobRow:

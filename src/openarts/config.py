@@ -9,6 +9,10 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     hang_detect_minutes = 30          # per job: environment MA_HANG_DETECT_TIME (minutes)
     recovery_reset_seconds = 600      # an attempt that ran this long resets the recovery ladder
     taint_seconds = 300               # how long job_reschedule_with_taint fences a node
+    staging_concurrency = 4           # jobs whose code and inputs are staged at once (in the background)
+    upload_concurrency = 4            # output and log uploads at once
+    output_period_seconds = 30        # outputs in upload_periodically mode without a period of their own
+    staging_cache_gb = 50             # the node's cache of staged inputs (storage/cache.py); 0: none
     sandbox = "auto"                  # every worker in its own sandbox (bwrap): auto, on, off
     sandbox_read_only = ["/srv/models"]  # more host directories workers see, read-only
     executor = "local"                # or "ray": workers on a Ray cluster's nodes (docs/DEPLOY.md)
@@ -52,6 +56,15 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     addressing_style = "path"          # or "virtual" (Huawei OBS)
     [storage.buckets.NAME]             # per-bucket overrides of the same keys
 
+    [volumes]                          # spec.volumes[].nfs: shares this machine has mounted (docs/SANDBOX.md)
+    discover = true                    # NFS mounts in /proc/self/mountinfo count too (default)
+    [volumes.nfs]
+    "10.10.10.10:/example/path" = "/mnt/example"   # nfs_server_path = where it is mounted here
+
+    [datasets.DATASET_ID]              # inputs' remote.dataset{id, version_id} -> an obs:// URL
+    name = "mnist"                     # optional: reported back in the job document
+    versions = { VERSION_ID = "obs://bucket/datasets/mnist/v1/" }
+
 The file is checked before the server starts: a TOML syntax error, an unknown section or key, a
 value of the wrong type and an entry without its required key (`flavor_id`, `engine_id`) are each
 reported as one `ConfigError` line that names the file and the key.
@@ -59,13 +72,17 @@ reported as one `ConfigError` line that names the file and the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openarts.core.errors import InvalidObsPath
+from openarts.core.spec import check_obs_url
 from openarts.core.suggest import did_you_mean
+from openarts.core.volumes import nfs_path
 
 
 @dataclass
@@ -79,6 +96,10 @@ class Settings:
     hang_detect_minutes: float = 30.0  # ModelArts' default window; MA_HANG_DETECT_TIME overrides per job
     recovery_reset_seconds: float = 600.0  # an attempt that ran this long resets the recovery ladder
     taint_seconds: float = 300.0  # how long job_reschedule_with_taint fences a node
+    staging_concurrency: int = 4  # stagings at once (supervisor/transfers.py)
+    upload_concurrency: int = 4  # uploads at once, periodic and final
+    output_period_seconds: float = 30.0  # ModelArts' default period of upload_periodically
+    staging_cache_gb: float = 50.0  # inputs kept for the next job that stages them; 0: no cache
     log_preview_bytes: int = 5 * 1024 * 1024
     sandbox: str = "auto"  # auto: on where bwrap works; on: refuse to start without it; off
     sandbox_read_only: list[str] = field(default_factory=list)
@@ -213,6 +234,10 @@ SERVER_KEYS: dict[str, Check] = {
     "hang_detect_minutes": number(0, strict=True),
     "recovery_reset_seconds": number(0),
     "taint_seconds": number(0),
+    "staging_concurrency": integer(1),
+    "upload_concurrency": integer(1),
+    "output_period_seconds": number(0, strict=True),
+    "staging_cache_gb": number(0),
     "sandbox": one_of("auto", "on", "off"),
     "sandbox_read_only": absolute_paths,
     "executor": one_of("local", "ray"),
@@ -247,6 +272,8 @@ SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
     "ray_pools": (True, RAY_POOL_KEYS, ("pool",)),
     "security": (False, None, ()),
     "storage": (False, None, ()),  # checked by check_storage: [storage] and [storage.buckets.NAME]
+    "volumes": (False, None, ()),  # checked by check_volumes: [volumes] and [volumes.nfs]
+    "datasets": (False, None, ()),  # checked by check_datasets: [datasets.ID], its versions
 }
 
 
@@ -292,6 +319,10 @@ def validate_config(path: Path, raw: Mapping[str, Any]) -> None:
             check_table(path, f"[{name}]", value, keys, required)
     if "storage" in raw:
         check_storage(path, raw["storage"])
+    if "volumes" in raw:
+        check_volumes(path, raw["volumes"])
+    if "datasets" in raw:
+        check_datasets(path, raw["datasets"])
     names = [str(n.get("name", f"node-{i}")) for i, n in enumerate(raw.get("nodes", []))]
     for name in names:
         if names.count(name) > 1:
@@ -310,6 +341,54 @@ def check_storage(path: Path, table: Mapping[str, Any]) -> None:
         check_table(path, f"[storage.buckets.{name}]", bucket, STORAGE_KEYS)
     if table.get("backend") == "s3" and ("access_key_id" in table) != ("secret_access_key" in table):
         raise ConfigError(path, "[storage]", "access_key_id and secret_access_key go together")
+
+
+DATASET_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a dataset's id, and a version's
+
+
+def check_datasets(path: Path, table: Mapping[str, Any]) -> None:
+    """`[datasets.ID]`: the dataset registry that resolves an input's `remote.dataset{id, version_id}`
+    to an obs:// URL: an optional `name` and a non-empty table `versions` of VERSION_ID = URL."""
+    for ds_id, ds in table.items():
+        where = f"[datasets.{ds_id}]"
+        if not DATASET_ID_RE.fullmatch(ds_id):
+            raise ConfigError(path, where, "a dataset id is 1 to 64 letters, digits, '_', '.' or '-'")
+        if not isinstance(ds, dict):
+            raise ConfigError(path, where, f"must be a table ({where}), not {_show(ds)}")
+        check_table(path, where, ds, {"name": string, "versions": _versions})  # a misspelt key named first
+        if "versions" not in ds:
+            raise ConfigError(path, where, "missing required key 'versions'")
+        for version, url in ds["versions"].items():
+            if not DATASET_ID_RE.fullmatch(version):
+                raise ConfigError(path, f"{where} versions {version}",
+                                  "a version id is 1 to 64 letters, digits, '_', '.' or '-'")
+            try:
+                check_obs_url(url, "url")
+            except InvalidObsPath:
+                raise ConfigError(path, f"{where} versions {version}", "must be an OBS location, "
+                                  f"obs://bucket/path or /bucket/path, not {_show(url)}") from None
+
+
+def _versions(v: Any) -> str | None:
+    ok = isinstance(v, dict) and v and all(isinstance(u, str) for u in v.values())
+    return None if ok else 'a non-empty table of version id = URL, e.g. { v1 = "obs://bucket/data/v1/" }'
+
+
+def check_volumes(path: Path, table: Mapping[str, Any]) -> None:
+    """`[volumes]`: `discover` (NFS mounts of /proc/self/mountinfo count) and `[volumes.nfs]`, the shares
+    this machine has mounted: "host:/path" = the absolute path where it is mounted."""
+    check_table(path, "[volumes]", table, {"discover": boolean, "nfs": _nfs_table})
+    for share, where in table.get("nfs", {}).items():
+        if nfs_path(share) is None:
+            raise ConfigError(path, f"[volumes.nfs] {share!r}", "a share is host:/path, e.g. "
+                              '"10.10.10.10:/example/path", without \'..\' segments')
+        if not isinstance(where, str) or not where.startswith("/") or where.rstrip("/") == "":
+            raise ConfigError(path, f"[volumes.nfs] {share!r}", "must be the absolute path where this machine has "
+                              f"the share mounted (not /), not {_show(where)}")
+
+
+def _nfs_table(v: Any) -> str | None:
+    return None if isinstance(v, dict) else 'a table of "host:/path" = "/mount/point" ([volumes.nfs])'
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -338,9 +417,13 @@ def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: 
     server = raw.get("server", {})
     s = Settings(data_dir=data_dir, raw=raw, config_path=path if path.exists() else None)
     for key in ("terminate_grace_seconds", "metrics_interval_seconds", "reconcile_interval_seconds",
-                "hang_detect_minutes", "recovery_reset_seconds", "taint_seconds"):
+                "hang_detect_minutes", "recovery_reset_seconds", "taint_seconds", "output_period_seconds",
+                "staging_cache_gb"):
         if key in server:
             setattr(s, key, float(server[key]))
+    for key in ("staging_concurrency", "upload_concurrency"):
+        if key in server:
+            setattr(s, key, int(server[key]))
     s.sandbox = str(server.get("sandbox", s.sandbox))
     s.sandbox_read_only = [str(p) for p in server.get("sandbox_read_only", [])]
     for key in ("executor", "ray_address", "ray_namespace", "ray_node_dir", "ray_server_url"):

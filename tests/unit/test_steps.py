@@ -7,7 +7,7 @@ import pytest
 from openarts.core.phases import Phase
 from openarts.core.reasons import EndKind, Termination
 from openarts.supervisor.decide import Act, Decision
-from openarts.supervisor.steps import Apply, AttemptState, JobState, Step, apply_of, next_step
+from openarts.supervisor.steps import Apply, AttemptState, JobState, Staging, Step, apply_of, next_step
 
 RUNNING_ATTEMPT = AttemptState(started=True, ended=False)
 UNSTARTED = AttemptState(started=False, ended=False)
@@ -15,6 +15,9 @@ CLOSED_PROC = AttemptState(started=True, ended=True, end_recover="proc_restart")
 CLOSED_POD = AttemptState(started=True, ended=True, end_recover="pod_reschedule")
 CLOSED_REQUEUED = AttemptState(started=True, ended=True, end_recover="job_reschedule")
 CLOSED_FINAL = AttemptState(started=True, ended=True)
+STAGING = AttemptState(started=False, ended=False, staging=Staging.RUNNING)
+STAGED = AttemptState(started=False, ended=False, staging=Staging.DONE)
+STAGING_FAILED = AttemptState(started=False, ended=False, staging=Staging.FAILED)
 
 P, T = Phase, True
 TABLE = [
@@ -34,6 +37,19 @@ TABLE = [
     (JobState(P.PENDING, attempt=UNSTARTED), Step.DISCARD_UNSTARTED),
     (JobState(P.PENDING, attempt=UNSTARTED, terminate=T), Step.DISCARD_UNSTARTED),
     (JobState(P.PENDING, attempt=CLOSED_REQUEUED), Step.SCHEDULE),
+    # Pending with its attempt's data being staged in the background: wait, start, fail; a terminate
+    # cancels the staging, and once it has stopped the attempt is discarded (then the job is cancelled)
+    (JobState(P.PENDING, attempt=STAGING), Step.WAIT_STAGING),
+    (JobState(P.PENDING, attempt=STAGING, terminate=T), Step.STOP_STAGING),
+    (JobState(P.PENDING, attempt=STAGED), Step.START_STAGED),
+    (JobState(P.PENDING, attempt=STAGED, terminate=T), Step.DISCARD_UNSTARTED),
+    (JobState(P.PENDING, attempt=STAGING_FAILED), Step.STAGING_FAILED),
+    (JobState(P.PENDING, attempt=STAGING_FAILED, terminate=T), Step.DISCARD_UNSTARTED),
+    (JobState(P.RUNNING, attempt=STAGING), Step.WAIT_STAGING),  # a pod_reschedule restart stages again
+    (JobState(P.RUNNING, attempt=STAGED), Step.START_STAGED),
+    (JobState(P.RUNNING, attempt=STAGING, terminate=T), Step.STOP_STAGING),
+    (JobState(P.TERMINATING, terminate=T, attempt=STAGING), Step.STOP_STAGING),
+    (JobState(P.TERMINATING, terminate=T, attempt=STAGED), Step.DISCARD_UNSTARTED),
     (JobState(P.PENDING, attempt=CLOSED_REQUEUED, terminate=T), Step.CANCEL),
     # Running, attempt live
     (JobState(P.RUNNING, attempt=RUNNING_ATTEMPT), Step.SUPERVISE),

@@ -6,6 +6,7 @@ Pending job looping forever, a lost compare-and-set whose side writes committed 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from pathlib import Path
@@ -254,8 +255,9 @@ def test_an_ended_jobs_document_is_kept_until_its_row_changes(tmp_path: Path) ->
 
     h = Harness(tmp_path, ONE_CORE_NODES)
     svc = JobService(h.settings, h.db, h.catalog, lambda _: None)
-    j = svc.create("p", "u", {"kind": "job", "metadata": {"name": "kept"}, "algorithm": {"command": "true"},
-                              "spec": {"resource": {"flavor_id": "cpu1", "node_count": 1}}})["metadata"]["id"]
+    body = {"kind": "job", "metadata": {"name": "kept"}, "algorithm": {"command": "true"},
+            "spec": {"resource": {"flavor_id": "cpu1", "node_count": 1}}}
+    j = asyncio.run(svc.create("p", "u", body))["metadata"]["id"]
     h.run(2)
     running = svc.get_json("p", j)
     assert svc.get_json("p", j) is not running  # a running job's is rendered every time (its duration)

@@ -153,8 +153,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
         await supervisor.adopt()  # before serving
         app.state.supervisor = supervisor
-        app.state.jobs = JobService(settings, db, cat, supervisor.poke)
-        app.state.observe = ObserveService(settings, db, LogLinks(master_key))
+        app.state.jobs = JobService(settings, db, cat, supervisor.poke, store)
+        app.state.observe = ObserveService(settings, db, LogLinks(master_key), store)
         app.state.catalog = CatalogService(cat)
         app.state.attempt_files = AttemptFiles(settings, tokens)
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),

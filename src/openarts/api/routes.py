@@ -76,7 +76,7 @@ def _user(request: Request) -> str:
 
 async def create_job(request: Request) -> Response:
     body = await body_json(request)
-    return ok(_jobs(request).create(request.path_params["project_id"], _user(request), body), 201)
+    return ok(await _jobs(request).create(request.path_params["project_id"], _user(request), body), 201)
 
 
 async def show_job(request: Request) -> Response:
@@ -137,8 +137,8 @@ async def log_preview(request: Request) -> Response:
 async def log_url(request: Request) -> Response:
     p = request.path_params
     content_type = request.query_params.get("Content-Type") or request.headers.get("content-type", "")
-    return ok(_observe(request).log_url(p["project_id"], p["job_id"], p["task_id"], content_type,
-                                        str(request.base_url), request.query_params.get("attempt")))
+    return ok(await _observe(request).log_url(p["project_id"], p["job_id"], p["task_id"], content_type,
+                                              str(request.base_url), request.query_params.get("attempt")))
 
 
 async def log_download(request: Request) -> Response:

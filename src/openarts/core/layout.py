@@ -44,6 +44,7 @@ class Layout:
     inputs: list[ChannelDir]
     outputs: list[ChannelDir]
     sandboxed: bool = False
+    volumes: tuple[str, ...] = ()  # the volumes' local paths (spec.volumes), bound after `binds`
 
     def seen(self, path: Path) -> str:
         """`path` as the worker sees it: its container path in a sandbox, else the host path."""
@@ -54,9 +55,11 @@ class Layout:
     def binds(self, whole_home: bool = True) -> list[tuple[Path, str]]:
         """The host directories a sandbox binds, and where: home (or, for an image, whose own home the
         worker keeps, only its `modelarts` directory), /cache, and any channel, code or working
-        directory the job put elsewhere (outermost first, none inside another)."""
+        directory the job put elsewhere (outermost first, none inside another). A working directory in a
+        volume is the volume's own (the spec lets no other directory of the job lie in one)."""
         paths = [MA_HOME if whole_home else MA_MOUNT, CACHE] + [self.seen(p) for p in (
             *(d.local for d in (*self.inputs, *self.outputs)), *([self.code] if self.code else []), self.cwd)]
+        paths = [p for p in paths if not any(p == v or p.startswith(v + "/") for v in self.volumes)]
         out: list[str] = []
         for p in sorted(dict.fromkeys(paths), key=len):
             if not any(p == o or p.startswith(o.rstrip("/") + "/") for o in out):
@@ -103,7 +106,8 @@ def layout(spec: JobSpec, root: Path, sandboxed: bool = False) -> Layout:
 
     cwd = rebase(root, spec.working_dir) if spec.working_dir else (code or job_dir)
     return Layout(root, home, job_dir, code, in_place, cwd, rebase(root, f"{MA_MOUNT}/log"),
-                  dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"), sandboxed)
+                  dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"), sandboxed,
+                  tuple(v.local_path for v in spec.volumes))
 
 
 def document_algorithm(spec: JobSpec, lay: Layout) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Nodes, flavors and engines: what the service can run jobs on, and with what.
+"""Nodes, flavors and engines: what the service can run jobs on, and with what (and the dataset registry
+that inputs' `remote.dataset` names resolve through).
 
 Pure data plus `build_catalog()`, which derives the defaults from the machine (CPU cores, memory,
 NVIDIA GPUs through NVML) and merges what the config file adds. What a flavor enforces on a worker
@@ -73,6 +74,15 @@ class Engine:
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """A dataset of the registry (`[datasets.ID]` in the config file): what an input's
+    `remote.dataset{id, version_id}` names, resolved at create to the version's obs:// URL."""
+    dataset_id: str
+    name: str  # "" when the config gives none
+    versions: Mapping[str, str]  # version id -> obs:// URL
+
+
+@dataclass(frozen=True)
 class GpuInfo:
     index: int
     product: str
@@ -85,6 +95,7 @@ class Catalog:
     flavors: dict[str, Flavor]
     engines: dict[str, Engine]
     default_engine: str
+    datasets: dict[str, Dataset] = field(default_factory=dict)  # the dataset registry, by id
 
     def max_num(self, flavor: Flavor, pool: str = DEFAULT_POOL) -> int:
         """How many workers of this flavor the pool can hold at once (0: it never fits)."""
@@ -242,4 +253,6 @@ def build_catalog(raw: Mapping[str, Any], gpus: list[GpuInfo] | None = None) -> 
                      str(e.get("engine_version", "")), str(e.get("python", "python" if image else sys.executable)),
                      image_url=image)
         engines[eng.engine_id] = eng
-    return Catalog(nodes=nodes, flavors=flavors, engines=engines, default_engine=own.engine_id)
+    datasets = {str(i): Dataset(str(i), str(d.get("name", "")), {str(v): str(u) for v, u in d["versions"].items()})
+                for i, d in raw.get("datasets", {}).items()}
+    return Catalog(nodes=nodes, flavors=flavors, engines=engines, default_engine=own.engine_id, datasets=datasets)

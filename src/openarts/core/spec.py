@@ -3,17 +3,21 @@
 `parse_job(body, catalog)` raises a domain error (core/errors.py) naming the offending field, or
 returns a `JobSpec`. The normalised body (`JobSpec.request`) is what the store keeps; parsing it again
 later gives the same spec, unless the catalog changed (then preparation fails: Abnormal/CreateFailed).
+At create, `datasets` (the registry, `Catalog.datasets`) resolves inputs' `remote.dataset{id, version_id}`
+to an obs_url, written into the normalised body; a stored body is parsed without it and keeps its URL.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from openarts.core import arglimits, errors, faults
-from openarts.core.resources import DEFAULT_POOL, Catalog, Engine, Flavor
+from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
+from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # portable: /bin/sh drops other names
@@ -23,6 +27,7 @@ MAX_ENVIRONMENTS = 100
 MAX_DESCRIPTION = 256
 MAX_PARAMETERS = 500
 MAX_CHANNELS = 100
+MAX_VOLUMES = 100
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,29 @@ class Channel:
     index: int  # position among channels of the same name: data_url_0, data_url_1 ...
     obs_url: str
     local_dir: str | None  # as the user gave it (a container path), or None for the default
+    mode: str = ""  # an output's: "upload_periodically" (ModelArts' default) or "upload_on_exit"
+    period_s: float | None = None  # an output's upload period as given ("30s"); None: the server's default
+
+
+OUTPUT_MODES = ("upload_periodically", "upload_on_exit")
+PERIOD_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)?$")
+PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _output_mode(item: dict[str, Any], p: str) -> tuple[str, float | None]:
+    """An output's `mode` and `period` ("30s", "5m", "1h" or seconds; at least 1 s)."""
+    mode = _str(item, "mode", p, limit=32) or ""
+    if mode and mode not in OUTPUT_MODES:
+        raise _bad(f"{p}.mode", f"must be one of {', '.join(OUTPUT_MODES)}")
+    raw = item.get("period")
+    if raw is None or raw == "":
+        return mode, None
+    m = PERIOD_RE.match(str(raw).strip()) if isinstance(raw, str | int | float) and not isinstance(raw, bool) \
+        else None
+    seconds = float(m.group(1)) * PERIOD_UNITS[m.group(2) or "s"] if m else 0.0
+    if not m or seconds < 1 or seconds > 86400:
+        raise _bad(f"{p}.period", 'must be a period of 1 s to 24 h, e.g. "30s", "5m"')
+    return mode, seconds
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,13 @@ class JobSpec:
     auto_stop_seconds: int | None
     request: dict[str, Any] = field(repr=False)  # the normalised body, as stored
     log_export_url: str | None = None  # spec.log_export_path.obs_url: every attempt's task logs go there
+    volumes: tuple[Volume, ...] = ()  # spec.volumes: NFS shares bound at their local_path (core/volumes.py)
+
+
+def exported_log_url(log_export_url: str, job_id: str, task: str, seq: int) -> str:
+    """The object a task's log of attempt `seq` is exported to under spec.log_export_path.obs_url
+    (`modelarts-job-<job id>-<task>-attempt-<n>.log`, as the supervisor exports it)."""
+    return f"{log_export_url.rstrip('/')}/modelarts-job-{job_id}-{task}-attempt-{seq}.log"
 
 
 # What a job's own directory holds beside the container paths it re-bases (core/layout.py): the server's
@@ -172,16 +207,54 @@ def check_obs_url(url: str, path: str) -> str:
     return url
 
 
-def _channels(algorithm: dict[str, Any], key: str, path: str) -> list[Channel]:
+def _channels(algorithm: dict[str, Any], key: str, path: str,
+              datasets: Mapping[str, Dataset] | None = None) -> list[Channel]:
     try:
-        return _channel_list(algorithm, key, path)
+        return _channel_list(algorithm, key, path, datasets)
     except errors.InvalidObsPath:
         raise
     except errors.InvalidRequest as exc:  # any other fault of a channel: ModelArts' InputsOutputsMessageError
         raise errors.InputsOutputsError(exc.message) from None
 
 
-def _channel_list(algorithm: dict[str, Any], key: str, path: str) -> list[Channel]:
+def _dataset_url(dataset: dict[str, Any], key: str, where: str, datasets: Mapping[str, Dataset] | None) -> str | None:
+    """`remote.dataset`'s obs_url. At create (`datasets`: the registry) its `id` and `version_id` are
+    looked up and the block is rewritten with the version's obs_url and the dataset's name, as ModelArts
+    reports them: the stored request keeps what was resolved, so a registry changed later moves no job.
+    A stored request (`datasets` None) keeps the obs_url it holds. A block without an id is taken by its
+    obs_url alone."""
+    ds_id = _str(dataset, "id", where, limit=64)
+    version = _str(dataset, "version_id", where, limit=64)
+    if not ds_id and not version:
+        return _str(dataset, "obs_url", where)
+    if key != "inputs":
+        raise errors.InputsOutputsError(f"Inputs/outputs error: {where}: only an input can be a dataset; an "
+                                        "output goes to remote.obs.obs_url.")
+    if not ds_id or not version:
+        raise errors.InputsOutputsError(f"Inputs/outputs error: {where} needs both id and version_id.")
+    if datasets is None:
+        return _str(dataset, "obs_url", where)
+    found = datasets.get(ds_id)
+    if found is None:
+        known = ", ".join(sorted(datasets)[:20]) or "none is registered"
+        raise errors.InputsOutputsError(
+            f"Inputs/outputs error: {where}.id: dataset {ds_id!r} is not in this server's dataset registry "
+            f"([datasets] in its config file; known: {known}).")
+    url = found.versions.get(version)
+    if url is None:
+        raise errors.InputsOutputsError(
+            f"Inputs/outputs error: {where}.version_id: dataset {ds_id!r} has no version {version!r} "
+            f"(its versions: {', '.join(sorted(found.versions)[:20])}).")
+    dataset["obs_url"] = url
+    if found.name:
+        dataset["name"] = found.name
+    else:
+        dataset.pop("name", None)  # only the registry names a dataset
+    return url
+
+
+def _channel_list(algorithm: dict[str, Any], key: str, path: str,
+                  datasets: Mapping[str, Dataset] | None = None) -> list[Channel]:
     seen: dict[str, int] = {}
     out = []
     for i, item in enumerate(_list(algorithm, key, path, MAX_CHANNELS)):
@@ -195,17 +268,22 @@ def _channel_list(algorithm: dict[str, Any], key: str, path: str) -> list[Channe
         remote = _obj(item, "remote", p, required=True)
         obs = _obj(remote, "obs", f"{p}.remote")
         dataset = _obj(remote, "dataset", f"{p}.remote")
-        url = _str(obs, "obs_url", f"{p}.remote.obs") or _str(dataset, "obs_url", f"{p}.remote.dataset")
+        url = _str(obs, "obs_url", f"{p}.remote.obs")
+        if url and (dataset.get("id") or dataset.get("version_id")):
+            raise errors.InputsOutputsError(f"Inputs/outputs error: {p}.remote: use either obs or dataset, "
+                                            "not both.")
+        url = url or _dataset_url(dataset, key, f"{p}.remote.dataset", datasets)
         if not url:
             raise errors.InputsOutputsError(
                 f"Inputs/outputs error: {p}.remote needs obs.obs_url"
-                + (" (datasets are resolved only through their obs_url)." if dataset else ".")
+                + (" or dataset.id and dataset.version_id." if key == "inputs" else ".")
             )
-        check_obs_url(url, f"{p}.remote.obs.obs_url")
+        check_obs_url(url, f"{p}.remote.{'dataset' if dataset and not obs.get('obs_url') else 'obs'}.obs_url")
         local_dir = _container_path(item, "local_dir", p)
         index = seen.get(name, 0)
         seen[name] = index + 1
-        out.append(Channel(name, index, url, local_dir))
+        mode, period = _output_mode(item, p) if key == "outputs" else ("", None)
+        out.append(Channel(name, index, url, local_dir, mode, period))
     return out
 
 
@@ -237,6 +315,48 @@ def _affinity(req: dict[str, Any], node_count: int) -> tuple[str, int] | None:
     return AFFINITY_LABELS[kind], size
 
 
+def _volumes(spec: dict[str, Any], taken: list[tuple[str, str]]) -> tuple[Volume, ...]:
+    """spec.volumes: NFS shares only, each `host:/path` at its own `local_path`, apart from the job's own
+    directories (`taken`: field, container path; JOB_DIRS) and from each other. Whether the machine has
+    the share mounted is the service's check (executors/volumes.py), not the spec's."""
+    if spec.get("volumes") is None:
+        spec.pop("volumes", None)  # null is absent
+        return ()
+    out: list[Volume] = []
+    for i, item in enumerate(_list(spec, "volumes", "spec", MAX_VOLUMES)):
+        p = f"spec.volumes[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(p, "must be an object")
+        other = sorted(k for k, v in item.items() if k != "nfs" and v is not None)
+        if other:
+            raise _bad(f"{p}.{other[0]}", "only nfs volumes are supported (as ModelArts' v2 API creates them): "
+                       "nfs{nfs_server_path, local_path, read_only}; use an input channel for OBS data")
+        nfs = _obj(item, "nfs", p, required=True)
+        server = _str(nfs, "nfs_server_path", f"{p}.nfs", required=True, limit=1024)
+        if server is None or nfs_path(server) is None:
+            raise _bad(f"{p}.nfs.nfs_server_path", "must be host:/path, e.g. 10.10.10.10:/example/path, "
+                       "without '..' segments")
+        given = _container_path(nfs, "local_path", f"{p}.nfs")
+        if given is None:
+            raise _bad(f"{p}.nfs.local_path", "it is required")
+        local = "/" + posixpath.normpath(given).lstrip("/")  # (normpath keeps a leading //)
+        read_only = nfs.get("read_only", False)
+        if not isinstance(read_only, bool | None):
+            raise _bad(f"{p}.nfs.read_only", "must be a boolean")
+        where = f"{p}.nfs.local_path"
+        if overlaps(local, MA_HOME) and not local.startswith(MA_HOME + "/"):
+            raise _bad(where, f"must not be {MA_HOME} or a directory above it (the job's home); a directory "
+                       f"inside it, such as {MA_HOME}/work, is fine")
+        for d in JOB_DIRS:
+            if overlaps(local, d):
+                raise _bad(where, f"must not be, hold or lie in {d} (the job's own directory)")
+        for name, path in [*taken, *((f"spec.volumes[{j}].nfs.local_path", v.local_path) for j, v in enumerate(out))]:
+            if overlaps(local, path):
+                raise _bad(where, f"overlaps {name} ({path}): each needs a directory of its own")
+        out.append(Volume(server, local, bool(read_only)))
+    return tuple(out)
+
+
 def _auto_stop(req: dict[str, Any]) -> int | None:
     if not req:
         return None
@@ -246,7 +366,7 @@ def _auto_stop(req: dict[str, Any]) -> int | None:
     return _int(req, "duration", "spec.auto_stop", 1, 1, 10**7) * TIME_UNITS[unit]
 
 
-def parse_job(body: Any, catalog: Catalog) -> JobSpec:
+def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | None = None) -> JobSpec:
     if not isinstance(body, dict):
         raise errors.InvalidJsonBody("The request body must be a JSON object.")
     kind = body.get("kind", "job")
@@ -327,7 +447,7 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
             raise _bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
         parameters.append((pname, _scalar_str(p.get("value", ""), f"{path}.value")))
 
-    inputs = _channels(algorithm, "inputs", "algorithm")
+    inputs = _channels(algorithm, "inputs", "algorithm", datasets)
     outputs = _channels(algorithm, "outputs", "algorithm")
 
     env_raw = algorithm.get("environments") or {}
@@ -359,7 +479,7 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     except arglimits.ArgLimitError as exc:
         raise _bad(exc.field, exc.message) from None
     working_dir = _container_path(algorithm, "working_dir", "algorithm")
-    _container_path(algorithm, "local_code_dir", "algorithm")
+    local_code_dir = _container_path(algorithm, "local_code_dir", "algorithm")
 
     spec = _obj(body, "spec", "", required=True)
     resource = _obj(spec, "resource", "spec", required=True)
@@ -391,6 +511,9 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
     log_export_url = _str(log_export, "obs_url", "spec.log_export_path", limit=1024)
     if log_export_url:
         check_obs_url(log_export_url, "spec.log_export_path.obs_url")
+    taken = [(f"algorithm.{key}[{i}].local_dir", c.local_dir) for key, channels in
+             (("inputs", inputs), ("outputs", outputs)) for i, c in enumerate(channels) if c.local_dir]
+    volumes = _volumes(spec, taken + ([("algorithm.local_code_dir", local_code_dir)] if local_code_dir else []))
     if _str(log_export, "host_path", "spec.log_export_path", limit=1024):
         raise _bad("spec.log_export_path.host_path", "exporting logs to a host path is not supported here; "
                    "use obs_url")
@@ -411,5 +534,5 @@ def parse_job(body: Any, catalog: Catalog) -> JobSpec:
         inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
-        log_export_url=log_export_url or None,
+        log_export_url=log_export_url or None, volumes=volumes,
     )

@@ -18,10 +18,14 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Mount:
-    """A host directory a sandboxed worker sees, read-write, at `inside`."""
+    """A host directory a sandboxed worker sees at `inside`: read-write, or read-only with `read_only`.
+    The job's own directories are copied to a Ray node (executors/ray.py); a `shared` one (a volume: an
+    NFS share that every node has mounted at the same host path) is bound as it is, wherever it runs."""
 
     host: str
     inside: str
+    read_only: bool = False
+    shared: bool = False
 
 
 @dataclass(frozen=True)

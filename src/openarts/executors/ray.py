@@ -315,7 +315,7 @@ class RayExecutor:
             raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
                              "(set [server] ray_server_url)")
         where = self.settings.attempts_dir(launch.job_id, launch.seq)
-        dirs = [(m.host, f"m{i}") for i, m in enumerate(launch.mounts)]
+        dirs = [(m.host, f"m{i}") for i, m in enumerate(launch.mounts) if not m.shared]  # volumes: on each node
         try:
             await asyncio.to_thread(pack, where / WORKSPACE, dirs)
             if image is not None and self.images is not None:

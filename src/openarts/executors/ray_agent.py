@@ -88,11 +88,14 @@ class RayNodeAgent:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
         finally:
             tar.unlink(missing_ok=True)
-        mounts = tuple(Mount(str(task_dir / "ws" / f"m{i}"), m.inside) for i, m in enumerate(launch.mounts))
+        # the job's directories from the server; a volume (shared) is this node's own mount of the share
+        mounts = tuple(m if m.shared else Mount(str(task_dir / "ws" / f"m{i}"), m.inside, m.read_only)
+                       for i, m in enumerate(launch.mounts))
         try:
             for m in mounts:
-                os.makedirs(m.host, exist_ok=True)
-            (task_dir / "mounts").write_text(json.dumps([[m.host, m.inside] for m in mounts]))
+                if not m.shared:
+                    os.makedirs(m.host, exist_ok=True)
+            (task_dir / "mounts").write_text(json.dumps([[m.host, m.inside] for m in mounts if not m.shared]))
         except OSError as exc:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
         local = dataclasses.replace(launch, run_dir=task_dir / "run", mounts=mounts)

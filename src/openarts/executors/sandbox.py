@@ -223,8 +223,8 @@ class Sandbox:
                     a += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
         if image is not None:
             a += _image_home(image)
-        for m in mounts:
-            a += ["--bind", m.host, m.inside]
+        for m in mounts:  # in order: a volume inside the home lands on top of the home's bind
+            a += ["--ro-bind" if m.read_only else "--bind", m.host, m.inside]
         a += ["--chdir", cwd, *(["--info-fd", "3"] if info_fd else []), "--", "/bin/sh", "-c", INIT, "openarts-init"]
         return a
 

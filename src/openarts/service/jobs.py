@@ -18,9 +18,12 @@ from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.images import ImageError, parse_ref, registries_of
+from openarts.executors.volumes import VolumeError, host_dirs, nfs_shares
 from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, can_ever_fit, demand_of
+from openarts.service.buckets import BucketCheck
 from openarts.service.document import job_document, static_document
 from openarts.service.update import apply_static, parse_update
+from openarts.storage.obs import ObjectStore
 from openarts.store import amend
 from openarts.store import jobs as w
 from openarts.store import queries as q
@@ -33,18 +36,22 @@ ENDED_DOCUMENTS = 2048  # documents of ended jobs kept rendered (least recently 
 
 class JobService:
     def __init__(self, settings: Settings, db: Database, catalog: Catalog,
-                 wake: Callable[[str | None], None]) -> None:
+                 wake: Callable[[str | None], None], store: ObjectStore | None = None) -> None:
         self.settings = settings
         self.db = db
         self._ended: OrderedDict[str, tuple[JobRow, bytes]] = OrderedDict()  # job id -> (its row, its JSON)
         self.catalog = catalog
         self.wake = wake
+        self.buckets = BucketCheck(store)
 
-    def create(self, project_id: str, user_name: str, body: Any) -> dict[str, Any]:
-        spec = parse_job(body, self.catalog)
+    async def create(self, project_id: str, user_name: str, body: Any) -> dict[str, Any]:
+        spec = parse_job(body, self.catalog, self.catalog.datasets)  # datasets resolved once, here, and stored
         self._check_satisfiable(spec)
         if spec.image:
             self._check_image(spec.image)
+        if spec.volumes:
+            self._check_volumes(spec)
+        await self.buckets.check(spec)  # a missing bucket or refused credentials: refused now (service/buckets.py)
         job_id = str(uuid.uuid4())
         doc = static_document(spec, job_id, self.catalog,
                               layout(spec, self.settings.job_dir(job_id), self.settings.sandboxed))
@@ -63,6 +70,14 @@ class JobService:
             parse_ref(url, registries_of(self.settings.raw.get("registries", [])))
         except ImageError as exc:
             raise errors.InvalidRequest(f"Invalid parameter algorithm.engine.image_url: {exc}.") from None
+
+    def _check_volumes(self, spec: JobSpec) -> None:
+        """Each NFS volume's share must be mounted on this machine (openarts mounts none itself), and the
+        workers must have a sandbox to see it at its local_path (executors/volumes.py)."""
+        try:
+            host_dirs(spec, nfs_shares(self.settings), self.settings.sandboxed)
+        except VolumeError as exc:
+            raise errors.InvalidRequest(f"Invalid parameter {exc.field}: {exc.why}.") from None
 
     def _check_satisfiable(self, spec: JobSpec) -> None:
         """Refuse what the pool could never hold, even empty, rather than let it wait forever."""

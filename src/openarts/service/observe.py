@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -11,15 +12,22 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlencode
 
+import orjson
+
 from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.inputs import INT64_MAX, INT64_MIN, query_int
+from openarts.core.phases import is_terminal
+from openarts.core.spec import exported_log_url
 from openarts.security.log_links import VALID_SECONDS, LogLinks
 from openarts.service.logs import LogReader
+from openarts.storage.obs import ObjectStore
 from openarts.store import queries as q
 from openarts.store.db import Database
+from openarts.store.rows import JobRow
 
 T = TypeVar("T")
+log = logging.getLogger("openarts")
 TASK_RE = re.compile(r"worker-(0|[1-9]\d{0,5})")
 ATTEMPT_RE = re.compile(r"[1-9][0-9]{0,8}")
 
@@ -31,10 +39,11 @@ class LineQuery(NamedTuple):
 
 
 class ObserveService:
-    def __init__(self, settings: Settings, db: Database, links: LogLinks) -> None:
+    def __init__(self, settings: Settings, db: Database, links: LogLinks, store: ObjectStore | None = None) -> None:
         self.settings = settings
         self.db = db
         self.links = links
+        self.store = store  # for presigned links to exported logs (S3)
         self.reader = LogReader()
         # log reads have their own small pool: a first read of a large log (building its line index)
         # must not hold up staging and uploads, which use asyncio's default pool
@@ -50,6 +59,9 @@ class ObserveService:
     def task_log(self, project_id: str, job_id: str, task_id: str, attempt: str | None = None) -> Path:
         """The log of a task's latest attempt, or of attempt `attempt` (an openarts extension: the
         attempt's number, its `schedule_count`, 1 for the first); the file may not exist yet."""
+        return self._task_log(project_id, job_id, task_id, attempt)[1]
+
+    def _task_log(self, project_id: str, job_id: str, task_id: str, attempt: str | None) -> tuple[JobRow, Path]:
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
         m = TASK_RE.fullmatch(task_id)
@@ -67,20 +79,43 @@ class ObserveService:
                 raise errors.QueryParamsError(f"Training job (ID: {job_id}) has no attempt {seq}: it has {have}.")
         if not seq:
             raise errors.LogNotReady(f"Task {task_id} of training job {job_id} has not started; no log yet.")
-        return self.settings.attempt_dir(job_id, seq, task_id) / "log"
+        return row, self.settings.attempt_dir(job_id, seq, task_id) / "log"
 
-    def log_url(self, project_id: str, job_id: str, task_id: str, content_type: str, base_url: str,
-                attempt: str | None = None) -> dict[str, Any]:
-        """A link to the task's log that needs no AK/SK and expires in 5 minutes (security/log_links.py):
-        `text/plain` to read it in a browser, otherwise (`application/octet-stream`) to download it."""
-        path = self.task_log(project_id, job_id, task_id, attempt)
+    async def log_url(self, project_id: str, job_id: str, task_id: str, content_type: str, base_url: str,
+                      attempt: str | None = None) -> dict[str, Any]:
+        """A link to the task's log that needs no AK/SK and expires in 5 minutes: as ModelArts, a presigned
+        URL of the log exported to spec.log_export_path (S3) once it is there; otherwise the server's own
+        signed link (security/log_links.py), `text/plain` to read it in a browser, otherwise
+        (`application/octet-stream`) to download it."""
+        row, path = self._task_log(project_id, job_id, task_id, attempt)
         seq = int(path.parent.parent.name)
+        presigned = await self._presigned(row, task_id, seq)
+        if presigned:
+            return {"obs_url": presigned}
         disposition = "inline" if content_type.split(";", 1)[0].strip().lower() == "text/plain" else "attachment"
         expires = int(time.time()) + VALID_SECONDS
         signature = self.links.sign(project_id, job_id, task_id, seq, disposition, expires)
         query = urlencode({"attempt": seq, "disposition": disposition, "expires": expires, "signature": signature})
         return {"obs_url": f"{base_url.rstrip('/')}/v2/{project_id}/training-jobs/{job_id}/tasks/{task_id}"
                            f"/logs/download?{query}"}
+
+    async def _presigned(self, row: JobRow, task_id: str, seq: int) -> str | None:
+        """A presigned URL of the task's log of attempt `seq` as exported to spec.log_export_path.obs_url,
+        or None: no store that presigns, no export path, an attempt that has not ended (its log is
+        exported when it ends, whole), or no exported object (the export failed). A store that does not
+        answer is logged, and the server's own link given instead."""
+        if self.store is None or not (seq < row.attempt or is_terminal(row.phase)):
+            return None
+        spec = orjson.loads(row.request).get("spec") or {}
+        base = (spec.get("log_export_path") or {}).get("obs_url")
+        if not base or not isinstance(base, str):
+            return None
+        url = exported_log_url(base, row.id, task_id, seq)
+        try:
+            return await asyncio.to_thread(self.store.presign, url, VALID_SECONDS)
+        except (OSError, errors.OpenartsError) as exc:
+            log.warning("no presigned link to %s: %s", url, exc)
+            return None
 
     def signed_log(self, project_id: str, job_id: str, task_id: str, params: dict[str, str]) -> tuple[Path, str]:
         """The log a link opens, and how to serve it; AuthenticationFailed if the link is not one this

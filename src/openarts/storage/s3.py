@@ -14,13 +14,14 @@ a large one in parts fetched side by side (PART_BYTES, PARTS_AT_ONCE), each writ
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import stat
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from openarts.core.errors import InvalidObsPath
 from openarts.core.spec import check_obs_url
+from openarts.storage.obs import Manifest, ObjectInfo, changed_files, check_cancel, record_sent
 
 MAX_CONCURRENCY = 16  # objects moved at once
 WHOLE_BYTES = 8 << 20  # objects up to this size are read in one request; larger ones in parts
@@ -167,13 +169,13 @@ class S3ObjectStore:
         bucket, key = split(url)
         return next(self._list(bucket, key.rstrip("/")), None) is not None
 
-    def download(self, url: str, dest: Path) -> int:
+    def download(self, url: str, dest: Path, cancel: threading.Event | None = None) -> int:
         """Copy an object or a 'directory' prefix into `dest` (a directory). Returns files copied."""
         bucket, key = split(url)
         dest.mkdir(parents=True, exist_ok=True)
         meta = self._head(bucket, key)
         if meta is not None:
-            self._get(bucket, key, int(meta["size"]), dest / posixpath.basename(key))
+            self._get(bucket, key, int(meta["size"]), dest / posixpath.basename(key), cancel)
             return 1
         prefix = key.rstrip("/")
         jobs = []
@@ -183,12 +185,73 @@ class S3ObjectStore:
                 jobs.append((str(obj["path"]), int(obj["size"]), dest / rel))
         if not jobs:
             raise FileNotFoundError(f"{url} does not exist in the object store")
-        list(self._pool.map(lambda j: self._get(bucket, *j), jobs))
+        list(self._pool.map(lambda j: self._get(bucket, j[0], j[1], j[2], cancel), jobs))
         return len(jobs)
 
-    def _get(self, bucket: str, key: str, size: int, target: Path) -> None:
+    def listing(self, url: str) -> list[ObjectInfo]:
+        bucket, key = split(url)
+        meta = self._head(bucket, key)
+        if meta is not None:
+            return [_info(posixpath.basename(key), bucket, meta)]
+        prefix = key.rstrip("/")
+        out = []
+        for obj in self._list(bucket, prefix):
+            rel = _safe_relative(str(obj["path"])[len(prefix):].lstrip("/") if prefix else str(obj["path"]))
+            if rel is not None:
+                out.append(_info(rel, bucket, obj))
+        if not out:
+            raise FileNotFoundError(f"{url} does not exist in the object store")
+        return out
+
+    def fetch(self, items: list[tuple[ObjectInfo, Path]], cancel: threading.Event | None = None) -> int:
+        return sum(self._pool.map(lambda item: self._fetch(item[0], item[1], cancel), items))
+
+    def _fetch(self, obj: ObjectInfo, target: Path, cancel: threading.Event | None) -> int:
+        """One object into `target`, resumable: a large one's parts are noted in `target`.parts as they
+        land, and a fetch that finds both files fetches only the parts missing. Returns bytes resumed."""
         import obstore
 
+        check_cancel(cancel)
+        bucket, key = split(obj.source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        what = f"downloading {obj.source}"
+        if obj.size <= WHOLE_BYTES:
+            data = memoryview(self._do(what, lambda: obstore.get(self._store(bucket), key).bytes()))
+            if len(data) != obj.size:
+                raise StorageError(f"{obj.source}: {len(data)} bytes arrived of {obj.size}")
+            if obj.md5 and hashlib.md5(data, usedforsecurity=False).hexdigest() != obj.md5:
+                raise StorageError(f"{obj.source}: the data that arrived does not match its checksum (ETag)")
+            target.write_bytes(data)
+            return 0
+        notes = target.with_name(target.name + ".parts")
+        done: set[int] = set()
+        if target.exists() and notes.exists() and target.stat().st_size == obj.size:
+            done = {int(line) for line in notes.read_text().split() if line.isdigit()}
+        else:
+            notes.unlink(missing_ok=True)
+        starts = [start for start in range(0, obj.size, PART_BYTES) if start not in done]
+        with open(target, "r+b" if done else "wb") as out, open(notes, "a") as log:
+            out.truncate(obj.size)
+            lock = threading.Lock()
+
+            def part(start: int) -> None:
+                self._part(bucket, key, start, obj.size, out.fileno(), cancel)
+                with lock:  # noted once written: a resumed fetch skips it
+                    log.write(f"{start}\n")
+                    log.flush()
+
+            self._do(what, lambda: self._all_parts(part, starts))
+        if obj.md5 and _file_md5(target) != obj.md5:
+            target.unlink(missing_ok=True)
+            notes.unlink(missing_ok=True)
+            raise StorageError(f"{obj.source}: the data that arrived does not match its checksum (ETag)")
+        notes.unlink(missing_ok=True)
+        return sum(min(PART_BYTES, obj.size - start) for start in done)
+
+    def _get(self, bucket: str, key: str, size: int, target: Path, cancel: threading.Event | None) -> None:
+        import obstore
+
+        check_cancel(cancel)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
 
@@ -198,8 +261,8 @@ class S3ObjectStore:
                     got = out.write(memoryview(obstore.get(self._store(bucket), key).bytes()))
                 else:  # large: parts fetched side by side, each written at its offset
                     out.truncate(size)
-                    got = sum(self._parts.map(lambda start: self._part(bucket, key, start, size, out.fileno()),
-                                              range(0, size, PART_BYTES)))
+                    got = sum(self._all_parts(lambda start: self._part(bucket, key, start, size, out.fileno(),
+                                                                       cancel), range(0, size, PART_BYTES)))
             if got != size:
                 raise StorageError(f"obs://{bucket}/{key}: {got} bytes arrived of {size}")
             os.replace(tmp, target)
@@ -209,42 +272,126 @@ class S3ObjectStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _part(self, bucket: str, key: str, start: int, size: int, fd: int) -> int:
+    def _all_parts(self, fn: Callable[[int], T], starts: Iterable[int]) -> list[T]:
+        """Run `fn` on every part side by side, and wait for all of them even when one fails: none may
+        write to the file (by its descriptor) after its caller has closed it."""
+        futures = [self._parts.submit(fn, start) for start in starts]
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def _part(self, bucket: str, key: str, start: int, size: int, fd: int, cancel: threading.Event | None) -> int:
         import obstore
 
+        check_cancel(cancel)
         data = obstore.get_range(self._store(bucket), key, start=start, end=min(start + PART_BYTES, size))
         return os.pwrite(fd, memoryview(data), start)
 
-    def upload(self, src: Path, url: str) -> int:
+    def upload(self, src: Path, url: str, sent: Manifest | None = None,
+               cancel: threading.Event | None = None) -> int:
         """Put the regular files under local directory `src` under the prefix `url`. Returns files put.
-        As on the local store, no symbolic link is followed and a `src` that is one is refused."""
+        As on the local store, no symbolic link is followed and a `src` that is one is refused; with
+        `sent`, only what changed since (storage/obs.py)."""
         bucket, key = split(url)
-        if src.is_symlink():
-            raise ValueError(f"{src.name} is a symbolic link, not a directory")
-        if not src.is_dir():
-            return 0
         prefix = key.rstrip("/")
-        files = []
-        for dirpath, _dirs, filenames in os.walk(src, followlinks=False):
-            for name in filenames:
-                item = Path(dirpath) / name
-                rel = item.relative_to(src).as_posix()
-                files.append((item, f"{prefix}/{rel}" if prefix else rel))
-        done = self._pool.map(lambda f: self._put(bucket, *f), files)
+        files = [(rel, item, f"{prefix}/{rel}" if prefix else rel) for rel, item in changed_files(src, sent)]
+        done = self._pool.map(lambda f: self._put(bucket, f[0], f[1], f[2], sent, cancel), files)
         return sum(1 for ok in done if ok)
 
-    def _put(self, bucket: str, item: Path, key: str) -> bool:
+    def _put(self, bucket: str, rel: str, item: Path, key: str, sent: Manifest | None,
+             cancel: threading.Event | None) -> bool:
         import obstore
 
+        check_cancel(cancel)
         try:
             fd = os.open(item, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return False  # a symbolic link (ELOOP), or gone
         with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 return False  # a fifo or a device node: not an object
             self._do(f"uploading to obs://{bucket}/{key}", lambda: obstore.put(self._store(bucket), key, fh))
+        with self._lock:  # the manifest is shared by the pool's threads
+            record_sent(sent, rel, item, st)
         return True
+
+    # -- checks at create (service/buckets.py) and log links (service/observe.py) -------------------
+    PROBE_SECONDS = 5  # a check's one request: no retries, answered within this or no answer at all
+    PROBE_PREFIX = ".openarts-bucket-check/"  # listed to check a bucket: one request, an empty answer
+    REFUSED = ("NoSuchBucket", "SignatureDoesNotMatch", "InvalidAccessKeyId")  # definite answers
+
+    def _probe(self, bucket: str) -> Any:
+        """The bucket's store as `_store` configures it, but one try and a short timeout: a check must
+        answer soon, and an unreachable store is no answer (the job's own transfers retry)."""
+        from obstore.store import S3Store
+
+        base = self._store(bucket)
+        key = f"{bucket}/probe"  # no bucket name holds '/': beside the buckets' own stores
+        with self._lock:
+            store = self._stores.get(key)
+            if store is None:
+                config: Any = {k: v for k, v in base.config.items() if k != "bucket"}
+                options: Any = {**(base.client_options or {}), "timeout": timedelta(seconds=self.PROBE_SECONDS)}
+                store = S3Store(bucket, config=config, client_options=options,
+                                retry_config={"max_retries": 0,
+                                              "retry_timeout": timedelta(seconds=self.PROBE_SECONDS)})
+                self._stores[key] = store
+            return store
+
+    def check_bucket(self, bucket: str) -> bool:
+        """Whether `bucket` exists and these credentials are accepted, by one listing of a prefix that
+        holds nothing: True when it answered; False when there was no definite answer (unreachable,
+        slow, a 5xx, or AccessDenied: a policy may deny listing and still allow a job's own objects);
+        StorageError, with the reason, when the bucket does not exist or the service refuses the
+        credentials themselves (an unknown access key, a wrong secret). Never the secret."""
+        import obstore
+
+        try:
+            self._do(f"obs://{bucket}", lambda: obstore.list_with_delimiter(self._probe(bucket),
+                                                                            prefix=self.PROBE_PREFIX))
+        except (OSError, ValueError) as exc:  # StorageError, FileNotFoundError; a store that cannot be made
+            code = next((c for c in self.REFUSED if c in str(exc)), None)
+            if code == "NoSuchBucket":
+                raise StorageError(f"bucket {bucket!r} does not exist (NoSuchBucket)") from None
+            if code is not None:
+                raise StorageError(f"the object store refused the server's credentials for bucket {bucket!r} "
+                                   f"({code}; see [storage] in the server's config file)") from None
+            return False
+        return True
+
+    def presign(self, url: str, seconds: int) -> str | None:
+        """A URL that GETs object `url` without credentials for `seconds` (SigV4 query signing: no
+        request), or None when there is no such object (one HEAD, one try). The object is served as it
+        was stored: obstore's signing takes no response-content-type or -disposition override."""
+        import obstore
+
+        bucket, key = split(url)
+        if not key or key.endswith("/"):
+            return None
+        try:
+            self._do(f"obs://{bucket}/{key}", lambda: obstore.head(self._probe(bucket), key))
+        except FileNotFoundError:
+            return None
+        signed: str = self._do(f"signing obs://{bucket}/{key}",
+                               lambda: obstore.sign(self._store(bucket), "GET", key, timedelta(seconds=seconds)))
+        return signed
+
+
+def _info(rel: str, bucket: str, meta: Any) -> ObjectInfo:
+    """An ObjectInfo of a listing's or a HEAD's metadata; a plain ETag (no "-N" multipart suffix) is the
+    object's MD5, which the fetch checks."""
+    etag = str(meta.get("e_tag") or "").strip('"')
+    md5 = etag.lower() if len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag) else ""
+    return ObjectInfo(rel, f"obs://{bucket}/{meta['path']}", int(meta["size"]),
+                      etag or str(meta.get("last_modified", "")), md5)
+
+
+def _file_md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _reason(exc: BaseException) -> str:

@@ -15,8 +15,10 @@ import dataclasses
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +31,7 @@ from openarts.core.spec import JobSpec
 from openarts.executors.base import Executor, TaskHandle
 from openarts.scheduler.ledger import Ledger
 from openarts.scheduler.plan import demand_of
-from openarts.storage.obs import ObjectStore
+from openarts.storage.obs import Manifest, ObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
@@ -37,6 +39,7 @@ from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.decide import LOST_EXIT, TaskView, decide_attempt
 from openarts.supervisor.steps import Apply, apply_of
+from openarts.supervisor.transfers import Kind, Transfers
 
 if TYPE_CHECKING:
     from openarts.supervisor.metrics import MetricsSampler
@@ -74,6 +77,7 @@ class Pass:
     rows: list[JobRow]
     tasks: Mapping[str, list[TaskRow]]
     ledger: Ledger
+    holding: set[str] = field(default_factory=set)  # the jobs whose tasks hold capacity (snapshot.py)
 
 
 class AttemptSupervision:
@@ -82,8 +86,11 @@ class AttemptSupervision:
     executor: Executor
     store: ObjectStore
     sampler: MetricsSampler | None
+    transfers: Transfers
     _termed: set[tuple[str, int, str]]
     _wake: asyncio.Event
+    _sent: dict[str, dict[str, Manifest]]
+    _upload_at: dict[str, float]
 
     # provided by the Supervisor (supervisor/loop.py)
     def poke(self, job_id: str | None = None) -> None:
@@ -142,6 +149,48 @@ class AttemptSupervision:
         elif act is Apply.FINISH:
             assert decision.termination is not None and attempt is not None
             await self._finish(row, tasks, attempt, decision.termination, ps)
+        elif row.phase == Phase.RUNNING and attempt is not None:
+            self._upload_periodically(row, attempt)
+
+    # -- outputs while the job runs ---------------------------------------------------------------
+    def _period(self, spec: JobSpec) -> float:
+        """How often a job's periodic outputs go up: the shortest period its outputs ask for."""
+        periods = [d.period_s or self.settings.output_period_seconds for d in spec.outputs
+                   if d.mode != "upload_on_exit"]
+        return min(periods, default=0.0)
+
+    def _upload_periodically(self, row: JobRow, attempt: AttemptRow) -> None:
+        """Every period, the outputs in upload_periodically mode (ModelArts' default) go up in the
+        background, only what changed; a failure is an event, and the next period tries again."""
+        due = self._upload_at.get(row.id)
+        if due is None or time.monotonic() < due:
+            return
+        done = self.transfers.get(row.id, attempt.seq, Kind.PERIODIC)
+        if done is not None:
+            if not done.done:
+                return
+            self.transfers.pop(row.id, attempt.seq, Kind.PERIODIC)
+            failed = [line for line in done.lines if "failed" in line or "not uploaded" in line]
+            if done.error and not done.cancelled:
+                failed.append(f"Outputs not uploaded: {done.error}")
+            if failed:
+                with self.db.begin() as conn:
+                    for line in failed:
+                        w.add_event(conn, row.id, f"Periodic upload: {line} Retried next period.", w.now_ms(),
+                                    level="Warning", source="Storage")
+        try:
+            spec = self._spec(row)
+        except OpenartsError:
+            return
+        period = self._period(spec)
+        if not period:
+            self._upload_at.pop(row.id, None)
+            return
+        self._upload_at[row.id] = time.monotonic() + period
+        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+        sent = self._sent.setdefault(row.id, {})
+        self.transfers.start(row.id, attempt.seq, Kind.PERIODIC, lambda cancel: ws.upload_outputs(
+            lay, self.store, sent, cancel, only_periodic=True))
 
     def _requeue_preempted(self, row: JobRow, attempt: AttemptRow, now: int) -> None:
         """A preempted job goes back to the queue (its old position), without using its retry budget."""
@@ -250,11 +299,9 @@ class AttemptSupervision:
     # -- ending an attempt: finish the job, or recover it ------------------------------------------
     async def _finish(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow, term: Termination,
                       ps: Pass) -> None:
-        now = w.now_ms()
-        await self._end_processes(row, tasks)
-        # outputs go up at every end (completed, failed, terminated) and before a retry, once the
-        # workers are gone: a failed or terminated job keeps its last checkpoint
-        lines = [*await self._upload_outputs(row), *await self._export_logs(row, tasks)]
+        lines = await self._final_uploads(row, tasks, attempt)
+        if lines is None:
+            return  # its outputs and logs are still going up: a later pass ends it
         now = w.now_ms()
         recovery = None
         if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED) and not row.terminate_requested:
@@ -281,26 +328,39 @@ class AttemptSupervision:
                 w.add_node_count(conn, row.id, now, 0)
         self._forget(row.id)
 
-    async def _upload_outputs(self, row: JobRow) -> list[str]:
-        """Every output channel to its obs_url; a line per channel for the job's events."""
-        try:
-            lay = ws.layout(self._spec(row), self.settings.job_dir(row.id), self.executor.sandboxed)
-            return await asyncio.to_thread(ws.upload_outputs, lay, self.store) if lay.outputs else []
-        except OpenartsError as exc:
-            return [f"Outputs not uploaded: {exc.message}"]
+    async def _final_uploads(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> list[str] | None:
+        """Outputs go up at every end of an attempt (completed, failed, terminated) and before a retry,
+        once its workers are gone, so a failed or terminated job keeps its last checkpoint; its logs go
+        to spec.log_export_path. In the background (supervisor/transfers.py): None while that runs,
+        then the lines for the job's events."""
+        t = self.transfers.get(row.id, attempt.seq, Kind.FINAL)
+        if t is None:
+            await self._end_processes(row, tasks)
+            try:
+                spec = self._spec(row)
+            except OpenartsError as exc:
+                return [f"Outputs not uploaded: {exc.message}"]
+            lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+            url = spec.log_export_url
+            if not lay.outputs and not (url and tasks):
+                return []
+            self.transfers.cancel(row.id, (Kind.PERIODIC,))  # stops at its next file; the final sends the rest
+            sent = self._sent.setdefault(row.id, {})
+            logs = {f"modelarts-job-{row.id}-{t.task}-attempt-{attempt.seq}.log":
+                    self.settings.attempt_dir(row.id, attempt.seq, t.task) / "log" for t in tasks}
+            work_dir = self.settings.attempts_dir(row.id, attempt.seq)
 
-    async def _export_logs(self, row: JobRow, tasks: list[TaskRow]) -> list[str]:
-        """The attempt's task logs to spec.log_export_path.obs_url, if the job names one."""
-        try:
-            url = self._spec(row).log_export_url
-        except OpenartsError:
-            return []
-        if not url or not tasks:
-            return []
-        seq = tasks[0].seq
-        logs = {f"modelarts-job-{row.id}-{t.task}-attempt-{seq}.log": self.settings.attempt_dir(row.id, seq, t.task)
-                / "log" for t in tasks}
-        return [await asyncio.to_thread(ws.export_logs, logs, url, self.store, self.settings.attempts_dir(row.id, seq))]
+            def work(cancel: threading.Event) -> list[str]:
+                lines = ws.upload_outputs(lay, self.store, sent, cancel) if lay.outputs else []
+                return lines + ([ws.export_logs(logs, url, self.store, work_dir)] if url and tasks else [])
+
+            self.transfers.start(row.id, attempt.seq, Kind.FINAL, work)
+            return None
+        if not t.done:
+            return None
+        self.transfers.pop(row.id, attempt.seq, Kind.FINAL)
+        self.transfers.pop(row.id, attempt.seq, Kind.PERIODIC)
+        return [*t.lines, *([f"Outputs not uploaded: {t.error}"] if t.error else [])]
 
     def _final_message(self, row: JobRow, term: Termination, policy: faults.FaultPolicy | None = None) -> str:
         if policy is None:

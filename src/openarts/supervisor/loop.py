@@ -13,6 +13,10 @@ placed again, is claimed from that ledger first, so nothing is handed out twice.
 The loop is woken by submissions, API intents and task exits (pidfds), and runs a full pass every
 `reconcile_interval_seconds` regardless. At start-up one full pass re-adopts what the last server left
 running before the API serves. Running and Terminating attempts are handled in supervisor/attempts.py.
+
+No copy runs inside a pass: an attempt's code and inputs are staged, and its outputs and logs uploaded,
+by background transfers (supervisor/transfers.py) that a pass starts and a later pass reads the outcome
+of; a job waits in Pending/Creating while it is staged, and its placement holds its capacity meanwhile.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,9 +45,11 @@ from openarts.core.resources import Catalog, Flavor
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.base import Executor, Mount, StartError, TaskHandle, TaskLaunch
 from openarts.executors.images import ImageStore
+from openarts.executors.volumes import nfs_shares, volume_mounts
 from openarts.scheduler.ledger import Ledger
 from openarts.scheduler.plan import Affinity, Demand, PendingJob, WorkerPlacement, demand_of, plan
-from openarts.storage.obs import ObjectStore
+from openarts.storage.cache import StagingCache
+from openarts.storage.obs import Manifest, ObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
@@ -51,13 +59,30 @@ from openarts.supervisor import workspace as ws
 from openarts.supervisor.attempts import INIT, AttemptSupervision, Pass, faultpoint
 from openarts.supervisor.metrics import MetricsSampler, handle_of
 from openarts.supervisor.pulls import Pulls, PullState
-from openarts.supervisor.steps import AttemptState, JobState, Step, next_step
+from openarts.supervisor.steps import AttemptState, JobState, Staging, Step, next_step
+from openarts.supervisor.transfers import Kind, Transfers
 
 log = logging.getLogger("openarts.supervisor")
 
 START_BACKOFF_MS = (1_000, 30_000)  # a failed start is retried after 1 s, doubling up to 30 s
 
 Claims = dict[int, Demand]  # worker index -> what that worker needs of its node, to claim
+
+
+def placement_of(t: TaskRow) -> WorkerPlacement:
+    """Where a task of the current attempt was placed, as the planner would say it."""
+    return WorkerPlacement(t.node, t.ip, tuple(int(g) for g in t.gpus.split(",") if g),
+                           tuple(int(c) for c in t.cpus.split(",") if c))
+
+
+def staging_cache(settings: Settings) -> StagingCache | None:
+    """The node's cache of staged inputs (storage/cache.py), unless `staging_cache_gb` is 0."""
+    if settings.staging_cache_gb <= 0:
+        return None
+    storage = settings.raw.get("storage", {})
+    store_id = (f"s3:{storage.get('endpoint', '')}" if storage.get("backend") == "s3"
+                else f"local:{settings.obs_dir}")
+    return StagingCache(settings.data_dir / "cache", int(settings.staging_cache_gb * 2**30), store_id)
 
 
 def resources_of(flavor: Flavor) -> dict[str, float]:
@@ -84,6 +109,10 @@ class Supervisor(AttemptSupervision):
         self._specs: dict[str, JobSpec] = {}
         self._retry_at: dict[str, int] = {}  # start-failure backoff: not scheduled before (ms)
         self._pulls = Pulls(images, self.poke)
+        self.transfers = Transfers(self.poke, settings.staging_concurrency, settings.upload_concurrency)
+        self.cache = staging_cache(settings)
+        self._sent: dict[str, dict[str, Manifest]] = {}  # job -> output directory -> what was uploaded
+        self._upload_at: dict[str, float] = {}  # job -> when its next periodic upload is due (monotonic)
         # where a local code_dir may come from (workspace.CodeRules): the settings it reads are resolved at start
         own = [settings.data_dir, *([settings.config_path] if settings.config_path else []), *settings.secret_paths]
         self._code_rules = ws.CodeRules(
@@ -120,6 +149,7 @@ class Supervisor(AttemptSupervision):
                 await self.reconcile(full=full)
             except Exception:  # the loop must survive any one bad pass
                 log.exception("reconcile pass failed")
+        await self.transfers.close()
 
     async def adopt(self) -> None:
         """At start-up, before serving: one full pass re-adopts every job the last server left, then the
@@ -144,7 +174,10 @@ class Supervisor(AttemptSupervision):
             tasks = q.current_tasks(conn, placed)
             attempts = q.current_attempts(conn, placed)
             fenced = q.fenced_nodes(conn, now)
-        ps = Pass(rows, tasks, Ledger(snap.free_capacity(self.catalog, rows, tasks, fenced)))
+        # a Pending job whose attempt is open (being staged) holds its placement, as a running one does
+        holding = {r.id for r in rows if r.phase in snap.HOLDING or (
+            r.phase == Phase.PENDING and (a := attempts.get(r.id)) is not None and not a.end_ms)}
+        ps = Pass(rows, tasks, Ledger(snap.free_capacity(self.catalog, rows, tasks, fenced, holding)), holding)
         pending: list[JobRow] = []
         steps = []
         for row in rows:
@@ -165,9 +198,17 @@ class Supervisor(AttemptSupervision):
 
     def _state(self, row: JobRow, attempt: AttemptRow | None, now: int) -> JobState:
         a = None if attempt is None else AttemptState(bool(attempt.started), bool(attempt.end_ms),
-                                                      attempt.end_recover)
+                                                      attempt.end_recover, self._staging(row.id, attempt))
         return JobState(Phase(row.phase), bool(row.terminate_requested), bool(row.preempt_requested),
                         bool(row.delete_requested), a, self._retry_at.get(row.id, 0) <= now)
+
+    def _staging(self, job_id: str, attempt: AttemptRow) -> Staging:
+        if attempt.started or attempt.end_ms:
+            return Staging.NONE
+        t = self.transfers.get(job_id, attempt.seq, Kind.STAGE)
+        if t is None:
+            return Staging.NONE
+        return Staging.RUNNING if not t.done else Staging.FAILED if t.error else Staging.DONE
 
     async def _guarded(self, job_id: str, fn: Callable[..., object], *args: object) -> None:
         """Run one job's step; a lost race or a failure is that job's alone, never the pass's."""
@@ -195,6 +236,14 @@ class Supervisor(AttemptSupervision):
         elif step is Step.DISCARD_UNSTARTED:
             assert attempt is not None
             await self._discard_unstarted(row, tasks, attempt)
+        elif step is Step.STOP_STAGING:
+            self.transfers.cancel(row.id, (Kind.STAGE,))
+        elif step is Step.START_STAGED:
+            assert attempt is not None
+            await self._start_staged(row, tasks, attempt)
+        elif step is Step.STAGING_FAILED:
+            assert attempt is not None
+            self._staging_failed(row, attempt)
         elif step is Step.REQUEUE_PREEMPTED:
             assert attempt is not None
             self._requeue_preempted(row, attempt, now)
@@ -216,15 +265,15 @@ class Supervisor(AttemptSupervision):
 
     def _prune(self, active: set[str]) -> None:
         """Drop bookkeeping of jobs that are no longer active (ended, purged): bounded by active jobs."""
-        for d in (self._waiting_reason, self._specs, self._retry_at):
+        for d in (self._waiting_reason, self._specs, self._retry_at, self._sent, self._upload_at):
             for job_id in [k for k in d if k not in active]:
                 del d[job_id]
         self._termed = {k for k in self._termed if k[0] in active}
+        self.transfers.prune(active)
 
     def _forget(self, job_id: str) -> None:
-        self._specs.pop(job_id, None)
-        self._waiting_reason.pop(job_id, None)
-        self._retry_at.pop(job_id, None)
+        for d in (self._specs, self._waiting_reason, self._retry_at, self._sent, self._upload_at):
+            d.pop(job_id, None)
 
     # -- Creating -> Pending ---------------------------------------------------------------------
     def _spec(self, row: JobRow) -> JobSpec:
@@ -279,11 +328,17 @@ class Supervisor(AttemptSupervision):
     async def _discard_unstarted(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
         """An attempt opened but never marked started (the server died while spawning it): kill
         whatever was spawned and forget it; the next pass sees the job as it was before."""
+        staged = self.transfers.pop(row.id, attempt.seq, Kind.STAGE)
         await self._release(row.id, attempt.seq, [t.node for t in tasks], [self._handle(row, t) for t in tasks])
+        now = w.now_ms()
         with self.db.begin() as conn:
             w.drop_unstarted_attempt(conn, row.id, attempt.seq)
-            w.add_event(conn, row.id, "Discarded an attempt that was interrupted while starting.", w.now_ms(),
-                        level="Warning")
+            if row.phase == Phase.PENDING:  # back in the queue (from Creating, while it was staged)
+                w.transition(conn, row.id, Phase.PENDING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
+                             event="")
+            if staged is None:
+                w.add_event(conn, row.id, "Discarded an attempt that was interrupted while starting.", now,
+                            level="Warning")
         self._wake.set()
 
     async def _schedule(self, pending: list[JobRow], ps: Pass) -> None:
@@ -305,7 +360,7 @@ class Supervisor(AttemptSupervision):
                                       self.settings.one_worker_per_node))
         with self.db.connect() as conn:
             limits = q.project_quotas(conn)
-        quotas, use = snap.quotas(self.catalog, ps.rows, limits)
+        quotas, use = snap.quotas(self.catalog, ps.rows, limits, ps.holding)
         result = plan(demands, ps.ledger.free(), snap.running_jobs(self.catalog, ps.rows, ps.tasks), quotas, use)
         now = w.now_ms()
         for p in result.preemptions:
@@ -330,8 +385,9 @@ class Supervisor(AttemptSupervision):
 
     async def _launch(self, row: JobRow, workers: list[WorkerPlacement], start_type: str, stage: bool,
                       ps: Pass, claims: Claims) -> None:
-        """Claim `claims` from the pass's ledger, then open attempt row.attempt+1 on `workers`, stage,
-        spawn, and mark it started (Pending jobs move to Running; Running jobs restart in place)."""
+        """Claim `claims` from the pass's ledger, then open attempt row.attempt+1 on `workers`. With
+        `stage`, its code and inputs are staged in the background and a later pass spawns it
+        (`_start_staged`); otherwise its code is checked and it is spawned now (`_spawn`)."""
         expected = Phase(row.phase)
         try:
             spec = self._spec(row)
@@ -344,32 +400,82 @@ class Supervisor(AttemptSupervision):
             self._wake.set()
             return
         workers = [ps.ledger.pin(wp, claims[i]) if i in claims else wp for i, wp in enumerate(workers)]
-        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
         seq = row.attempt + 1
         try:
             port = await self.executor.free_port(workers[0].node)
         except StartError as exc:
             self._start_failed(row, expected, str(exc), "worker-0", spec)
             return
-        ips = [wp.ip for wp in workers]
-        names = [f"worker-{i}" for i in range(spec.node_count)]
+        now = w.now_ms()
         with self.db.begin() as conn:
             w.open_attempt(conn, row.id, seq, [
-                {"task": names[i], "idx": i, "node": wp.node, "ip": wp.ip, "gpus": ",".join(map(str, wp.gpus)),
+                {"task": f"worker-{i}", "idx": i, "node": wp.node, "ip": wp.ip, "gpus": ",".join(map(str, wp.gpus)),
                  "cpus": ",".join(map(str, wp.cpus))}
-                for i, wp in enumerate(workers)], port, w.now_ms(), start_type)
-        try:
+                for i, wp in enumerate(workers)], port, now, start_type)
             if stage:
-                await asyncio.to_thread(ws.stage, spec, lay, self.store, self._code_rules)
-            else:
-                await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
-        except (PreparationError, OSError) as exc:
-            message = exc.message if isinstance(exc, PreparationError) else f"Preparation failed: {exc}"
+                nodes = ", ".join(sorted({wp.node for wp in workers}))
+                note = f"Staging code and inputs for attempt {seq} (node {nodes})."
+                if expected is Phase.PENDING:
+                    w.transition(conn, row.id, expected, expected, at_ms=now, secondary=Secondary.CREATING,
+                                 event=note)
+                else:
+                    w.transition(conn, row.id, expected, expected, at_ms=now, event="")
+                    w.add_event(conn, row.id, note, now, source="Storage")
+        faultpoint("attempt_opened")
+        if stage:
+            lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+            self.transfers.start(row.id, seq, Kind.STAGE, functools.partial(
+                self._stage, spec, lay, row.project_id))
+            return
+        try:
+            await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
+        except PreparationError as exc:
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
-            self._prepare_failed(row, expected, message)
+            self._prepare_failed(row, expected, exc.message)
             return
-        faultpoint("attempt_opened")
+        await self._spawn(row, expected, spec, seq, start_type, workers, port)
+
+    def _stage(self, spec: JobSpec, lay: ws.Layout, project_id: str, cancel: threading.Event) -> list[str]:
+        """A staging transfer's work (in a thread): an OSError becomes the job's failure message."""
+        began = time.monotonic()
+        try:
+            lines = ws.stage(spec, lay, self.store, self._code_rules, cancel, self.cache, project_id)
+        except OSError as exc:
+            raise PreparationError(f"Preparation failed: {exc}") from exc
+        return [*lines, f"Staged in {time.monotonic() - began:.1f} s."] if lines else lines
+
+    async def _start_staged(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
+        """The attempt's data is staged: spawn its workers where it was placed."""
+        staged = self.transfers.pop(row.id, attempt.seq, Kind.STAGE)
+        expected = Phase(row.phase)
+        try:
+            spec = self._spec(row)
+        except OpenartsError as exc:
+            with self.db.begin() as conn:
+                w.drop_unstarted_attempt(conn, row.id, attempt.seq)
+            self._prepare_failed(row, expected, exc.message)
+            return
+        if staged is not None and staged.lines:
+            with self.db.begin() as conn:
+                for line in staged.lines:
+                    w.add_event(conn, row.id, line, w.now_ms(), source="Storage")
+        workers = [placement_of(t) for t in sorted(tasks, key=lambda t: t.idx)]
+        await self._spawn(row, expected, spec, attempt.seq, attempt.start_type, workers, attempt.master_port)
+
+    def _staging_failed(self, row: JobRow, attempt: AttemptRow) -> None:
+        """Code or an input could not be staged: the job ends Abnormal/CreateFailed with the reason."""
+        staged = self.transfers.pop(row.id, attempt.seq, Kind.STAGE)
+        with self.db.begin() as conn:
+            w.drop_unstarted_attempt(conn, row.id, attempt.seq)
+        self._prepare_failed(row, Phase(row.phase), staged.error if staged else "Preparation failed.")
+
+    async def _spawn(self, row: JobRow, expected: Phase, spec: JobSpec, seq: int, start_type: str,
+                     workers: list[WorkerPlacement], port: int) -> None:
+        """Reserve the attempt's placement, start every worker, and mark the attempt started."""
+        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+        names = [f"worker-{i}" for i in range(spec.node_count)]
+        ips = [wp.ip for wp in workers]
         argv = ws.argv(spec, lay)
         base = ws.base_environment(self.executor.sandboxed, bool(spec.image))
         mounts = tuple(Mount(str(host), inside) for host, inside in lay.binds(whole_home=not spec.image)) \
@@ -377,6 +483,7 @@ class Supervisor(AttemptSupervision):
         handles: list[TaskHandle] = []
         nodes = [wp.node for wp in workers]
         try:
+            mounts += volume_mounts(spec, nfs_shares(self.settings), lay.sandboxed)  # StartError if gone
             assigned = await self.executor.reserve(row.id, seq, nodes, resources_of(spec.flavor))
             if assigned is not None and assigned != [wp.gpus for wp in workers]:
                 workers = [dataclasses.replace(wp, gpus=g) for wp, g in zip(workers, assigned, strict=True)]
@@ -404,6 +511,8 @@ class Supervisor(AttemptSupervision):
                 w.drop_unstarted_attempt(conn, row.id, seq)
             raise
         self._retry_at.pop(row.id, None)
+        if period := self._period(spec):
+            self._upload_at[row.id] = time.monotonic() + period
         for h in handles:
             self._watch(h)
         faultpoint("after_start")
@@ -482,8 +591,7 @@ class Supervisor(AttemptSupervision):
     async def _restart_in_place(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow, ps: Pass) -> None:
         """The next attempt on the same workers; pod_reschedule moves the failed task to another node
         with room now (claimed from the pass's ledger), or keeps it where it was if there is none."""
-        workers = [WorkerPlacement(t.node, t.ip, tuple(int(g) for g in t.gpus.split(",") if g),
-                                   tuple(int(c) for c in t.cpus.split(",") if c)) for t in tasks]
+        workers = [placement_of(t) for t in tasks]
         start_type = "restarted"
         claims: Claims = {}
         if attempt.end_recover == faults.POD_RESCHEDULE:

@@ -18,13 +18,14 @@ def _gpus(text: str) -> tuple[int, ...]:
 
 
 def free_capacity(catalog: Catalog, rows: list[JobRow], tasks: Mapping[str, list[TaskRow]],
-                  fenced: Mapping[str, int]) -> list[NodeFree]:
-    """Each node's capacity less what running jobs hold; fenced nodes offer nothing. The GPU and CPU
-    ids a task holds are taken out even when its flavor is no longer known."""
+                  fenced: Mapping[str, int], holding: set[str] | None = None) -> list[NodeFree]:
+    """Each node's capacity less what the `holding` jobs' tasks hold (default: the jobs in a HOLDING
+    phase; the supervisor adds Pending jobs whose attempt is being staged); fenced nodes offer nothing.
+    The GPU and CPU ids a task holds are taken out even when its flavor is no longer known."""
     free = {n.name: NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels, list(n.cpus))
             for n in catalog.nodes}
     for row in rows:
-        if row.phase not in HOLDING:
+        if row.id not in holding if holding is not None else row.phase not in HOLDING:
             continue
         flavor = catalog.flavors.get(row.flavor_id)  # None: removed from the config while it runs
         for t in tasks.get(row.id, []):
@@ -60,16 +61,17 @@ def running_jobs(catalog: Catalog, rows: list[JobRow], tasks: Mapping[str, list[
     return out
 
 
-def quotas(catalog: Catalog, rows: list[JobRow], limits: Mapping[str, Mapping[str, int]]
-           ) -> tuple[dict[str, Quota], dict[str, QuotaUse]]:
-    """Per-project limits (cpu_cores in cores, -1 unlimited) and what running jobs use of them."""
+def quotas(catalog: Catalog, rows: list[JobRow], limits: Mapping[str, Mapping[str, int]],
+           holding: set[str] | None = None) -> tuple[dict[str, Quota], dict[str, QuotaUse]]:
+    """Per-project limits (cpu_cores in cores, -1 unlimited) and what the holding jobs (as in
+    `free_capacity`) use of them."""
     out = {}
     for project, v in limits.items():
         cores = v.get("cpu_cores", -1)
         out[project] = Quota(v.get("running_jobs", -1), cores * 1000 if cores >= 0 else -1, v.get("gpus", -1))
     use: dict[str, QuotaUse] = {}
     for r in rows:
-        if r.phase not in HOLDING or r.project_id not in out:
+        if (r.id not in holding if holding is not None else r.phase not in HOLDING) or r.project_id not in out:
             continue
         flavor = catalog.flavors.get(r.flavor_id)
         u = use.setdefault(r.project_id, QuotaUse())

@@ -4,7 +4,10 @@ the answer out; tests/unit/test_steps.py holds the table.
 
 Precedence, highest first:
 1. a final job whose deletion was asked for is purged;
-2. an attempt opened but never marked started (the server died while spawning it) is discarded;
+2. an attempt opened but not started: while its data is staged (supervisor/transfers.py) it waits, or
+   its staging is cancelled when a terminate came; once staged its workers are spawned, or the job ends
+   when staging failed; with no staging (the server died while staging or spawning it), or a terminate,
+   it is discarded;
 3. the user's terminate wins over everything that would run the job again (scheduling, a pending
    in-place restart, a requeue after preemption);
 4. between two attempts (the last one closed): a preempted job is requeued, an in-place tier restarts;
@@ -27,6 +30,10 @@ class Step(StrEnum):
     PREPARE = "prepare"  # Creating -> Pending (or Abnormal when its code cannot be found)
     CANCEL = "cancel"  # Creating/Pending -> Terminated: nothing runs yet
     DISCARD_UNSTARTED = "discard_unstarted"  # kill what a half-started attempt spawned, forget it
+    WAIT_STAGING = "wait_staging"  # its code and inputs are being staged in the background
+    STOP_STAGING = "stop_staging"  # staging, and a terminate came: cancel it, then discard
+    START_STAGED = "start_staged"  # staged: spawn the workers, mark the attempt started
+    STAGING_FAILED = "staging_failed"  # the code or an input could not be staged: the job ends Abnormal
     SCHEDULE = "schedule"  # offer it to the planner
     BACKOFF = "backoff"  # Pending after a start failure: not before its retry time
     REQUEUE_PREEMPTED = "requeue_preempted"  # Running -> Pending at its old queue position
@@ -37,11 +44,19 @@ class Step(StrEnum):
     SUPERVISE = "supervise"  # observe the tasks and decide
 
 
+class Staging(StrEnum):
+    NONE = "none"  # no staging known for the attempt (never started, or the server restarted)
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # or cancelled
+
+
 @dataclass(frozen=True)
 class AttemptState:
     started: bool  # every worker was spawned
     ended: bool  # closed (a recovery or the job's end follows)
     end_recover: str = ""  # the recovery tier it was closed with, if any
+    staging: Staging = Staging.NONE
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,13 @@ def next_step(j: JobState) -> Step:
         return Step.CANCEL if j.terminate else Step.PREPARE
     a = j.attempt
     if a is not None and not a.started and j.phase in (Phase.PENDING, Phase.RUNNING, Phase.TERMINATING):
+        stopping = j.terminate or j.phase is Phase.TERMINATING
+        if a.staging is Staging.RUNNING:
+            return Step.STOP_STAGING if stopping else Step.WAIT_STAGING
+        if a.staging is Staging.DONE and not stopping:
+            return Step.START_STAGED
+        if a.staging is Staging.FAILED and not stopping:
+            return Step.STAGING_FAILED
         return Step.DISCARD_UNSTARTED
     if j.phase is Phase.PENDING:
         if j.terminate:

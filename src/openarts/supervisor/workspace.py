@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's hom
 )
 from openarts.core.spec import JobSpec
 from openarts.executors.sandbox import reserved_path
-from openarts.storage.obs import ObjectStore
+from openarts.storage.cache import StagingCache
+from openarts.storage.obs import Manifest, ObjectStore
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,14 @@ def check_code(spec: JobSpec, store: ObjectStore, rules: CodeRules = CodeRules()
         raise PreparationError(f"Engine {spec.engine.engine_id}: interpreter {spec.engine.python} is missing.")
 
 
-def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = CodeRules()) -> None:
-    """Create the directories and copy code and inputs in. Runs off the event loop."""
+def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = CodeRules(),
+          cancel: threading.Event | None = None, cache: StagingCache | None = None, scope: str = "") -> list[str]:
+    """Create the directories and copy code and inputs in; a line per channel for the job's events.
+    Runs in a background transfer (supervisor/transfers.py); stops at the next file once `cancel` is set.
+    Inputs come through `cache` (storage/cache.py: the entries of project `scope`) when there is one;
+    code is always copied (jobs write next to their code)."""
     check_code(spec, store, rules)
+    lines = []
     if lay.sandboxed:
         for _, inside in lay.binds():
             top = reserved_path(inside)
@@ -100,19 +107,29 @@ def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = Cod
             shutil.copytree(os.path.realpath(local), lay.code, symlinks=True,
                             ignore=_unreadable if lay.sandboxed else None)
         else:
-            store.download(spec.code_dir, lay.code)
+            try:
+                n = store.download(spec.code_dir, lay.code, cancel)
+            except OSError as exc:
+                raise PreparationError(f"Code directory error: cannot download {spec.code_dir}: {exc}") from exc
+            lines.append(f"Code: {n} file(s) from {spec.code_dir}.")
     for d in lay.inputs:
         # a fresh copy every time: an earlier attempt may have planted links inside (inputs/x/sub -> /etc)
         real_dir(lay.root, d.local)
         shutil.rmtree(d.local)  # does not follow links
         d.local.mkdir()
         try:
-            store.download(d.channel.obs_url, d.local)
-        except (FileNotFoundError, OSError) as exc:
+            if cache is not None:
+                lines.append(cache.stage(store, d.channel.obs_url, d.local, scope, cancel).line(
+                    d.channel.name, d.channel.obs_url))
+            else:
+                n = store.download(d.channel.obs_url, d.local, cancel)
+                lines.append(f"Input {d.channel.name}: {n} file(s) from {d.channel.obs_url}.")
+        except OSError as exc:
             raise PreparationError(f"Input {d.channel.name}: cannot download {d.channel.obs_url}: {exc}") from exc
     for d in lay.outputs:
         real_dir(lay.root, d.local)
     real_dir(lay.root, lay.cwd)
+    return lines
 
 
 def _unreadable(directory: str, names: list[str]) -> set[str]:
@@ -154,17 +171,29 @@ def real_dir(root: Path, path: Path) -> None:
             current.mkdir()
 
 
-def upload_outputs(lay: Layout, store: ObjectStore) -> list[str]:
-    """Copy every output channel back to its obs_url; returns one line per channel for the events."""
+def periodic(d: ChannelDir) -> bool:
+    """Whether an output is uploaded while the job runs (ModelArts' default mode), not only at its end."""
+    return d.channel.mode != "upload_on_exit"
+
+
+def upload_outputs(lay: Layout, store: ObjectStore, sent: dict[str, Manifest] | None = None,
+                   cancel: threading.Event | None = None, only_periodic: bool = False) -> list[str]:
+    """Copy every output channel back to its obs_url; returns one line per channel for the events.
+    With `sent` (a manifest per channel, kept by the caller), only what changed since the last upload
+    is sent. A failure is a line that says so: the job's outcome stands, and the next upload retries."""
     lines = []
     for d in lay.outputs:
+        if only_periodic and not periodic(d):
+            continue
         link = first_link(lay.root, d.local)
         if link is not None:
             lines.append(f"Output {d.channel.name}: not uploaded: {lay.seen(link)} is a symbolic link.")
             continue
+        manifest = None if sent is None else sent.setdefault(str(d.local), {})
         try:
-            n = store.upload(d.local, d.channel.obs_url)
-            lines.append(f"Output {d.channel.name}: uploaded {n} file(s) to {d.channel.obs_url}.")
+            n = store.upload(d.local, d.channel.obs_url, manifest, cancel)
+            what = "changed file(s)" if manifest is not None else "file(s)"
+            lines.append(f"Output {d.channel.name}: uploaded {n} {what} to {d.channel.obs_url}.")
         except Exception as exc:  # a failed upload is reported, the job's outcome stands
             lines.append(f"Output {d.channel.name}: upload to {d.channel.obs_url} failed: {exc}")
     return lines
