@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import obstore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CONFIG, TINY_FLAVOR, BenchServer, result_line, table, verdict, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import s3_support
+from openarts.storage.s3 import S3ObjectStore, S3Options
 
 JOB = """
 import hashlib, os, sys, time
@@ -108,9 +110,6 @@ def main() -> int:
                     times[mode].append(t)
                     print(f"  {mode:20} pair {i}: {t:.2f} s", flush=True)
         if s3 is not None:  # every checkpoint of a periodic job is in the bucket
-            import obstore
-            from openarts.storage.s3 import S3ObjectStore, S3Options
-
             raw = S3ObjectStore(S3Options(endpoint=s3.endpoint, access_key_id=s3_support.ACCESS_KEY,
                                           secret_access_key=s3_support.SECRET_KEY))._store("bkt")
             got = sum(len(c) for c in obstore.list(raw, prefix="upload_periodically-0/"))

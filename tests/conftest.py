@@ -26,6 +26,7 @@ DEFAULT_CONFIG = """
 terminate_grace_seconds = 3
 metrics_interval_seconds = 1
 reconcile_interval_seconds = 0.5
+output_period_seconds = 2
 
 [[nodes]]
 name = "local"

@@ -89,3 +89,24 @@ def test_a_host_path_for_logs_is_refused_clearly(server: Server) -> None:
     body["spec"]["log_export_path"] = {"host_path": "/var/log/jobs"}
     r = httpx.post(f"{server.api}/training-jobs", json=body, timeout=10)
     assert r.status_code == 400 and "spec.log_export_path.host_path" in r.json()["error_msg"], r.text
+
+
+def test_summaries_are_synced_like_an_output(server: Server) -> None:
+    """algorithm.summary (TensorBoard): what the job writes to $MA_SUMMARY_DIR reaches log_dir.pfs.pfs_path,
+    every period while it runs and at its end."""
+    sdk = sdk_client(server)
+    body = job_body("summaries", command='echo event-1 > "$MA_SUMMARY_DIR/events.out.1"; '
+                    'while [ ! -e "$MA_HOME/go" ]; do sleep 0.1; done; '
+                    'echo event-2 > "$MA_SUMMARY_DIR/events.out.2"; :',
+                    summary={"log_type": "tensorboard", "log_dir": {"pfs": {"pfs_path": "obs://bkt/tb/run1/"}}})
+    job_id = create_id(sdk, body)
+    bucket = server.data_dir / "obs" / "bkt" / "tb" / "run1"
+    # while it runs, every output_period_seconds (2 s in the tests' config)
+    wait_for(lambda: (bucket / "events.out.1").exists(), timeout=30, message="a periodic summary upload")
+    home = next((server.data_dir / "jobs" / job_id).rglob("home/ma-user"))
+    (home / "go").touch()
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
+    assert (bucket / "events.out.2").read_text() == "event-2\n"
+    events = [e["message"] for e in httpx.get(f"{server.api}/training-jobs/{job_id}/events", timeout=10)
+              .json()["events"]]
+    assert any(e.startswith("Summary: uploaded") for e in events), events

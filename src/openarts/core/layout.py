@@ -23,6 +23,7 @@ MA_HOME = "/home/ma-user"
 MA_MOUNT = f"{MA_HOME}/modelarts"
 MA_JOB_DIR = f"{MA_MOUNT}/user-job-dir"
 CACHE = "/cache"  # ModelArts' local disk for scratch data
+SUMMARY_DIR = f"{MA_MOUNT}/summary"  # a job's TensorBoard / MindStudio Insight logs (MA_SUMMARY_DIR)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class Layout:
     outputs: list[ChannelDir]
     sandboxed: bool = False
     volumes: tuple[str, ...] = ()  # the volumes' local paths (spec.volumes), bound after `binds`
+    summary: ChannelDir | None = None  # where the job writes its visualization logs (algorithm.summary)
+
+    @property
+    def uploads(self) -> list[ChannelDir]:
+        """What goes to the object store: the output channels, and the summary directory if any."""
+        return [*self.outputs, *([self.summary] if self.summary else [])]
 
     def seen(self, path: Path) -> str:
         """`path` as the worker sees it: its container path in a sandbox, else the host path."""
@@ -107,7 +114,8 @@ def layout(spec: JobSpec, root: Path, sandboxed: bool = False) -> Layout:
     cwd = rebase(root, spec.working_dir) if spec.working_dir else (code or job_dir)
     return Layout(root, home, job_dir, code, in_place, cwd, rebase(root, f"{MA_MOUNT}/log"),
                   dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"), sandboxed,
-                  tuple(v.local_path for v in spec.volumes))
+                  tuple(v.local_path for v in spec.volumes),
+                  ChannelDir(spec.summary, SUMMARY_DIR, rebase(root, SUMMARY_DIR)) if spec.summary else None)
 
 
 def document_algorithm(spec: JobSpec, lay: Layout) -> dict[str, Any]:

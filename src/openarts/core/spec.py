@@ -87,6 +87,7 @@ class JobSpec:
     request: dict[str, Any] = field(repr=False)  # the normalised body, as stored
     log_export_url: str | None = None  # spec.log_export_path.obs_url: every attempt's task logs go there
     volumes: tuple[Volume, ...] = ()  # spec.volumes: NFS shares bound at their local_path (core/volumes.py)
+    summary: Channel | None = None  # algorithm.summary.log_dir.pfs.pfs_path: synced like a periodic output
 
 
 def exported_log_url(log_export_url: str, job_id: str, task: str, seq: int) -> str:
@@ -507,6 +508,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         raise _bad("spec.schedule_policy.preemptible", "must be a boolean")
     affinity = _affinity(_obj(policy, "required_affinity", "spec.schedule_policy"), node_count)
     auto_stop = _auto_stop(_obj(spec, "auto_stop", "spec"))
+    summary = _summary(algorithm)
     log_export = _obj(spec, "log_export_path", "spec")
     log_export_url = _str(log_export, "obs_url", "spec.log_export_path", limit=1024)
     if log_export_url:
@@ -534,5 +536,25 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
-        log_export_url=log_export_url or None, volumes=volumes,
+        log_export_url=log_export_url or None, volumes=volumes, summary=summary,
     )
+
+
+SUMMARY_TYPES = ("tensorboard", "mindstudio-insight")
+
+
+def _summary(algorithm: dict[str, Any]) -> Channel | None:
+    """algorithm.summary: with a log_type, its log_dir.pfs.pfs_path (an OBS location) receives what the
+    job writes to its summary directory (core/layout.py SUMMARY_DIR), as a periodic output does."""
+    summary = _obj(algorithm, "summary", "algorithm")
+    log_type = _str(summary, "log_type", "algorithm.summary", limit=32)
+    if not log_type:
+        return None
+    if log_type not in SUMMARY_TYPES:
+        raise _bad("algorithm.summary.log_type", f"must be one of {', '.join(SUMMARY_TYPES)}")
+    pfs = _obj(_obj(summary, "log_dir", "algorithm.summary", required=True), "pfs", "algorithm.summary.log_dir",
+               required=True)
+    url = _str(pfs, "pfs_path", "algorithm.summary.log_dir.pfs", required=True, limit=1024)
+    assert url is not None
+    check_obs_url(url, "algorithm.summary.log_dir.pfs.pfs_path")
+    return Channel("summary", 0, url, None, "upload_periodically")

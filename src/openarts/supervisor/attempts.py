@@ -155,8 +155,8 @@ class AttemptSupervision:
     # -- outputs while the job runs ---------------------------------------------------------------
     def _period(self, spec: JobSpec) -> float:
         """How often a job's periodic outputs go up: the shortest period its outputs ask for."""
-        periods = [d.period_s or self.settings.output_period_seconds for d in spec.outputs
-                   if d.mode != "upload_on_exit"]
+        periods = [d.period_s or self.settings.output_period_seconds
+                   for d in [*spec.outputs, *([spec.summary] if spec.summary else [])] if d.mode != "upload_on_exit"]
         return min(periods, default=0.0)
 
     def _upload_periodically(self, row: JobRow, attempt: AttemptRow) -> None:
@@ -342,7 +342,7 @@ class AttemptSupervision:
                 return [f"Outputs not uploaded: {exc.message}"]
             lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
             url = spec.log_export_url
-            if not lay.outputs and not (url and tasks):
+            if not lay.uploads and not (url and tasks):
                 return []
             self.transfers.cancel(row.id, (Kind.PERIODIC,))  # stops at its next file; the final sends the rest
             sent = self._sent.setdefault(row.id, {})
@@ -351,7 +351,7 @@ class AttemptSupervision:
             work_dir = self.settings.attempts_dir(row.id, attempt.seq)
 
             def work(cancel: threading.Event) -> list[str]:
-                lines = ws.upload_outputs(lay, self.store, sent, cancel) if lay.outputs else []
+                lines = ws.upload_outputs(lay, self.store, sent, cancel) if lay.uploads else []
                 return lines + ([ws.export_logs(logs, url, self.store, work_dir)] if url and tasks else [])
 
             self.transfers.start(row.id, attempt.seq, Kind.FINAL, work)

@@ -495,7 +495,7 @@ class Supervisor(AttemptSupervision):
                     row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
                     self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,
                     gpus=tuple(wp.gpus), image=spec.image or "", node=wp.node,
-                    outputs=tuple(lay.seen(d.local) for d in lay.outputs))))
+                    outputs=tuple(lay.seen(d.local) for d in lay.uploads))))
         except StartError as exc:
             await self._release(row.id, seq, nodes, handles)
             with self.db.begin() as conn:

@@ -21,6 +21,7 @@ from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's hom
     MA_HOME,
     MA_JOB_DIR,
     MA_MOUNT,
+    SUMMARY_DIR,
     ChannelDir,
     Layout,
     document_algorithm,
@@ -126,7 +127,7 @@ def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = Cod
                 lines.append(f"Input {d.channel.name}: {n} file(s) from {d.channel.obs_url}.")
         except OSError as exc:
             raise PreparationError(f"Input {d.channel.name}: cannot download {d.channel.obs_url}: {exc}") from exc
-    for d in lay.outputs:
+    for d in lay.uploads:
         real_dir(lay.root, d.local)
     real_dir(lay.root, lay.cwd)
     return lines
@@ -182,21 +183,26 @@ def upload_outputs(lay: Layout, store: ObjectStore, sent: dict[str, Manifest] | 
     With `sent` (a manifest per channel, kept by the caller), only what changed since the last upload
     is sent. A failure is a line that says so: the job's outcome stands, and the next upload retries."""
     lines = []
-    for d in lay.outputs:
+    for d in lay.uploads:
         if only_periodic and not periodic(d):
             continue
         link = first_link(lay.root, d.local)
         if link is not None:
-            lines.append(f"Output {d.channel.name}: not uploaded: {lay.seen(link)} is a symbolic link.")
+            lines.append(f"{_what(d)}: not uploaded: {lay.seen(link)} is a symbolic link.")
             continue
         manifest = None if sent is None else sent.setdefault(str(d.local), {})
         try:
             n = store.upload(d.local, d.channel.obs_url, manifest, cancel)
             what = "changed file(s)" if manifest is not None else "file(s)"
-            lines.append(f"Output {d.channel.name}: uploaded {n} {what} to {d.channel.obs_url}.")
+            lines.append(f"{_what(d)}: uploaded {n} {what} to {d.channel.obs_url}.")
         except Exception as exc:  # a failed upload is reported, the job's outcome stands
-            lines.append(f"Output {d.channel.name}: upload to {d.channel.obs_url} failed: {exc}")
+            lines.append(f"{_what(d)}: upload to {d.channel.obs_url} failed: {exc}")
     return lines
+
+
+def _what(d: ChannelDir) -> str:
+    return "Summary" if d.container_dir == SUMMARY_DIR else \
+        f"Output {d.channel.name}"
 
 
 def export_logs(logs: dict[str, Path], url: str, store: ObjectStore, work: Path) -> str:
@@ -299,6 +305,7 @@ def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[s
         "VC_WORKER_HOSTS": ",".join(ips),
         "MA_INPUTS": json.dumps([{"name": d.channel.name, "local_dir": lay.seen(d.local)} for d in lay.inputs]),
         "MA_OUTPUTS": json.dumps([{"name": d.channel.name, "local_dir": lay.seen(d.local)} for d in lay.outputs]),
+        **({"MA_SUMMARY_DIR": lay.seen(lay.summary.local)} if lay.summary else {}),
         "MASTER_ADDR": ips[0],
         "MASTER_PORT": str(master_port),
         "WORLD_SIZE": str(n),
