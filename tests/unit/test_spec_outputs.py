@@ -1,5 +1,6 @@
 """How outputs go up, as a job asks (core/spec.py): an output's `mode` and `period`, and
-`algorithm.summary` (its log_dir synced like a periodic output; the real server: tests/test_outputs.py)."""
+`algorithm.summary` (its log_dir synced like a periodic output; the real server: tests/test_outputs.py);
+an end's upload tried again while the store is down (supervisor/workspace.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from openarts.core import errors
 from openarts.core.layout import SUMMARY_DIR, layout
 from openarts.core.resources import build_catalog
 from openarts.core.spec import parse_job
+from openarts.storage.obs import LocalObjectStore
+from openarts.supervisor import workspace as ws
 
 CATALOG = build_catalog({"flavors": [{"flavor_id": "f", "cpu_cores": 1, "memory_gb": 1}]}, gpus=[])
 
@@ -66,3 +69,37 @@ def test_a_summary_is_a_periodic_upload_from_its_own_directory(tmp_path: Path) -
 def test_a_bad_summary_is_refused(summary: dict[str, Any]) -> None:
     with pytest.raises(errors.OpenartsError, match=r"algorithm\.summary"):
         parse_job(_job(summary=summary), CATALOG)
+
+
+class FlakyStore(LocalObjectStore):
+    """The local store, refusing the first `failures` uploads (an outage of the object store)."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+        self.calls = 0
+
+    def upload(self, src: Path, url: str, sent: Any = None, cancel: Any = None) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError("the object store is unreachable (connection refused)")
+        return super().upload(src, url, sent, cancel)
+
+
+@pytest.mark.parametrize(("failures", "line"), [
+    (0, "Output train_url: uploaded 1 changed file(s) to obs://b/out/."),
+    (1, "Output train_url: uploaded 1 changed file(s) to obs://b/out/ (at try 2)."),
+    (2, "Output train_url: uploaded 1 changed file(s) to obs://b/out/ (at try 3)."),
+    (3, "Output train_url: upload to obs://b/out/ failed after 3 tries: the object store is unreachable "
+        "(connection refused)"),
+])
+def test_an_ends_upload_is_tried_again_before_it_is_reported_failed(tmp_path: Path, failures: int,
+                                                                     line: str) -> None:
+    spec = parse_job(_job(outputs=[_output()]), CATALOG)
+    lay = layout(spec, tmp_path / "job")
+    lay.outputs[0].local.mkdir(parents=True)
+    (lay.outputs[0].local / "model.bin").write_bytes(b"weights")
+    store = FlakyStore(tmp_path / "obs", failures)
+    assert ws.upload_outputs(lay, store, {}, retry_seconds=(0.01, 0.01)) == [line]
+    assert store.calls == min(failures + 1, 3)
+    assert (tmp_path / "obs/b/out/model.bin").exists() == (failures < 3)

@@ -19,7 +19,7 @@ from openarts.core.errors import JobNotFound
 from openarts.core.phases import Phase
 from openarts.executors.base import TaskLaunch
 from openarts.store import jobs as w
-from openarts.supervisor import loop
+from openarts.supervisor import starting
 
 RETRY = {"fault-tolerance/job-retry-num": "3"}
 ONE_CORE_NODES = [{"name": "A", "cpu_cores": 1, "memory_gb": 1}, {"name": "B", "cpu_cores": 1, "memory_gb": 1}]
@@ -30,7 +30,7 @@ GPU_FLAVOR = [{"flavor_id": "gpu1", "cpu_cores": 1, "memory_gb": 1, "gpus": 1}]
 
 @pytest.fixture(autouse=True)
 def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loop, "START_BACKOFF_MS", (0, 0))
+    monkeypatch.setattr(starting, "START_BACKOFF_MS", (0, 0))
 
 
 def _assert_no_overcommit(h: Harness) -> None:
@@ -208,7 +208,7 @@ def test_bookkeeping_is_dropped_when_jobs_end(tmp_path: Path) -> None:
 
 
 def test_a_failed_start_waits_for_its_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loop, "START_BACKOFF_MS", (60_000, 60_000))
+    monkeypatch.setattr(starting, "START_BACKOFF_MS", (60_000, 60_000))
     h = Harness(tmp_path, ONE_CORE_NODES)
     h.executor.start_errors = ["transient"]
     j = h.submit(annotations=RETRY)

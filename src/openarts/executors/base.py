@@ -143,6 +143,12 @@ class Executor(Protocol):
         """Where the server reads the task's log (for a remote node, the copy it keeps)."""
         ...
 
+    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
+        """Make an attempt's staged directories (`mounts`) and image ready for its nodes. Slow (it may
+        copy): called in the attempt's staging transfer, off the event loop; StartError if it cannot.
+        `start` does it itself for an attempt that was not prepared."""
+        ...
+
     def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:
         """Call `on_exit` (on the event loop) soon after the task ends; best effort."""
         ...

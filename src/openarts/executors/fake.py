@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, TaskState, Usage
+from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
 
 
 @dataclass
@@ -73,6 +73,9 @@ class FakeExecutor:
         if self.obey_signals or signum == signals.SIGKILL:
             t.exit_code = 128 + signum
         return True
+
+    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
+        pass  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:
         return run_dir / "log"

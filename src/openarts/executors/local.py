@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openarts.executors.agent import NodeAgent
-from openarts.executors.base import Key, TaskHandle, TaskLaunch, TaskState, Usage
+from openarts.executors.base import Key, Mount, TaskHandle, TaskLaunch, TaskState, Usage
 from openarts.executors.images import ImageStore
 from openarts.executors.sandbox import Sandbox
 
@@ -66,6 +66,9 @@ class LocalExecutor:
 
     async def run(self) -> None:
         pass  # exits are watched with pidfds; logs are written where the server reads them
+
+    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
+        pass  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:
         return self.agent.log_path(run_dir)

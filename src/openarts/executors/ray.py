@@ -45,7 +45,7 @@ from typing import Any
 
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL, Catalog, Node
-from openarts.executors.base import Key, StartError, TaskHandle, TaskLaunch, TaskState, Usage
+from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
 from openarts.executors.bundles import IMAGE, WORKSPACE, Server, pack
 from openarts.executors.images import ImageStore
 from openarts.executors.ray_agent import LOG_CHUNK, RayNodeAgent
@@ -288,8 +288,7 @@ class RayExecutor:
         attempt = (launch.job_id, launch.seq)
         image = self._image_of(launch) if launch.image else None
         if attempt not in self._packed:  # once per attempt: what its nodes fetch from the server
-            await self._offer(launch, image)
-            self._packed.add(attempt)
+            await asyncio.to_thread(self._offer, launch.job_id, launch.seq, launch.mounts, image)
         if image is not None and self.images is not None:  # every node runs the very image pulled here
             launch = dataclasses.replace(launch, image=self.images.pinned(launch.image, image.digest))
         try:
@@ -309,21 +308,32 @@ class RayExecutor:
             raise StartError(f"cannot start {launch.task}: image {launch.image} is not on this server")
         return image
 
-    async def _offer(self, launch: TaskLaunch, image: RootImage | None) -> None:
-        """Pack the attempt's directories, and link its image's tar, where the agents' routes serve them."""
+    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
+        """Pack the staged attempt in its staging transfer: the start that follows has nothing to copy."""
+        pulled = None
+        if image:
+            pulled = self.images.lookup(image) if self.images is not None else None
+            if pulled is None:
+                raise StartError(f"image {image} is not on this server")
+        self._offer(job_id, seq, mounts, pulled)
+
+    def _offer(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: RootImage | None) -> None:
+        """Pack the attempt's directories, and link its image's tar, where the agents' routes serve them
+        (slow: in a thread)."""
         if not self.server_url:
             raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
                              "(set [server] ray_server_url)")
-        where = self.settings.attempts_dir(launch.job_id, launch.seq)
-        dirs = [(m.host, f"m{i}") for i, m in enumerate(launch.mounts) if not m.shared]  # volumes: on each node
+        where = self.settings.attempts_dir(job_id, seq)
+        dirs = [(m.host, f"m{i}") for i, m in enumerate(mounts) if not m.shared]  # volumes: on each node
         try:
-            await asyncio.to_thread(pack, where / WORKSPACE, dirs)
+            pack(where / WORKSPACE, dirs)
             if image is not None and self.images is not None:
-                tar = await asyncio.to_thread(self.images.bundle_tar, image)
+                tar = self.images.bundle_tar(image)
                 (where / IMAGE).unlink(missing_ok=True)
                 (where / IMAGE).symlink_to(tar)
         except OSError as exc:
             raise StartError(f"cannot offer the job's files to its nodes: {exc}") from exc
+        self._packed.add((job_id, seq))
 
     async def poll(self, handle: TaskHandle) -> TaskState:
         key = (handle.job_id, handle.seq, handle.task)

@@ -351,7 +351,8 @@ class AttemptSupervision:
             work_dir = self.settings.attempts_dir(row.id, attempt.seq)
 
             def work(cancel: threading.Event) -> list[str]:
-                lines = ws.upload_outputs(lay, self.store, sent, cancel) if lay.uploads else []
+                lines = ws.upload_outputs(lay, self.store, sent, cancel, retry_seconds=ws.FINAL_RETRY_SECONDS) \
+                    if lay.uploads else []
                 return lines + ([ws.export_logs(logs, url, self.store, work_dir)] if url and tasks else [])
 
             self.transfers.start(row.id, attempt.seq, Kind.FINAL, work)

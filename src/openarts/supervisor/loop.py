@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import functools
 import inspect
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,17 +35,15 @@ import orjson
 
 from openarts.config import Settings
 from openarts.core import faults
-from openarts.core.errors import LostRace, OpenartsError, PreparationError
+from openarts.core.errors import LostRace, OpenartsError
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination
-from openarts.core.resources import Catalog, Flavor
+from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
-from openarts.executors.base import Executor, Mount, StartError, TaskHandle, TaskLaunch
+from openarts.executors.base import Executor, TaskHandle
 from openarts.executors.images import ImageStore
-from openarts.executors.volumes import nfs_shares, volume_mounts
 from openarts.scheduler.ledger import Ledger
-from openarts.scheduler.plan import Affinity, Demand, PendingJob, WorkerPlacement, demand_of, plan
-from openarts.storage.cache import StagingCache
+from openarts.scheduler.plan import Affinity, PendingJob, demand_of, plan
 from openarts.storage.obs import Manifest, ObjectStore
 from openarts.store import jobs as w
 from openarts.store import queries as q
@@ -56,41 +51,16 @@ from openarts.store.db import Database
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import snapshot as snap
 from openarts.supervisor import workspace as ws
-from openarts.supervisor.attempts import INIT, AttemptSupervision, Pass, faultpoint
+from openarts.supervisor.attempts import INIT, Pass
 from openarts.supervisor.metrics import MetricsSampler, handle_of
 from openarts.supervisor.pulls import Pulls, PullState
+from openarts.supervisor.starting import AttemptStarts, Claims, placement_of, staging_cache
 from openarts.supervisor.steps import AttemptState, JobState, Staging, Step, next_step
 from openarts.supervisor.transfers import Kind, Transfers
 
 log = logging.getLogger("openarts.supervisor")
 
-START_BACKOFF_MS = (1_000, 30_000)  # a failed start is retried after 1 s, doubling up to 30 s
-
-Claims = dict[int, Demand]  # worker index -> what that worker needs of its node, to claim
-
-
-def placement_of(t: TaskRow) -> WorkerPlacement:
-    """Where a task of the current attempt was placed, as the planner would say it."""
-    return WorkerPlacement(t.node, t.ip, tuple(int(g) for g in t.gpus.split(",") if g),
-                           tuple(int(c) for c in t.cpus.split(",") if c))
-
-
-def staging_cache(settings: Settings) -> StagingCache | None:
-    """The node's cache of staged inputs (storage/cache.py), unless `staging_cache_gb` is 0."""
-    if settings.staging_cache_gb <= 0:
-        return None
-    storage = settings.raw.get("storage", {})
-    store_id = (f"s3:{storage.get('endpoint', '')}" if storage.get("backend") == "s3"
-                else f"local:{settings.obs_dir}")
-    return StagingCache(settings.data_dir / "cache", int(settings.staging_cache_gb * 2**30), store_id)
-
-
-def resources_of(flavor: Flavor) -> dict[str, float]:
-    """What one worker of `flavor` holds of its node, in the executor's terms (Ray's resource names)."""
-    return {"CPU": flavor.cpu_cores, "memory": float(flavor.memory_mb * 2**20), "GPU": float(flavor.gpus)}
-
-
-class Supervisor(AttemptSupervision):
+class Supervisor(AttemptStarts):
     def __init__(self, settings: Settings, db: Database, catalog: Catalog, executor: Executor,
                  store: ObjectStore, sampler: MetricsSampler | None = None,
                  images: ImageStore | None = None) -> None:
@@ -382,210 +352,6 @@ class Supervisor(AttemptSupervision):
             claims = dict.fromkeys(range(len(placement.workers)), demand)
             launches.append(self._guarded(row.id, self._launch, row, list(placement.workers), INIT, True, ps, claims))
         await asyncio.gather(*launches)  # each claims its placement before its first await: in plan order
-
-    async def _launch(self, row: JobRow, workers: list[WorkerPlacement], start_type: str, stage: bool,
-                      ps: Pass, claims: Claims) -> None:
-        """Claim `claims` from the pass's ledger, then open attempt row.attempt+1 on `workers`. With
-        `stage`, its code and inputs are staged in the background and a later pass spawns it
-        (`_start_staged`); otherwise its code is checked and it is spawned now (`_spawn`)."""
-        expected = Phase(row.phase)
-        try:
-            spec = self._spec(row)
-        except OpenartsError as exc:
-            self._prepare_failed(row, expected, exc.message)
-            return
-        if not ps.ledger.claim([(workers[i], d) for i, d in claims.items()]):  # the re-check
-            log.warning("job %s: placement on %s no longer fits (this pass already committed it); placed "
-                        "again next pass", row.id, sorted({workers[i].node for i in claims}))
-            self._wake.set()
-            return
-        workers = [ps.ledger.pin(wp, claims[i]) if i in claims else wp for i, wp in enumerate(workers)]
-        seq = row.attempt + 1
-        try:
-            port = await self.executor.free_port(workers[0].node)
-        except StartError as exc:
-            self._start_failed(row, expected, str(exc), "worker-0", spec)
-            return
-        now = w.now_ms()
-        with self.db.begin() as conn:
-            w.open_attempt(conn, row.id, seq, [
-                {"task": f"worker-{i}", "idx": i, "node": wp.node, "ip": wp.ip, "gpus": ",".join(map(str, wp.gpus)),
-                 "cpus": ",".join(map(str, wp.cpus))}
-                for i, wp in enumerate(workers)], port, now, start_type)
-            if stage:
-                nodes = ", ".join(sorted({wp.node for wp in workers}))
-                note = f"Staging code and inputs for attempt {seq} (node {nodes})."
-                if expected is Phase.PENDING:
-                    w.transition(conn, row.id, expected, expected, at_ms=now, secondary=Secondary.CREATING,
-                                 event=note)
-                else:
-                    w.transition(conn, row.id, expected, expected, at_ms=now, event="")
-                    w.add_event(conn, row.id, note, now, source="Storage")
-        faultpoint("attempt_opened")
-        if stage:
-            lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
-            self.transfers.start(row.id, seq, Kind.STAGE, functools.partial(
-                self._stage, spec, lay, row.project_id))
-            return
-        try:
-            await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
-        except PreparationError as exc:
-            with self.db.begin() as conn:
-                w.drop_unstarted_attempt(conn, row.id, seq)
-            self._prepare_failed(row, expected, exc.message)
-            return
-        await self._spawn(row, expected, spec, seq, start_type, workers, port)
-
-    def _stage(self, spec: JobSpec, lay: ws.Layout, project_id: str, cancel: threading.Event) -> list[str]:
-        """A staging transfer's work (in a thread): an OSError becomes the job's failure message."""
-        began = time.monotonic()
-        try:
-            lines = ws.stage(spec, lay, self.store, self._code_rules, cancel, self.cache, project_id)
-        except OSError as exc:
-            raise PreparationError(f"Preparation failed: {exc}") from exc
-        return [*lines, f"Staged in {time.monotonic() - began:.1f} s."] if lines else lines
-
-    async def _start_staged(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
-        """The attempt's data is staged: spawn its workers where it was placed."""
-        staged = self.transfers.pop(row.id, attempt.seq, Kind.STAGE)
-        expected = Phase(row.phase)
-        try:
-            spec = self._spec(row)
-        except OpenartsError as exc:
-            with self.db.begin() as conn:
-                w.drop_unstarted_attempt(conn, row.id, attempt.seq)
-            self._prepare_failed(row, expected, exc.message)
-            return
-        if staged is not None and staged.lines:
-            with self.db.begin() as conn:
-                for line in staged.lines:
-                    w.add_event(conn, row.id, line, w.now_ms(), source="Storage")
-        workers = [placement_of(t) for t in sorted(tasks, key=lambda t: t.idx)]
-        await self._spawn(row, expected, spec, attempt.seq, attempt.start_type, workers, attempt.master_port)
-
-    def _staging_failed(self, row: JobRow, attempt: AttemptRow) -> None:
-        """Code or an input could not be staged: the job ends Abnormal/CreateFailed with the reason."""
-        staged = self.transfers.pop(row.id, attempt.seq, Kind.STAGE)
-        with self.db.begin() as conn:
-            w.drop_unstarted_attempt(conn, row.id, attempt.seq)
-        self._prepare_failed(row, Phase(row.phase), staged.error if staged else "Preparation failed.")
-
-    async def _spawn(self, row: JobRow, expected: Phase, spec: JobSpec, seq: int, start_type: str,
-                     workers: list[WorkerPlacement], port: int) -> None:
-        """Reserve the attempt's placement, start every worker, and mark the attempt started."""
-        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
-        names = [f"worker-{i}" for i in range(spec.node_count)]
-        ips = [wp.ip for wp in workers]
-        argv = ws.argv(spec, lay)
-        base = ws.base_environment(self.executor.sandboxed, bool(spec.image))
-        mounts = tuple(Mount(str(host), inside) for host, inside in lay.binds(whole_home=not spec.image)) \
-            if lay.sandboxed else ()
-        handles: list[TaskHandle] = []
-        nodes = [wp.node for wp in workers]
-        try:
-            mounts += volume_mounts(spec, nfs_shares(self.settings), lay.sandboxed)  # StartError if gone
-            assigned = await self.executor.reserve(row.id, seq, nodes, resources_of(spec.flavor))
-            if assigned is not None and assigned != [wp.gpus for wp in workers]:
-                workers = [dataclasses.replace(wp, gpus=g) for wp, g in zip(workers, assigned, strict=True)]
-                with self.db.begin() as conn:
-                    w.set_task_gpus(conn, row.id, seq, {names[i]: wp.gpus for i, wp in enumerate(workers)})
-            for i, wp in enumerate(workers):
-                env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base, wp.node)
-                handles.append(await self.executor.start(TaskLaunch(
-                    row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
-                    self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,
-                    gpus=tuple(wp.gpus), image=spec.image or "", node=wp.node,
-                    outputs=tuple(lay.seen(d.local) for d in lay.uploads))))
-        except StartError as exc:
-            await self._release(row.id, seq, nodes, handles)
-            with self.db.begin() as conn:
-                w.drop_unstarted_attempt(conn, row.id, seq)
-            self._start_failed(row, expected, str(exc), names[len(handles)], spec)
-            return
-        faultpoint("spawned")
-        try:
-            self._mark_started(row, expected, spec, seq, start_type, handles, workers)
-        except LostRace:  # the job moved while its workers spawned: they must not run unaccounted
-            await self._release(row.id, seq, nodes, handles)
-            with self.db.begin() as conn:
-                w.drop_unstarted_attempt(conn, row.id, seq)
-            raise
-        self._retry_at.pop(row.id, None)
-        if period := self._period(spec):
-            self._upload_at[row.id] = time.monotonic() + period
-        for h in handles:
-            self._watch(h)
-        faultpoint("after_start")
-
-    def _mark_started(self, row: JobRow, expected: Phase, spec: JobSpec, seq: int, start_type: str,
-                      handles: list[TaskHandle], workers: list[WorkerPlacement]) -> None:
-        now = w.now_ms()
-        with self.db.begin() as conn:
-            # the phase first: if the job moved underneath, nothing below is written (LostRace rolls back)
-            if expected is Phase.PENDING:
-                w.transition(conn, row.id, Phase.PENDING, Phase.RUNNING, at_ms=now, start_ms=row.start_ms or now,
-                             running_since_ms=now, event=f"Job started: {spec.node_count} worker(s) running.")
-            else:
-                w.transition(conn, row.id, expected, expected, at_ms=now, secondary=Secondary.RUNNING,
-                             event=f"Job restarted in place (attempt {seq}, {start_type}).")
-            w.mark_attempt_started(conn, row.id, seq, now // 1000,
-                                   [{"task": h.task, "pid": h.pid, "pid_start": h.pid_start} for h in handles], now)
-            if row.attempt:
-                w.finish_recover_record(conn, row.id, row.attempt, now // 1000, "success")
-            w.add_node_count(conn, row.id, now, spec.node_count)
-            for h, wp in zip(handles, workers, strict=True):
-                w.add_event(conn, row.id, f"Task {h.task} started on node {wp.node} (pid {h.pid}).", now,
-                            source="Worker")
-
-    def _prepare_failed(self, row: JobRow, expected: Phase, message: str) -> None:
-        """Code, boot file, engine or data could not be prepared: the job ends Abnormal/CreateFailed."""
-        now = w.now_ms()
-        if expected is Phase.PENDING:
-            self._abnormal(row, expected, message, now)
-            return
-        with self.db.begin() as conn:
-            w.transition(conn, row.id, expected, Phase.ABNORMAL, at_ms=now, secondary=Secondary.CREATE_FAILED,
-                         message=message, end_ms=now, run_ms=self._run_ms(row, now), running_since_ms=0,
-                         event=f"Job abnormal: {message}", level="Error")
-        self._forget(row.id)
-
-    def _start_failed(self, row: JobRow, expected: Phase, detail: str, task: str, spec: JobSpec) -> None:
-        """The executor could not start a worker (kind start_failed, docs/STATES.md): retried from the
-        queue within the job's retry budget (fault-tolerance/job-retry-num), after a backoff; once the
-        budget is spent, or without one, the job ends Failed with the reason."""
-        now = w.now_ms()
-        term = Termination(EndKind.START_FAILED, f"start failed: {detail}", task)
-        try:
-            policy = faults.parse_policy(spec.annotations)
-        except OpenartsError:
-            policy = faults.FaultPolicy()
-        state = faults.RecoveryState(row.retries_used, row.hang_restarts, row.recover_tier, row.pod_retries_used)
-        cap = faults.Capabilities(other_node=False, uses_gpus=spec.flavor.gpus > 0)  # placed again from the queue
-        rec = faults.plan_recovery(term, policy, state, cap, ran_long=False)
-        with self.db.begin() as conn:
-            if row.attempt and expected is Phase.RUNNING:  # an in-place restart that could not start
-                w.finish_recover_record(conn, row.id, row.attempt, now // 1000, "failed")
-            if rec is None:
-                message = self._final_message(row, term, policy)
-                w.transition(conn, row.id, expected, Phase.FAILED, at_ms=now, secondary=Secondary.FAILED,
-                             message=message, end_ms=now, run_ms=self._run_ms(row, now), running_since_ms=0,
-                             event=f"Job failed: {message}.", level="Error")
-            else:  # counted against the budget; the ladder's tier is the last real fault's, not moved by this
-                w.set_recovery_state(conn, row.id, dataclasses.replace(state, retries_used=rec.state.retries_used))
-                note = (f"Cannot start task {task}: {detail}. Retrying from the queue "
-                        f"({rec.state.retries_used} of {policy.budget} recoveries used).")
-                w.transition(conn, row.id, expected, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
-                             run_ms=self._run_ms(row, now), running_since_ms=0, event=note, level="Warning")
-        if rec is None:
-            self._forget(row.id)
-            return
-        base, cap_ms = START_BACKOFF_MS
-        self._retry_at[row.id] = now + min(cap_ms, base * 2 ** max(0, rec.state.retries_used - 1))
-        self._wake.set()
-
-    @staticmethod
-    def _run_ms(row: JobRow, now: int) -> int:
-        return int(row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0))
 
     # -- between attempts: a restart in place ----------------------------------------------------
     async def _restart_in_place(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow, ps: Pass) -> None:

@@ -177,11 +177,16 @@ def periodic(d: ChannelDir) -> bool:
     return d.channel.mode != "upload_on_exit"
 
 
+FINAL_RETRY_SECONDS = (5.0, 20.0)  # an end's upload that failed is tried again after these waits
+
+
 def upload_outputs(lay: Layout, store: ObjectStore, sent: dict[str, Manifest] | None = None,
-                   cancel: threading.Event | None = None, only_periodic: bool = False) -> list[str]:
+                   cancel: threading.Event | None = None, only_periodic: bool = False,
+                   retry_seconds: tuple[float, ...] = ()) -> list[str]:
     """Copy every output channel back to its obs_url; returns one line per channel for the events.
     With `sent` (a manifest per channel, kept by the caller), only what changed since the last upload
-    is sent. A failure is a line that says so: the job's outcome stands, and the next upload retries."""
+    is sent. A channel that fails is tried again after each of `retry_seconds` (only what it has not
+    sent yet); a failure that remains is a line that says so: the job's outcome stands."""
     lines = []
     for d in lay.uploads:
         if only_periodic and not periodic(d):
@@ -191,12 +196,19 @@ def upload_outputs(lay: Layout, store: ObjectStore, sent: dict[str, Manifest] | 
             lines.append(f"{_what(d)}: not uploaded: {lay.seen(link)} is a symbolic link.")
             continue
         manifest = None if sent is None else sent.setdefault(str(d.local), {})
-        try:
-            n = store.upload(d.local, d.channel.obs_url, manifest, cancel)
-            what = "changed file(s)" if manifest is not None else "file(s)"
-            lines.append(f"{_what(d)}: uploaded {n} {what} to {d.channel.obs_url}.")
-        except Exception as exc:  # a failed upload is reported, the job's outcome stands
-            lines.append(f"{_what(d)}: upload to {d.channel.obs_url} failed: {exc}")
+        for tries, wait in enumerate((*retry_seconds, None), start=1):
+            try:
+                n = store.upload(d.local, d.channel.obs_url, manifest, cancel)
+                what = "changed file(s)" if manifest is not None else "file(s)"
+                lines.append(f"{_what(d)}: uploaded {n} {what} to {d.channel.obs_url}"
+                             + (f" (at try {tries})." if tries > 1 else "."))
+                break
+            except Exception as exc:  # a failed upload is reported, the job's outcome stands
+                if wait is None or (cancel is not None and cancel.is_set()):
+                    after = f" after {tries} tries" if tries > 1 else ""
+                    lines.append(f"{_what(d)}: upload to {d.channel.obs_url} failed{after}: {exc}")
+                    break
+                (cancel or threading.Event()).wait(wait)
     return lines
 
 
