@@ -182,3 +182,27 @@ def test_outputs_go_up_every_period_and_the_last_checkpoint_survives(server: Ser
     step = int(last.split("-")[1])
     assert up[last] == (f"step {step}\n" * 4096).encode()  # complete
     assert any(e.startswith("Output train_url: uploaded") for e in events), events
+
+
+def test_a_staging_cut_short_by_a_server_crash_resumes_after_the_restart(server: Server, s3: S3Server,
+                                                                        big_object: str, tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "sum.py").write_text(SUM)
+    sdk = sdk_client(server)
+    job_id = create_id(sdk, job_body("resumed", code_dir=str(code), boot_file="sum.py",
+                                     inputs=[{"name": "data_url", "remote": {"obs": {"obs_url": "obs://bkt/big/"}}}]))
+
+    def parts_noted() -> int:
+        return sum(len(p.read_text().split()) for p in (server.data_dir / "cache").rglob("*.part.parts"))
+
+    wait_for(lambda: parts_noted() >= 4, 60, message="some of the object's parts fetched")
+    server.kill9()  # midway: the fetched parts stay, noted, in the node's cache
+    assert 4 <= parts_noted() < BIG // (8 << 20)
+    server.start()
+    job = wait_phase(sdk_client(server), job_id, timeout=180)
+    events = _events(sdk_client(server), job_id)
+    assert job.status.phase == "Completed", events
+    line = next(e for e in events if e.startswith("Input data_url:"))
+    assert "MB resumed" in line, line
+    assert f"sha256 {big_object}" in preview(sdk_client(server), job_id).content

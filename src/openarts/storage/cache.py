@@ -61,15 +61,14 @@ class StagingCache:
         self._busy: dict[str, tuple[threading.Lock, int]] = {}  # entry -> (held while fetched, stagings wanting it)
         self._total: int | None = None  # bytes held, counted at the first trim and kept since
 
-    def _entry(self, scope: str, obj: ObjectInfo) -> tuple[str, Path]:
-        digest = hashlib.sha256("\0".join((self.store_id, obj.source, str(obj.size), obj.version)).encode()
-                                ).hexdigest()
-        return digest, self.root / scope / digest[:2] / digest
+    def _entry(self, base: str, obj: ObjectInfo) -> tuple[str, str]:
+        digest = hashlib.sha256(f"{self.store_id}\0{obj.source}\0{obj.size}\0{obj.version}".encode()).hexdigest()
+        return digest, f"{base}/{digest[:2]}/{digest}"
 
     @staticmethod
-    def _valid(path: Path, digest: str, size: int) -> bool:
+    def _valid(path: str, digest: str, size: int) -> bool:
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             return False
         return st.st_size == size and st.st_mtime_ns == _mtime_of(digest) and not st.st_mode & 0o222
@@ -79,7 +78,8 @@ class StagingCache:
         """Put every object `url` names into directory `dest` (empty), from the cache where it holds it."""
         objs = store.listing(url)
         dest.mkdir(parents=True, exist_ok=True)
-        entries = [(obj, *self._entry(scope, obj)) for obj in objs]
+        base = str(self.root / scope)  # plain strings below: ten thousand files cost Path objects dearly
+        entries = [(obj, *self._entry(base, obj)) for obj in objs]
         missing = {digest: (obj, path) for obj, digest, path in entries if not self._valid(path, digest, obj.size)}
         fetched = resumed = 0
         if missing:
@@ -89,15 +89,17 @@ class StagingCache:
             try:
                 # another staging may have fetched some while this one waited
                 todo = {d: (o, p) for d, (o, p) in missing.items() if not self._valid(p, d, o.size)}
-                for _, path in todo.values():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                resumed = store.fetch([(o, _part(p)) for o, p in todo.values()], cancel)
+                for parent in sorted({os.path.dirname(p) for _, p in todo.values()}):
+                    os.makedirs(parent, exist_ok=True)
+                resumed = store.fetch([(o, Path(p + ".part")) for o, p in todo.values()], cancel)
+                now = time.time_ns()
                 for digest, (obj, path) in todo.items():
-                    part = _part(path)
-                    if part.stat().st_size != obj.size:
-                        raise OSError(f"{obj.source}: {part.stat().st_size} bytes arrived of {obj.size}")
+                    part = path + ".part"
+                    size = os.stat(part).st_size
+                    if size != obj.size:
+                        raise OSError(f"{obj.source}: {size} bytes arrived of {obj.size}")
                     os.chmod(part, 0o444)
-                    os.utime(part, ns=(time.time_ns(), _mtime_of(digest)))
+                    os.utime(part, ns=(now, _mtime_of(digest)))
                     os.replace(part, path)
                     fetched += obj.size
                 fetched -= resumed
@@ -105,10 +107,12 @@ class StagingCache:
                 for lock in locks:
                     lock.release()
                 self._unhold(sorted(missing))
+        check_cancel(cancel)
+        top = str(dest)
+        for parent in sorted({os.path.dirname(obj.rel) for obj in objs} - {""}):
+            os.makedirs(f"{top}/{parent}", exist_ok=True)
         for obj, _digest, path in entries:
-            check_cancel(cancel)
-            target = dest / obj.rel
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = f"{top}/{obj.rel}"
             try:
                 os.link(path, target)  # also marks the entry used now (its ctime)
             except OSError:  # another filesystem, or links refused: a copy
@@ -174,5 +178,3 @@ class StagingCache:
             self._total = total
 
 
-def _part(path: Path) -> Path:
-    return path.with_name(path.name + ".part")

@@ -223,8 +223,9 @@ def copy_file(src: Path, dst: Path, cancel: threading.Event | None = None, resum
     if resume and dst.exists():
         offset = min(dst.stat().st_size, src.stat().st_size)
     with open(src, "rb") as fin, open(dst, "r+b" if offset else "wb") as fout:
-        fout.truncate(offset)
-        fout.seek(offset)
+        if offset:  # (never an ftruncate to 0: ext4 then writes the file back at close, auto_da_alloc)
+            fout.truncate(offset)
+            fout.seek(offset)
         start = offset
         while True:
             check_cancel(cancel)

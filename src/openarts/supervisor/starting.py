@@ -49,13 +49,14 @@ def placement_of(t: TaskRow) -> WorkerPlacement:
 
 
 def staging_cache(settings: Settings) -> StagingCache | None:
-    """The node's cache of staged inputs (storage/cache.py), unless `staging_cache_gb` is 0."""
-    if settings.staging_cache_gb <= 0:
-        return None
+    """The node's cache of inputs staged from a remote store (storage/cache.py), unless
+    `staging_cache_gb` is 0. The local store is on this node already: its inputs are copied, as `cp`
+    would (a cache would only copy them twice)."""
     storage = settings.raw.get("storage", {})
-    store_id = (f"s3:{storage.get('endpoint', '')}" if storage.get("backend") == "s3"
-                else f"local:{settings.obs_dir}")
-    return StagingCache(settings.data_dir / "cache", int(settings.staging_cache_gb * 2**30), store_id)
+    if settings.staging_cache_gb <= 0 or storage.get("backend") != "s3":
+        return None
+    return StagingCache(settings.data_dir / "cache", int(settings.staging_cache_gb * 2**30),
+                        f"s3:{storage.get('endpoint', '')}")
 
 
 def resources_of(flavor: Flavor) -> dict[str, float]:
