@@ -201,3 +201,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, st
         yield reg, build_and_push(reg, tmp_path_factory.mktemp("image"))
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3-compatible server on 127.0.0.1 that checks signatures (SeaweedFS, tests/s3_support.py),
+    with bucket `bkt`; one per test module that asks for it."""
+    from s3_support import start_s3
+
+    server = start_s3(tmp_path_factory.mktemp("s3"))
+    server.create_bucket("bkt")
+    try:
+        yield server
+    finally:
+        server.stop()

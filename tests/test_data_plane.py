@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from conftest import DEFAULT_CONFIG, Server, job_body, sdk_client, wait_for
 from helpers import FINAL_PHASES, ONE_CORE, create, create_id, expect_error, preview, show_json, wait_phase
 from openarts.storage.s3 import S3ObjectStore, S3Options, StorageError
-from s3_support import ACCESS_KEY, SECRET_KEY, S3Server, start_s3
+from s3_support import ACCESS_KEY, SECRET_KEY, S3Server
 
 # prints the input channel's d.txt: a command gets the channels as --name=path arguments, after it
 READ_INPUT = 'show() { for a; do case "$a" in --data_url=*) cat "${a#--data_url=}/d.txt";; esac; done; }; show'
@@ -91,16 +91,6 @@ def test_a_queued_dataset_job_keeps_the_url_it_was_created_with(make_server: Cal
 
 
 # -- S3: create-time bucket checks, datasets, presigned log links ---------------------------------------
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3(tmp_path_factory.mktemp("s3"))
-    server.create_bucket("bkt")
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 def closed_endpoint() -> str:
     """An endpoint on a port nothing listens on."""

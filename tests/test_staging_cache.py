@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import obstore
@@ -17,17 +16,7 @@ import pytest
 from openarts.storage.cache import StagingCache
 from openarts.storage.obs import LocalObjectStore, ObjectInfo, TransferCancelled
 from openarts.storage.s3 import PART_BYTES, S3ObjectStore, S3Options, StorageError
-from s3_support import ACCESS_KEY, SECRET_KEY, S3Server, start_s3
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3(tmp_path_factory.mktemp("s3"))
-    server.create_bucket("bkt")
-    try:
-        yield server
-    finally:
-        server.stop()
+from s3_support import ACCESS_KEY, SECRET_KEY, S3Server
 
 
 def _s3_store(s3: S3Server) -> S3ObjectStore:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,7 @@ from huaweicloudsdkmodelarts.v1 import ListTrainingJobEventsRequest
 from conftest import DEFAULT_CONFIG, Server, job_body, sdk_client
 from helpers import create_id, expect_error, preview, show_json, wait_phase
 from openarts.storage.s3 import S3ObjectStore, S3Options, StorageError, _safe_relative
-from s3_support import ACCESS_KEY, SECRET_KEY, S3Server, start_s3
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3(tmp_path_factory.mktemp("s3"))
-    server.create_bucket("bkt")
-    try:
-        yield server
-    finally:
-        server.stop()
+from s3_support import ACCESS_KEY, SECRET_KEY, S3Server
 
 
 def _store(s3: S3Server, secret: str = SECRET_KEY) -> S3ObjectStore:

@@ -9,7 +9,7 @@ import hashlib
 import os
 import signal
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,9 @@ from huaweicloudsdkmodelarts.v1 import ListTrainingJobEventsRequest, StopTrainin
 from conftest import DEFAULT_CONFIG, Server, job_body, sdk_client, wait_for
 from helpers import create_id, preview, show_json, wait_phase, worker_pid
 from openarts.storage.s3 import S3ObjectStore, S3Options
-from s3_support import ACCESS_KEY, SECRET_KEY, S3Server, start_s3
+from s3_support import ACCESS_KEY, SECRET_KEY, S3Server
 
 BIG = 1 << 30
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3(tmp_path_factory.mktemp("s3"))
-    server.create_bucket("bkt")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,29 @@ async def packed(request: Request) -> Response:
     return FileResponse(path, media_type="application/x-tar")
 
 
+DRAIN_BYTES = 16 << 20  # what a refused upload may still send, read and dropped, so its refusal arrives
+
+
 async def outputs(request: Request) -> Response:
     p = request.path_params
-    await _files(request).receive_outputs(p["job_id"], p["seq"], p["task"],
-                                          request.headers.get("authorization", ""), request.stream())
+    try:
+        await _files(request).receive_outputs(p["job_id"], p["seq"], p["task"],
+                                              request.headers.get("authorization", ""), request.stream())
+    except Exception:
+        await _drain(request)  # refused before its body was read: the agent gets the answer, not a broken pipe
+        raise
     return Response(status_code=204)
+
+
+async def _drain(request: Request) -> None:
+    read = 0
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > DRAIN_BYTES:
+                return
+    except Exception:  # already read, or the client went away
+        return
 
 
 AGENT_ROUTES = [
