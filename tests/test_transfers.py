@@ -66,23 +66,26 @@ SUM = textwrap.dedent('''
 ''')
 
 
+def _big_input_job(sdk: Any, tmp_path: Path, name: str) -> str:
+    """A job that hashes the 1 GiB object it gets as its input channel."""
+    code = tmp_path / "code"
+    code.mkdir(exist_ok=True)
+    (code / "sum.py").write_text(SUM)
+    return create_id(sdk, job_body(name, code_dir=str(code), boot_file="sum.py",
+                                   inputs=[{"name": "data_url", "remote": {"obs": {"obs_url": "obs://bkt/big/"}}}]))
+
+
 def test_a_1gb_staging_runs_while_other_jobs_start_and_finish(server: Server, s3: S3Server, big_object: str,
                                                              tmp_path: Path) -> None:
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "sum.py").write_text(SUM)
     sdk = sdk_client(server)
-    big = create_id(sdk, job_body("big-input", code_dir=str(code), boot_file="sum.py",
-                                  inputs=[{"name": "data_url", "remote": {"obs": {"obs_url": "obs://bkt/big/"}}}]))
+    big = _big_input_job(sdk, tmp_path, "big-input")
     wait_for(lambda: any(e.startswith("Staging code and inputs") for e in _events(sdk, big)), 30)
     doc = show_json(sdk, big)["status"]
     assert (doc["phase"], doc["secondary_phase"]) == ("Pending", "Creating"), doc
     # the supervisor keeps serving every other job meanwhile: three start and finish, one after another
-    small = []
     for i in range(3):
         job_id = create_id(sdk, job_body(f"small-{i}", command="echo small; :"))
         assert wait_phase(sdk, job_id, timeout=30).status.phase == "Completed"
-        small.append(job_id)
     assert show_json(sdk, big)["status"]["phase"] == "Pending", "the small jobs must finish while it stages"
     job = wait_phase(sdk, big, timeout=180)
     events = _events(sdk, big)
@@ -90,8 +93,7 @@ def test_a_1gb_staging_runs_while_other_jobs_start_and_finish(server: Server, s3
     assert any(e.startswith("Input data_url: 1 file(s) from obs://bkt/big/") for e in events), events
     assert f"sha256 {big_object}" in preview(sdk, big).content, "the input arrived whole"
     # a second job with the same input is staged from the node's cache: no byte fetched again
-    again = create_id(sdk, job_body("big-again", code_dir=str(code), boot_file="sum.py",
-                                    inputs=[{"name": "data_url", "remote": {"obs": {"obs_url": "obs://bkt/big/"}}}]))
+    again = _big_input_job(sdk, tmp_path, "big-again")
     assert wait_phase(sdk, again, timeout=120).status.phase == "Completed"
     assert "Input data_url: 1 file(s) from obs://bkt/big/ (0.0 MB fetched, 1024.0 MB from the node's cache)." \
         in _events(sdk, again), _events(sdk, again)
@@ -176,12 +178,8 @@ def test_outputs_go_up_every_period_and_the_last_checkpoint_survives(server: Ser
 
 def test_a_staging_cut_short_by_a_server_crash_resumes_after_the_restart(server: Server, s3: S3Server,
                                                                         big_object: str, tmp_path: Path) -> None:
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "sum.py").write_text(SUM)
     sdk = sdk_client(server)
-    job_id = create_id(sdk, job_body("resumed", code_dir=str(code), boot_file="sum.py",
-                                     inputs=[{"name": "data_url", "remote": {"obs": {"obs_url": "obs://bkt/big/"}}}]))
+    job_id = _big_input_job(sdk, tmp_path, "resumed")
 
     def parts_noted() -> int:
         return sum(len(p.read_text().split()) for p in (server.data_dir / "cache").rglob("*.part.parts"))

@@ -90,10 +90,14 @@ class JobSpec:
     summary: Channel | None = None  # algorithm.summary.log_dir.pfs.pfs_path: synced like a periodic output
 
 
+def exported_log_name(job_id: str, task: str, seq: int) -> str:
+    """The name a task's log of attempt `seq` is exported under: `modelarts-job-<job id>-<task>-attempt-<n>.log`."""
+    return f"modelarts-job-{job_id}-{task}-attempt-{seq}.log"
+
+
 def exported_log_url(log_export_url: str, job_id: str, task: str, seq: int) -> str:
-    """The object a task's log of attempt `seq` is exported to under spec.log_export_path.obs_url
-    (`modelarts-job-<job id>-<task>-attempt-<n>.log`, as the supervisor exports it)."""
-    return f"{log_export_url.rstrip('/')}/modelarts-job-{job_id}-{task}-attempt-{seq}.log"
+    """The object a task's log of attempt `seq` is exported to under spec.log_export_path.obs_url."""
+    return f"{log_export_url.rstrip('/')}/{exported_log_name(job_id, task, seq)}"
 
 
 # What a job's own directory holds beside the container paths it re-bases (core/layout.py): the server's

@@ -27,7 +27,7 @@ from openarts.core import faults
 from openarts.core.errors import OpenartsError
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination, outcome
-from openarts.core.spec import JobSpec
+from openarts.core.spec import JobSpec, exported_log_name
 from openarts.executors.base import Executor, TaskHandle
 from openarts.scheduler.ledger import Ledger
 from openarts.scheduler.plan import demand_of
@@ -346,7 +346,7 @@ class AttemptSupervision:
                 return []
             self.transfers.cancel(row.id, (Kind.PERIODIC,))  # stops at its next file; the final sends the rest
             sent = self._sent.setdefault(row.id, {})
-            logs = {f"modelarts-job-{row.id}-{t.task}-attempt-{attempt.seq}.log":
+            logs = {exported_log_name(row.id, t.task, attempt.seq):
                     self.settings.attempt_dir(row.id, attempt.seq, t.task) / "log" for t in tasks}
             work_dir = self.settings.attempts_dir(row.id, attempt.seq)
 

@@ -70,10 +70,6 @@ class Transfers:
         t.task = asyncio.get_running_loop().create_task(self._run(t, work), name=f"{kind} {job_id}/{seq}")
         return t
 
-    def busy(self, job_id: str, kinds: tuple[Kind, ...] = tuple(Kind)) -> bool:
-        """Whether a transfer of `job_id` of one of `kinds` is still running."""
-        return any(k[0] == job_id and k[2] in kinds and not t.done for k, t in self._all.items())
-
     def cancel(self, job_id: str, kinds: tuple[Kind, ...] = tuple(Kind)) -> None:
         for k, t in self._all.items():
             if k[0] == job_id and k[2] in kinds:
