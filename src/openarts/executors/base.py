@@ -143,6 +143,11 @@ class Executor(Protocol):
         """Where the server reads the task's log (for a remote node, the copy it keeps)."""
         ...
 
+    @property
+    def prepares(self) -> bool:
+        """`prepare` copies (an attempt is always staged off the pass); False: it does nothing."""
+        ...
+
     def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
         """Make an attempt's staged directories (`mounts`) and image ready for its nodes. Slow (it may
         copy): called in the attempt's staging transfer, off the event loop; StartError if it cannot.

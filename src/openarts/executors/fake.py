@@ -24,6 +24,7 @@ class FakeTask:
 
 class FakeExecutor:
     sandboxed = False
+    prepares = False
 
     def __init__(self, obey_signals: bool = True) -> None:
         self.tasks: dict[Key, FakeTask] = {}

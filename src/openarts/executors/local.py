@@ -67,6 +67,8 @@ class LocalExecutor:
     async def run(self) -> None:
         pass  # exits are watched with pidfds; logs are written where the server reads them
 
+    prepares = False  # the workers see the server's own directories
+
     def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
         pass  # the workers see the server's own directories
 

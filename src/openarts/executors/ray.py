@@ -121,6 +121,7 @@ def assigned_gpus() -> list[int]:
 
 class RayExecutor:
     sandboxed = True  # every node runs its workers in its own sandbox
+    prepares = True  # the attempt's files are packed for its nodes to fetch
 
     def __init__(self, settings: Settings, catalog: Catalog, hidden: list[Path], read_only: list[Path],
                  token_of: Callable[[str, int], str], images: ImageStore | None = None) -> None:

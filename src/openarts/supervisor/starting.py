@@ -6,7 +6,8 @@ the pass and scheduling, attempts.py running attempts).
 starts a staging transfer (supervisor/transfers.py): code and inputs copied in, then the executor's own
 preparation (the Ray executor packs what its nodes fetch), all in a thread, while the job shows
 Pending/Creating. A later pass spawns the staged attempt (`_start_staged`), or ends the job when staging
-failed. A restart in place on the same workers stages nothing and spawns at once.
+failed. A restart in place on the same workers stages nothing and spawns at once, and so does an
+attempt with nothing to copy (its directories are made in the pass: a few mkdirs).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class AttemptStarts(AttemptSupervision):
                       ps: Pass, claims: Claims) -> None:
         """Claim `claims` from the pass's ledger, then open attempt row.attempt+1 on `workers`. With
         `stage`, its code and inputs are staged in the background and a later pass spawns it
-        (`_start_staged`); otherwise its code is checked and it is spawned now (`_spawn`)."""
+        (`_start_staged`), unless there is nothing to copy (no inputs, code used in place, an executor
+        that prepares nothing): then, as without `stage`, its code is checked and it is spawned now."""
         expected = Phase(row.phase)
         try:
             spec = self._spec(row)
@@ -92,6 +94,8 @@ class AttemptStarts(AttemptSupervision):
             return
         workers = [ps.ledger.pin(wp, claims[i]) if i in claims else wp for i, wp in enumerate(workers)]
         seq = row.attempt + 1
+        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+        background = stage and (self.executor.prepares or ws.fetches(spec, lay))
         try:
             port = await self.executor.free_port(workers[0].node)
         except StartError as exc:
@@ -103,7 +107,7 @@ class AttemptStarts(AttemptSupervision):
                 {"task": f"worker-{i}", "idx": i, "node": wp.node, "ip": wp.ip, "gpus": ",".join(map(str, wp.gpus)),
                  "cpus": ",".join(map(str, wp.cpus))}
                 for i, wp in enumerate(workers)], port, now, start_type)
-            if stage:
+            if background:
                 nodes = ", ".join(sorted({wp.node for wp in workers}))
                 note = f"Staging code and inputs for attempt {seq} (node {nodes})."
                 if expected is Phase.PENDING:
@@ -113,17 +117,20 @@ class AttemptStarts(AttemptSupervision):
                     w.transition(conn, row.id, expected, expected, at_ms=now, event="")
                     w.add_event(conn, row.id, note, now, source="Storage")
         faultpoint("attempt_opened")
-        if stage:
-            lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+        if background:
             self.transfers.start(row.id, seq, Kind.STAGE, functools.partial(
                 self._stage, spec, lay, row.project_id, row.id, seq))
             return
-        try:
-            await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
-        except PreparationError as exc:
+        try:  # nothing to copy: its directories made (a few mkdirs), or its code checked
+            if stage:
+                await asyncio.to_thread(ws.stage, spec, lay, self.store, self._code_rules)
+            else:
+                await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
+        except (OSError, PreparationError) as exc:
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
-            self._prepare_failed(row, expected, exc.message)
+            self._prepare_failed(row, expected, exc.message if isinstance(exc, PreparationError)
+                                 else f"Preparation failed: {exc}")
             return
         await self._spawn(row, expected, spec, seq, start_type, workers, port)
 

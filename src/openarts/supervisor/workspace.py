@@ -79,6 +79,11 @@ def check_code(spec: JobSpec, store: ObjectStore, rules: CodeRules = CodeRules()
         raise PreparationError(f"Engine {spec.engine.engine_id}: interpreter {spec.engine.python} is missing.")
 
 
+def fetches(spec: JobSpec, lay: Layout) -> bool:
+    """Whether staging copies anything (code or inputs), or only makes the job's directories."""
+    return bool(lay.inputs) or bool(spec.code_dir and lay.code is not None and not lay.code_in_place)
+
+
 def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = CodeRules(),
           cancel: threading.Event | None = None, cache: StagingCache | None = None, scope: str = "") -> list[str]:
     """Create the directories and copy code and inputs in; a line per channel for the job's events.
