@@ -11,7 +11,7 @@ import httpx
 from huaweicloudsdkmodelarts.v1 import ShowTrainingJobLogsPreviewRequest
 
 from conftest import Server, job_body, sdk_client, wait_for
-from helpers import create_id, wait_phase
+from helpers import create_id, show_json, wait_phase
 
 # a checkpoint every 0.1 s, written aside and renamed (complete or absent), its number in the log
 # (the output channel's directory arrives as the argument --train_url=DIR)
@@ -110,3 +110,32 @@ def test_summaries_are_synced_like_an_output(server: Server) -> None:
     events = [e["message"] for e in httpx.get(f"{server.api}/training-jobs/{job_id}/events", timeout=10)
               .json()["events"]]
     assert any(e.startswith("Summary: uploaded") for e in events), events
+
+
+def test_a_failed_periodic_upload_is_a_warning_and_the_next_period_sends_it(server: Server) -> None:
+    """A periodic upload that cannot write (here a file stands where the channel's prefix goes) is a
+    Warning event, the job runs on, and the next period, once the way is clear, sends what it missed."""
+    sdk = sdk_client(server)
+    blocked = server.data_dir / "obs" / "bkt" / "blocked"
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a directory")
+    body = job_body("periodic-warning", command='out="${1#--train_url=}"; echo w1 > "$out/model-1"; '
+                    'while [ ! -e "$MA_HOME/go" ]; do sleep 0.1; done; :',
+                    outputs=[{"name": "train_url", "remote": {"obs": {"obs_url": "obs://bkt/blocked/ckpt/"}},
+                              "period": "1s"}])
+    job_id = create_id(sdk, body)
+
+    def events() -> list[dict[str, Any]]:
+        return list(httpx.get(f"{server.api}/training-jobs/{job_id}/events", timeout=10).json()["events"])
+
+    wait_for(lambda: any(e["message"].startswith("Periodic upload: Output train_url: upload to") for e in events()),
+             timeout=30, message="a failed periodic upload reported")
+    warning = next(e for e in events() if e["message"].startswith("Periodic upload:"))
+    assert warning["level"] == "Warning" and warning["message"].endswith("Retried next period."), warning
+    assert show_json(sdk, job_id)["status"]["phase"] == "Running"
+    blocked.unlink()
+    wait_for(lambda: (blocked / "ckpt" / "model-1").exists(), timeout=30, message="the next period's upload")
+    home = next((server.data_dir / "jobs" / job_id).rglob("home/ma-user"))
+    (home / "go").touch()
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
+    assert (blocked / "ckpt" / "model-1").read_text() == "w1\n"

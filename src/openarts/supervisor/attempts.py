@@ -39,7 +39,7 @@ from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.decide import LOST_EXIT, TaskView, decide_attempt
 from openarts.supervisor.steps import Apply, apply_of
-from openarts.supervisor.transfers import Kind, Transfers
+from openarts.supervisor.transfers import Kind, Note, Transfers
 
 if TYPE_CHECKING:
     from openarts.supervisor.metrics import MetricsSampler
@@ -170,13 +170,13 @@ class AttemptSupervision:
             if not done.done:
                 return
             self.transfers.pop(row.id, attempt.seq, Kind.PERIODIC)
-            failed = [line for line in done.lines if "failed" in line or "not uploaded" in line]
+            failed = [n.text for n in done.lines if n.failed]
             if done.error and not done.cancelled:
                 failed.append(f"Outputs not uploaded: {done.error}")
             if failed:
                 with self.db.begin() as conn:
-                    for line in failed:
-                        w.add_event(conn, row.id, f"Periodic upload: {line} Retried next period.", w.now_ms(),
+                    for text in failed:
+                        w.add_event(conn, row.id, f"Periodic upload: {text} Retried next period.", w.now_ms(),
                                     level="Warning", source="Storage")
         try:
             spec = self._spec(row)
@@ -309,8 +309,8 @@ class AttemptSupervision:
         if recovery is not None:
             if lines:
                 with self.db.begin() as conn:
-                    for line in lines:
-                        w.add_event(conn, row.id, line, now, source="Storage")
+                    for note in lines:
+                        w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
             self._begin_recovery(row, tasks, attempt, term, recovery, now)
             return
         phase, secondary = outcome(term)
@@ -322,13 +322,13 @@ class AttemptSupervision:
                          run_ms=self._run_ms(row, now), running_since_ms=0, message=message,
                          event=f"Job {phase.value.lower()}: {message or term.end_reason}.",
                          level="Info" if phase in (Phase.COMPLETED, Phase.TERMINATED) else "Error")
-            for line in lines:
-                w.add_event(conn, row.id, line, now, source="Storage")
+            for note in lines:
+                w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
             if w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task):
                 w.add_node_count(conn, row.id, now, 0)
         self._forget(row.id)
 
-    async def _final_uploads(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> list[str] | None:
+    async def _final_uploads(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> list[Note] | None:
         """Outputs go up at every end of an attempt (completed, failed, terminated) and before a retry,
         once its workers are gone, so a failed or terminated job keeps its last checkpoint; its logs go
         to spec.log_export_path. In the background (supervisor/transfers.py): None while that runs,
@@ -339,7 +339,7 @@ class AttemptSupervision:
             try:
                 spec = self._spec(row)
             except OpenartsError as exc:
-                return [f"Outputs not uploaded: {exc.message}"]
+                return [Note(f"Outputs not uploaded: {exc.message}", failed=True)]
             lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
             url = spec.log_export_url
             if not lay.uploads and not (url and tasks):
@@ -350,7 +350,7 @@ class AttemptSupervision:
                     self.settings.attempt_dir(row.id, attempt.seq, t.task) / "log" for t in tasks}
             work_dir = self.settings.attempts_dir(row.id, attempt.seq)
 
-            def work(cancel: threading.Event) -> list[str]:
+            def work(cancel: threading.Event) -> list[Note]:
                 lines = ws.upload_outputs(lay, self.store, sent, cancel, retry_seconds=ws.FINAL_RETRY_SECONDS) \
                     if lay.uploads else []
                 return lines + ([ws.export_logs(logs, url, self.store, work_dir)] if url and tasks else [])
@@ -361,7 +361,7 @@ class AttemptSupervision:
             return None
         self.transfers.pop(row.id, attempt.seq, Kind.FINAL)
         self.transfers.pop(row.id, attempt.seq, Kind.PERIODIC)
-        return [*t.lines, *([f"Outputs not uploaded: {t.error}"] if t.error else [])]
+        return [*t.lines, *([Note(f"Outputs not uploaded: {t.error}", failed=True)] if t.error else [])]
 
     def _final_message(self, row: JobRow, term: Termination, policy: faults.FaultPolicy | None = None) -> str:
         if policy is None:

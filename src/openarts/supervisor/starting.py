@@ -34,7 +34,7 @@ from openarts.store import jobs as w
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.attempts import AttemptSupervision, Pass, faultpoint
-from openarts.supervisor.transfers import Kind
+from openarts.supervisor.transfers import Kind, Note
 
 log = logging.getLogger("openarts.supervisor")
 
@@ -135,7 +135,7 @@ class AttemptStarts(AttemptSupervision):
         await self._spawn(row, expected, spec, seq, start_type, workers, port)
 
     def _stage(self, spec: JobSpec, lay: ws.Layout, project_id: str, job_id: str, seq: int,
-               cancel: threading.Event) -> list[str]:
+               cancel: threading.Event) -> list[Note]:
         """A staging transfer's work (in a thread): the data, then the executor's preparation of it; an
         OSError or a StartError becomes the job's failure message."""
         began = time.monotonic()
@@ -144,7 +144,7 @@ class AttemptStarts(AttemptSupervision):
             self.executor.prepare(job_id, seq, self._mounts(spec, lay), spec.image or "")
         except (OSError, StartError) as exc:
             raise PreparationError(f"Preparation failed: {exc}") from exc
-        return [*lines, f"Staged in {time.monotonic() - began:.1f} s."] if lines else lines
+        return [Note(t) for t in [*lines, f"Staged in {time.monotonic() - began:.1f} s."]] if lines else []
 
     def _mounts(self, spec: JobSpec, lay: ws.Layout) -> tuple[Mount, ...]:
         """What a sandboxed worker sees of the host: the job's directories and its volumes (StartError
@@ -166,8 +166,8 @@ class AttemptStarts(AttemptSupervision):
             return
         if staged is not None and staged.lines:
             with self.db.begin() as conn:
-                for line in staged.lines:
-                    w.add_event(conn, row.id, line, w.now_ms(), source="Storage")
+                for note in staged.lines:
+                    w.add_event(conn, row.id, note.text, w.now_ms(), level=note.level, source="Storage")
         workers = [placement_of(t) for t in sorted(tasks, key=lambda t: t.idx)]
         await self._spawn(row, expected, spec, attempt.seq, attempt.start_type, workers, attempt.master_port)
 

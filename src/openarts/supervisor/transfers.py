@@ -35,8 +35,21 @@ class Kind(StrEnum):
     PERIODIC = "periodic"
 
 
+@dataclass(frozen=True)
+class Note:
+    """A line a transfer reports for the job's events: `failed` ones are Warnings (a periodic upload
+    reports only those)."""
+
+    text: str
+    failed: bool = False
+
+    @property
+    def level(self) -> str:
+        return "Warning" if self.failed else "Info"
+
+
 Key = tuple[str, int, Kind]  # job id, attempt seq, kind
-Work = Callable[[threading.Event], list[str]]  # runs in a thread; returns lines for the job's events
+Work = Callable[[threading.Event], list[Note]]  # runs in a thread; returns lines for the job's events
 
 
 @dataclass
@@ -44,7 +57,7 @@ class Transfer:
     key: Key
     cancel: threading.Event = field(default_factory=threading.Event)
     done: bool = False
-    lines: list[str] = field(default_factory=list)
+    lines: list[Note] = field(default_factory=list)
     error: str = ""  # empty: it succeeded (or is still running)
     cancelled: bool = False
     task: asyncio.Task[None] | None = None

@@ -33,6 +33,7 @@ from openarts.core.spec import JobSpec
 from openarts.executors.sandbox import reserved_path
 from openarts.storage.cache import StagingCache
 from openarts.storage.obs import Manifest, ObjectStore
+from openarts.supervisor.transfers import Note
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ FINAL_RETRY_SECONDS = (5.0, 20.0)  # an end's upload that failed is tried again 
 
 def upload_outputs(lay: Layout, store: ObjectStore, sent: dict[str, Manifest] | None = None,
                    cancel: threading.Event | None = None, only_periodic: bool = False,
-                   retry_seconds: tuple[float, ...] = ()) -> list[str]:
+                   retry_seconds: tuple[float, ...] = ()) -> list[Note]:
     """Copy every output channel back to its obs_url; returns one line per channel for the events.
     With `sent` (a manifest per channel, kept by the caller), only what changed since the last upload
     is sent. A channel that fails is tried again after each of `retry_seconds` (only what it has not
@@ -198,20 +199,20 @@ def upload_outputs(lay: Layout, store: ObjectStore, sent: dict[str, Manifest] | 
             continue
         link = first_link(lay.root, d.local)
         if link is not None:
-            lines.append(f"{_what(d)}: not uploaded: {lay.seen(link)} is a symbolic link.")
+            lines.append(Note(f"{_what(d)}: not uploaded: {lay.seen(link)} is a symbolic link.", failed=True))
             continue
         manifest = None if sent is None else sent.setdefault(str(d.local), {})
         for tries, wait in enumerate((*retry_seconds, None), start=1):
             try:
                 n = store.upload(d.local, d.channel.obs_url, manifest, cancel)
                 what = "changed file(s)" if manifest is not None else "file(s)"
-                lines.append(f"{_what(d)}: uploaded {n} {what} to {d.channel.obs_url}"
-                             + (f" (at try {tries})." if tries > 1 else "."))
+                lines.append(Note(f"{_what(d)}: uploaded {n} {what} to {d.channel.obs_url}"
+                                  + (f" (at try {tries})." if tries > 1 else ".")))
                 break
             except Exception as exc:  # a failed upload is reported, the job's outcome stands
                 if wait is None or (cancel is not None and cancel.is_set()):
                     after = f" after {tries} tries" if tries > 1 else ""
-                    lines.append(f"{_what(d)}: upload to {d.channel.obs_url} failed{after}: {exc}")
+                    lines.append(Note(f"{_what(d)}: upload to {d.channel.obs_url} failed{after}: {exc}", failed=True))
                     break
                 (cancel or threading.Event()).wait(wait)
     return lines
@@ -222,21 +223,21 @@ def _what(d: ChannelDir) -> str:
         f"Output {d.channel.name}"
 
 
-def export_logs(logs: dict[str, Path], url: str, store: ObjectStore, work: Path) -> str:
+def export_logs(logs: dict[str, Path], url: str, store: ObjectStore, work: Path) -> Note:
     """Upload the server's copies of task logs under `url`, each under its name; one line for the
     events. (Linked, not copied, into a directory under `work`, on the logs' filesystem, for the upload.)"""
     present = {name: path for name, path in logs.items() if path.is_file()}
     if not present:
-        return f"Logs not exported to {url}: no task wrote a log."
+        return Note(f"Logs not exported to {url}: no task wrote a log.", failed=True)
     staging = work / f".export-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
         for name, path in present.items():
             os.link(path, staging / name)
         n = store.upload(staging, url)
-        return f"Logs exported: {n} file(s) to {url}."
+        return Note(f"Logs exported: {n} file(s) to {url}.")
     except Exception as exc:  # reported, the job's outcome stands
-        return f"Logs not exported to {url}: {exc}"
+        return Note(f"Logs not exported to {url}: {exc}", failed=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
