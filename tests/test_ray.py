@@ -172,6 +172,26 @@ def test_a_job_on_a_ray_node_sees_modelarts_layout_its_data_and_its_outputs_come
              message="the attempt's packed directories removed from the server once it ended")
 
 
+def test_outputs_go_up_from_a_ray_node_while_the_job_runs_and_at_its_end(ray_server: Any) -> None:
+    """Every period the node's agent sends what changed in the task's outputs, and the server uploads
+    it, while the job runs; a terminate sends the rest before the job reads Terminated."""
+    server = ray_server()
+    sdk = _sdk(server)
+    out = "/home/ma-user/modelarts/outputs/train_url_0"
+    body = ray_body("ray-periodic", f"echo one > {out}/a1; sleep 3; echo two > {out}/a2; "
+                    f"trap 'echo three > {out}/a3; exit 0' TERM; while true; do sleep 0.1; done; :")
+    body["algorithm"]["outputs"] = [{"name": "train_url", "remote": {"obs": {"obs_url": "obs://bkt/periodic/"}},
+                                     "period": "1s"}]
+    job_id = create_id(sdk, body)
+    bucket = server.data_dir / "obs" / "bkt" / "periodic"
+    wait_for(lambda: (bucket / "a1").exists(), timeout=60, message="a1 sent while the job runs")
+    wait_for(lambda: (bucket / "a2").exists(), timeout=30, message="a2 sent by a later period")
+    assert show(sdk, job_id).status.phase == "Running"
+    terminate(sdk, job_id)
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Terminated"
+    assert [(bucket / n).read_text() for n in ("a1", "a2", "a3")] == ["one\n", "two\n", "three\n"]
+
+
 def test_an_unreachable_cluster_is_one_clear_line_at_start(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "openarts.cli.main", "serve", "--port", "0", "--data-dir",
                            str(tmp_path / "data"), "--executor", "ray", "--ray-address", "127.0.0.1:1"],

@@ -39,10 +39,12 @@ def nodes(*specs: tuple[str, int, str]) -> str:
 class Api:
     def __init__(self, server: Server) -> None:
         self.c = httpx.Client(base_url=server.api, timeout=10)
+        self.data_dir = server.data_dir
 
     def create(self, name: str, command: str, flavor: str = "t.1u", n: int = 1, priority: int = 1,
-               preemptible: bool = False, **spec: Any) -> str:
-        body = {"kind": "job", "metadata": {"name": name}, "algorithm": {"command": command},
+               preemptible: bool = False, outputs: list[dict[str, Any]] | None = None, **spec: Any) -> str:
+        body = {"kind": "job", "metadata": {"name": name},
+                "algorithm": {"command": command, **({"outputs": outputs} if outputs else {})},
                 "spec": {"resource": {"flavor_id": flavor, "node_count": n},
                          "schedule_policy": {"priority": priority, "preemptible": preemptible}, **spec}}
         r = self.c.post("/training-jobs", json=body)
@@ -119,8 +121,11 @@ def test_backfill_never_delays_the_reserved_head(make_server: Any, tmp_path: Pat
 def test_preemption_and_resumption(make_server: Any, tmp_path: Path) -> None:
     api = Api(make_server(nodes(("n1", 2, ""))))
     marker = tmp_path / "resumed"
-    low = api.create("low", f'if [ -e "{marker}" ]; then echo resumed; exit 0; fi; sleep 600', n=2,
-                     preemptible=True)
+    # a checkpoint it writes before it is preempted reaches the object store (outputs go up at every end)
+    low = api.create("low", f'if [ -e "{marker}" ]; then echo resumed; exit 0; fi; '
+                     f'echo step-1 > "${{1#--train_url=}}/ckpt"; sleep 600; :', n=2, preemptible=True,
+                     outputs=[{"name": "train_url", "remote": {"obs": {"obs_url": "obs://bkt/preempted/"}},
+                               "mode": "upload_on_exit"}])
     wait_for(lambda: api.phase(low) == "Running", message="low running")
     gh, hold_high = gate(tmp_path, "high")
     high = api.create("high", hold_high, flavor="t.2u", priority=3)
@@ -129,6 +134,8 @@ def test_preemption_and_resumption(make_server: Any, tmp_path: Path) -> None:
     assert low_doc["status"]["phase"] == "Pending"
     assert low_doc["status"]["running_records"][0]["end_reason"] == f"preempted by job {high}"
     assert any("Preempted by higher-priority job" in e for e in api.events(low))
+    assert (api.data_dir / "obs" / "bkt" / "preempted" / "ckpt").read_text() == "step-1\n"
+    assert any(e.startswith("Output train_url: uploaded") for e in api.events(low))
     marker.touch()
     gh.touch()
     wait_for(lambda: api.phase(low) == "Completed", message="low resumed and completed")

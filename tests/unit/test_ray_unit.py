@@ -99,3 +99,24 @@ def test_agents_reach_the_server_at_its_url_or_the_configured_one(tmp_path: Path
     s.ray_server_url = "http://head.example:9000/"
     assert server_url_of(s, "10.0.0.5") == "http://head.example:9000"
     assert server_url_of(Settings(data_dir=tmp_path), "10.0.0.5") == ""
+
+
+def test_a_periodic_send_packs_only_what_changed_since_the_last(tmp_path: Path) -> None:
+    """The agent's `send_outputs(changed_only=True)`: files whose size and mtime match what the last
+    send recorded stay out of the tar; directories always go in (so that new files have a parent)."""
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "a").write_text("a")
+    (out / "sub" / "b").write_text("b")
+    sent: dict[str, tuple[int, float]] = {}
+    pack(tmp_path / "1.tar", [(str(out), "outputs")], lambda n, size, mtime: sent.get(n) != (size, mtime), sent)
+    assert sorted(sent) == ["outputs/a", "outputs/sub/b"]
+    (out / "sub" / "b").write_text("bb")  # changed size
+    (out / "c").write_text("c")  # new
+    packed: dict[str, tuple[int, float]] = {}
+    pack(tmp_path / "2.tar", [(str(out), "outputs")], lambda n, size, mtime: sent.get(n) != (size, mtime), packed)
+    with tarfile.open(tmp_path / "2.tar") as tar:
+        files = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert files == sorted(packed) == ["outputs/c", "outputs/sub/b"]
+    unpack(tmp_path / "2.tar", tmp_path / "server")
+    assert (tmp_path / "server" / "outputs" / "sub" / "b").read_text() == "bb"

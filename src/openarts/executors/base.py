@@ -106,6 +106,13 @@ class Executor(Protocol):
         """Kill whatever is left of an ended task's process group (stragglers)."""
         ...
 
+    async def gather_outputs(self, handles: list[TaskHandle], changed_only: bool) -> list[str]:
+        """Bring the tasks' output directories into the server's copy of the job's directories, which
+        the uploads read: a remote node sends what its tasks wrote (with `changed_only`, only what
+        changed since its last send); a local worker writes there already. Slow: called in an upload
+        transfer, never in a pass. A line for each task whose outputs could not be had."""
+        ...
+
     async def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
         """Usage of each running task, with its memory limit in bytes (0: none); ended ones are left out."""
         ...

@@ -25,6 +25,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,16 +101,27 @@ def outputs_path(job_id: str, seq: int, task: str) -> str:
     return f"/internal/agents/jobs/{job_id}/attempts/{seq}/tasks/{task}/outputs"
 
 
-def pack(dest: Path, dirs: list[tuple[str, str]]) -> None:
+def pack(dest: Path, dirs: list[tuple[str, str]], wanted: Callable[[str, int, float], bool] | None = None,
+         packed: dict[str, tuple[int, float]] | None = None) -> None:
     """A tar file of each (directory, name) pair, its entries under `name`; links are kept as links;
-    written beside `dest` and renamed, so a reader never sees half of one."""
+    written beside `dest` and renamed, so a reader never sees half of one. With `wanted`, a regular
+    file goes in only if wanted(entry name, size, mtime); `packed` records those that did."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")  # unique: two threads may pack one dest
     try:
+        def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+            if not info.isfile():
+                return info
+            if wanted is not None and not wanted(info.name, info.size, info.mtime):
+                return None
+            if packed is not None:
+                packed[info.name] = (info.size, info.mtime)
+            return info
+
         with tarfile.open(tmp, mode="w") as tar:
             for path, name in dirs:
                 if os.path.isdir(path):
-                    tar.add(path, arcname=name)
+                    tar.add(path, arcname=name, filter=keep if wanted is not None or packed is not None else None)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

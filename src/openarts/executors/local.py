@@ -45,6 +45,9 @@ class LocalExecutor:
         self.agent.cleanup(handle)
         self._unwatch(handle.pid)
 
+    async def gather_outputs(self, handles: list[TaskHandle], changed_only: bool) -> list[str]:
+        return []  # the workers write into the server's own directories
+
     async def usage(self, tasks: dict[Key, tuple[TaskHandle, int]]) -> dict[Key, Usage]:
         return await asyncio.to_thread(self.agent.usage, tasks)  # a scan of every process: off the loop
 

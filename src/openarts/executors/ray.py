@@ -58,6 +58,7 @@ NODE_SECONDS = 1.0
 FOLLOW_SECONDS = 0.5  # logs are followed this often
 EXIT_WAIT_SECONDS = 10.0  # the longest an agent holds a long poll of task ends
 CALL_SECONDS = 30.0  # an agent call that takes longer is given up (and tried again by the caller's next pass)
+OUTPUTS_SECONDS = 3600.0  # the longest a node may take to send a task's outputs (in an upload transfer)
 AGENT_START_SECONDS = 120.0
 AGENT_LOST_SECONDS = 300.0  # a node alive without an agent this long: its tasks are lost
 RESERVE_SECONDS = 30.0
@@ -265,12 +266,12 @@ class RayExecutor:
                     watched[1]()
 
     # -- calls to agents ---------------------------------------------------------------------------
-    async def _call(self, node: str, method: str, *args: Any) -> Any:
+    async def _call(self, node: str, method: str, *args: Any, timeout: float = CALL_SECONDS) -> Any:
         agent = self.agents.get(node)
         if agent is None:
             raise NodeGone(node)
         try:
-            return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout=CALL_SECONDS)
+            return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout=timeout)
         except self.ray.exceptions.ActorDiedError:
             # dead for good (killed without restart, or out of restarts), not restarting: the next
             # refresh starts a new agent there, which re-adopts the node's workers
@@ -351,22 +352,27 @@ class RayExecutor:
                 raise
             return TaskState(running=True)  # its agent is restarting, or slow: looked at again later
         if not state.running and key not in self._ended:
-            await self._fetch_after_end(handle)
+            with contextlib.suppress(Exception):  # the rest of its log (for the failure message); its
+                await self._sync_log(handle)      # outputs are gathered by the attempt's final upload
             self._ended.add(key)
         return state
 
     def _server(self, job_id: str, seq: int) -> Server:
         return Server(self.server_url, self.token_of(job_id, seq), self.settings.server_certificate)
 
-    async def _fetch_after_end(self, handle: TaskHandle) -> None:
-        """The rest of an ended task's log, and its output channels, which its agent sends to the server
-        (api/agents.py unpacks them into the job's own directories)."""
-        with contextlib.suppress(Exception):
-            await self._sync_log(handle)
-        try:
-            await self._call(handle.node, "send_outputs", handle, self._server(handle.job_id, handle.seq))
-        except Exception as exc:
-            log.warning("job %s %s: outputs not sent from node %s: %s", handle.job_id, handle.task, handle.node, exc)
+    async def gather_outputs(self, handles: list[TaskHandle], changed_only: bool) -> list[str]:
+        """Each task's agent sends its output channels to the server (api/agents.py unpacks them into
+        the job's own directories), all tasks at once; with `changed_only` only the files changed since
+        that agent's last send of the task."""
+        async def send(h: TaskHandle) -> str:
+            try:
+                await self._call(h.node, "send_outputs", h, self._server(h.job_id, h.seq), changed_only,
+                                 timeout=OUTPUTS_SECONDS)
+                return ""
+            except Exception as exc:
+                log.warning("job %s %s: outputs not sent from node %s: %s", h.job_id, h.task, h.node, exc)
+                return f"Outputs of {h.task} not sent from node {h.node}: {exc or type(exc).__name__}"
+        return [line for line in await asyncio.gather(*(send(h) for h in handles)) if line]
 
     async def _sync_log(self, handle: TaskHandle) -> None:
         await self._sync_logs(handle.node, [handle])

@@ -59,6 +59,7 @@ class RayNodeAgent:
         self._image_lock = threading.Lock()
         self.agent = NodeAgent(box, self.images, detached=True)
         self.exits = ExitWatch()
+        self._sent: dict[Key, dict[str, tuple[int, float]]] = {}  # per task: what send_outputs sent, by name
 
     def info(self) -> dict[str, object]:
         return {"node_id": self.node_id, "pid": os.getpid(), "root": str(self.root), "sandbox": self.why}
@@ -164,9 +165,11 @@ class RayNodeAgent:
             out.append(data)
         return out
 
-    def send_outputs(self, handle: TaskHandle, server: Server) -> None:
+    def send_outputs(self, handle: TaskHandle, server: Server, changed_only: bool = False) -> None:
         """Send the server a tar of the task's output directories, each under its container path
-        (without the '/'); nothing when the task has none (or its files are gone)."""
+        (without the '/'); nothing when the task has none (or its files are gone). With `changed_only`,
+        only the files whose size or mtime changed since this agent's last send of the task (a restarted
+        agent sends everything once)."""
         task_dir = self._attempt_dir(handle.job_id, handle.seq) / handle.task
         try:
             outputs = json.loads((task_dir / "outputs").read_text())
@@ -181,12 +184,16 @@ class RayNodeAgent:
                     break
         if not dirs:
             return
-        tar = task_dir / "outputs.tar"
+        key = (handle.job_id, handle.seq, handle.task)
+        before = self._sent.get(key, {}) if changed_only else {}
+        packed: dict[str, tuple[int, float]] = {}
+        tar = task_dir / f"outputs-{uuid.uuid4().hex[:8]}.tar"
         try:
-            pack(tar, dirs)
+            pack(tar, dirs, lambda name, size, mtime: before.get(name) != (size, mtime), packed)
             server.send(outputs_path(handle.job_id, handle.seq, handle.task), tar)
         finally:
             tar.unlink(missing_ok=True)
+        self._sent[key] = {**self._sent.get(key, {}), **packed}
 
     @staticmethod
     def _mounts(task_dir: Path) -> list[tuple[str, str]]:
@@ -199,6 +206,8 @@ class RayNodeAgent:
     def release(self, job_id: str, seq: int) -> None:
         """Forget an attempt: its files on this node (its processes were cleaned up before)."""
         self.exits.forget(job_id, seq)
+        for key in [k for k in self._sent if k[:2] == (job_id, seq)]:
+            del self._sent[key]
         shutil.rmtree(self._attempt_dir(job_id, seq), ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.root / "jobs" / job_id).rmdir()

@@ -142,15 +142,16 @@ class AttemptSupervision:
             await self._signal_all(row, tasks, views, signal.SIGTERM)
         elif act is Apply.KILL:
             await self._signal_all(row, tasks, views, signal.SIGKILL)
-        elif act is Apply.REQUEUE:
+        elif act is Apply.REQUEUE:  # preempted: its outputs go up first, as at any end of an attempt
             assert attempt is not None
-            await self._end_processes(row, tasks)
-            self._requeue_preempted(row, attempt, now)
+            notes = await self._final_uploads(row, tasks, attempt)
+            if notes is not None:
+                self._requeue_preempted(row, attempt, w.now_ms(), notes)
         elif act is Apply.FINISH:
             assert decision.termination is not None and attempt is not None
             await self._finish(row, tasks, attempt, decision.termination, ps)
         elif row.phase == Phase.RUNNING and attempt is not None:
-            self._upload_periodically(row, attempt)
+            self._upload_periodically(row, tasks, attempt)
 
     # -- outputs while the job runs ---------------------------------------------------------------
     def _period(self, spec: JobSpec) -> float:
@@ -159,7 +160,7 @@ class AttemptSupervision:
                    for d in [*spec.outputs, *([spec.summary] if spec.summary else [])] if d.mode != "upload_on_exit"]
         return min(periods, default=0.0)
 
-    def _upload_periodically(self, row: JobRow, attempt: AttemptRow) -> None:
+    def _upload_periodically(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
         """Every period, the outputs in upload_periodically mode (ModelArts' default) go up in the
         background, only what changed; a failure is an event, and the next period tries again."""
         due = self._upload_at.get(row.id)
@@ -189,13 +190,21 @@ class AttemptSupervision:
         self._upload_at[row.id] = time.monotonic() + period
         lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
         sent = self._sent.setdefault(row.id, {})
-        self.transfers.start(row.id, attempt.seq, Kind.PERIODIC, lambda cancel: ws.upload_outputs(
-            lay, self.store, sent, cancel, only_periodic=True))
+        handles = [self._handle(row, t) for t in tasks]
 
-    def _requeue_preempted(self, row: JobRow, attempt: AttemptRow, now: int) -> None:
+        async def work(cancel: threading.Event) -> list[Note]:
+            missed = await self.executor.gather_outputs(handles, changed_only=True)  # from remote nodes
+            return [Note(line, failed=True) for line in missed] + await asyncio.to_thread(
+                ws.upload_outputs, lay, self.store, sent, cancel, only_periodic=True)
+
+        self.transfers.start(row.id, attempt.seq, Kind.PERIODIC, work)
+
+    def _requeue_preempted(self, row: JobRow, attempt: AttemptRow, now: int, notes: list[Note]) -> None:
         """A preempted job goes back to the queue (its old position), without using its retry budget."""
         reason = f"preempted by job {row.preempted_by}"
         with self.db.begin() as conn:
+            for note in notes:
+                w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
             w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
                          run_ms=self._run_ms(row, now), running_since_ms=0, event=f"Job {reason}: back in the queue.",
                          level="Warning")
@@ -335,32 +344,41 @@ class AttemptSupervision:
         then the lines for the job's events."""
         t = self.transfers.get(row.id, attempt.seq, Kind.FINAL)
         if t is None:
-            await self._end_processes(row, tasks)
+            handles = [self._handle(row, t) for t in tasks]
             try:
                 spec = self._spec(row)
             except OpenartsError as exc:
+                await self._end_processes(row, tasks)
                 return [Note(f"Outputs not uploaded: {exc.message}", failed=True)]
             lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
             url = spec.log_export_url
             if not lay.uploads and not (url and tasks):
+                await self._end_processes(row, tasks)
                 return []
+            await asyncio.gather(*(self.executor.cleanup(h) for h in handles))  # no straggler writes on
+            periodic = self.transfers.get(row.id, attempt.seq, Kind.PERIODIC)
             self.transfers.cancel(row.id, (Kind.PERIODIC,))  # stops at its next file; the final sends the rest
             sent = self._sent.setdefault(row.id, {})
             logs = {exported_log_name(row.id, t.task, attempt.seq):
                     self.settings.attempt_dir(row.id, attempt.seq, t.task) / "log" for t in tasks}
             work_dir = self.settings.attempts_dir(row.id, attempt.seq)
 
-            def work(cancel: threading.Event) -> list[Note]:
+            def upload(cancel: threading.Event) -> list[Note]:
                 lines = ws.upload_outputs(lay, self.store, sent, cancel, retry_seconds=ws.FINAL_RETRY_SECONDS) \
                     if lay.uploads else []
                 return lines + ([ws.export_logs(logs, url, self.store, work_dir)] if url and tasks else [])
 
-            self.transfers.start(row.id, attempt.seq, Kind.FINAL, work)
+            async def work(cancel: threading.Event) -> list[Note]:
+                missed = await self.executor.gather_outputs(handles, changed_only=True) if lay.uploads else []
+                return [Note(line, failed=True) for line in missed] + await asyncio.to_thread(upload, cancel)
+
+            self.transfers.start(row.id, attempt.seq, Kind.FINAL, work, after=periodic)
             return None
         if not t.done:
             return None
         self.transfers.pop(row.id, attempt.seq, Kind.FINAL)
         self.transfers.pop(row.id, attempt.seq, Kind.PERIODIC)
+        await self._end_processes(row, tasks)  # the attempt's node files were kept until its outputs came
         return [*t.lines, *([Note(f"Outputs not uploaded: {t.error}", failed=True)] if t.error else [])]
 
     def _final_message(self, row: JobRow, term: Termination, policy: faults.FaultPolicy | None = None) -> str:

@@ -216,7 +216,7 @@ class Supervisor(AttemptStarts):
             self._staging_failed(row, attempt)
         elif step is Step.REQUEUE_PREEMPTED:
             assert attempt is not None
-            self._requeue_preempted(row, attempt, now)
+            self._requeue_preempted(row, attempt, now, [])  # between attempts: uploaded at its end
         elif step is Step.FINISH_TERMINATED:
             assert attempt is not None
             await self._finish(row, tasks, attempt, Termination(EndKind.TERMINATED, "job terminated by user"), ps)

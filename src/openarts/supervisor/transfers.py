@@ -17,9 +17,10 @@ A cancelled transfer (the job was terminated while staging) stops at its next fi
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -49,7 +50,8 @@ class Note:
 
 
 Key = tuple[str, int, Kind]  # job id, attempt seq, kind
-Work = Callable[[threading.Event], list[Note]]  # runs in a thread; returns lines for the job's events
+# returns lines for the job's events: a plain function runs in a thread, a coroutine function on the loop
+Work = Callable[[threading.Event], list[Note] | Awaitable[list[Note]]]
 
 
 @dataclass
@@ -76,11 +78,12 @@ class Transfers:
     def pop(self, job_id: str, seq: int, kind: Kind) -> Transfer | None:
         return self._all.pop((job_id, seq, kind), None)
 
-    def start(self, job_id: str, seq: int, kind: Kind, work: Work) -> Transfer:
-        """Start `work` in the background (the caller checked none of that key runs)."""
+    def start(self, job_id: str, seq: int, kind: Kind, work: Work, after: Transfer | None = None) -> Transfer:
+        """Start `work` in the background (the caller checked none of that key runs); `after` a transfer
+        still running, once that one ended (waited for before taking a place in the limit)."""
         t = Transfer((job_id, seq, kind))
         self._all[t.key] = t
-        t.task = asyncio.get_running_loop().create_task(self._run(t, work), name=f"{kind} {job_id}/{seq}")
+        t.task = asyncio.get_running_loop().create_task(self._run(t, work, after), name=f"{kind} {job_id}/{seq}")
         return t
 
     def cancel(self, job_id: str, kinds: tuple[Kind, ...] = tuple(Kind)) -> None:
@@ -111,12 +114,17 @@ class Transfers:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, t: Transfer, work: Work) -> None:
+    async def _run(self, t: Transfer, work: Work, after: Transfer | None) -> None:
         try:
+            if after is not None and after.task is not None and not after.done:
+                await asyncio.wait([after.task])
             async with self._limits[t.key[2]]:
                 if t.cancel.is_set():
                     raise TransferCancelled("transfer cancelled")
-                t.lines = await asyncio.to_thread(work, t.cancel)
+                if inspect.iscoroutinefunction(work):
+                    t.lines = await work(t.cancel)
+                else:
+                    t.lines = await asyncio.to_thread(work, t.cancel)  # type: ignore[arg-type]
         except TransferCancelled:
             t.cancelled, t.error = True, "cancelled"
         except OpenartsError as exc:
