@@ -172,9 +172,10 @@ def test_a_job_on_a_ray_node_sees_modelarts_layout_its_data_and_its_outputs_come
              message="the attempt's packed directories removed from the server once it ended")
 
 
-def test_outputs_go_up_from_a_ray_node_while_the_job_runs_and_at_its_end(ray_server: Any) -> None:
-    """Every period the node's agent sends what changed in the task's outputs, and the server uploads
-    it, while the job runs; a terminate sends the rest before the job reads Terminated."""
+def test_outputs_go_up_from_a_ray_node_while_the_job_runs_and_at_its_end(ray_server: Any, tmp_path: Path) -> None:
+    """The node fetched the attempt's files in its staging (the start only unpacked them); every period
+    its agent sends what changed in the task's outputs, and the server uploads it, while the job runs;
+    a terminate sends the rest before the job reads Terminated, and the node's files are released."""
     server = ray_server()
     sdk = _sdk(server)
     out = "/home/ma-user/modelarts/outputs/train_url_0"
@@ -187,9 +188,11 @@ def test_outputs_go_up_from_a_ray_node_while_the_job_runs_and_at_its_end(ray_ser
     wait_for(lambda: (bucket / "a1").exists(), timeout=60, message="a1 sent while the job runs")
     wait_for(lambda: (bucket / "a2").exists(), timeout=30, message="a2 sent by a later period")
     assert show(sdk, job_id).status.phase == "Running"
+    assert len(list((tmp_path / "nodes").glob(f"*/jobs/{job_id}/1/ws.tar"))) == 1  # fetched by its node
     terminate(sdk, job_id)
     assert wait_phase(sdk, job_id, timeout=60).status.phase == "Terminated"
     assert [(bucket / n).read_text() for n in ("a1", "a2", "a3")] == ["one\n", "two\n", "three\n"]
+    assert not list((tmp_path / "nodes").glob(f"*/jobs/{job_id}"))
 
 
 def test_an_unreachable_cluster_is_one_clear_line_at_start(tmp_path: Path) -> None:

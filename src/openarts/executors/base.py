@@ -155,9 +155,9 @@ class Executor(Protocol):
         """`prepare` copies (an attempt is always staged off the pass); False: it does nothing."""
         ...
 
-    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
-        """Make an attempt's staged directories (`mounts`) and image ready for its nodes. Slow (it may
-        copy): called in the attempt's staging transfer, off the event loop; StartError if it cannot.
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
+        """Make an attempt's staged directories (`mounts`) and image ready on its `nodes`. Slow (it may
+        copy): called in the attempt's staging transfer, never in a pass; StartError if it cannot.
         `start` does it itself for an attempt that was not prepared."""
         ...
 

@@ -75,7 +75,7 @@ class FakeExecutor:
             t.exit_code = 128 + signum
         return True
 
-    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
         pass  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:

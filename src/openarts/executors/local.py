@@ -72,7 +72,7 @@ class LocalExecutor:
 
     prepares = False  # the workers see the server's own directories
 
-    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
         pass  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:

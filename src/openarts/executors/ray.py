@@ -58,7 +58,7 @@ NODE_SECONDS = 1.0
 FOLLOW_SECONDS = 0.5  # logs are followed this often
 EXIT_WAIT_SECONDS = 10.0  # the longest an agent holds a long poll of task ends
 CALL_SECONDS = 30.0  # an agent call that takes longer is given up (and tried again by the caller's next pass)
-OUTPUTS_SECONDS = 3600.0  # the longest a node may take to send a task's outputs (in an upload transfer)
+TRANSFER_SECONDS = 3600.0  # the longest a node may take to fetch an attempt's files or send its outputs
 AGENT_START_SECONDS = 120.0
 AGENT_LOST_SECONDS = 300.0  # a node alive without an agent this long: its tasks are lost
 RESERVE_SECONDS = 30.0
@@ -310,14 +310,27 @@ class RayExecutor:
             raise StartError(f"cannot start {launch.task}: image {launch.image} is not on this server")
         return image
 
-    def prepare(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: str) -> None:
-        """Pack the staged attempt in its staging transfer: the start that follows has nothing to copy."""
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
+        """In the attempt's staging transfer: pack its directories, then have each of its nodes fetch
+        them (and its image, unless the node has it), so that the start that follows copies nothing
+        across the network. A node that cannot fetch now is left to fetch at its start (a start failure
+        there is retried as such)."""
         pulled = None
         if image:
             pulled = self.images.lookup(image) if self.images is not None else None
             if pulled is None:
                 raise StartError(f"image {image} is not on this server")
-        self._offer(job_id, seq, mounts, pulled)
+        await asyncio.to_thread(self._offer, job_id, seq, mounts, pulled)
+        ref = self.images.pinned(image, pulled.digest) if pulled is not None and self.images is not None else ""
+        server = self._server(job_id, seq)
+
+        async def fetch(node: str) -> None:
+            try:
+                await self._call(node, "fetch", job_id, seq, server, ref, timeout=TRANSFER_SECONDS)
+            except Exception as exc:
+                log.warning("job %s attempt %d: node %s did not fetch its files ahead of the start: %s",
+                            job_id, seq, node, exc)
+        await asyncio.gather(*(fetch(n) for n in sorted(set(nodes))))
 
     def _offer(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: RootImage | None) -> None:
         """Pack the attempt's directories, and link its image's tar, where the agents' routes serve them
@@ -367,7 +380,7 @@ class RayExecutor:
         async def send(h: TaskHandle) -> str:
             try:
                 await self._call(h.node, "send_outputs", h, self._server(h.job_id, h.seq), changed_only,
-                                 timeout=OUTPUTS_SECONDS)
+                                 timeout=TRANSFER_SECONDS)
                 return ""
             except Exception as exc:
                 log.warning("job %s %s: outputs not sent from node %s: %s", h.job_id, h.task, h.node, exc)

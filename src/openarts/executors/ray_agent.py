@@ -5,7 +5,8 @@ init's children, not the actor's, so they outlive the actor (Ray kills a dead wo
 agent that Ray restarts on its node re-adopts them from their run directories. Everything the agent
 keeps lies under its node directory, `ROOT/<node id>/jobs/<job>/<attempt>/<task>/`:
 
-    ws/m<i>/   the job's directories (code, inputs, home), fetched from the server and unpacked
+    ../ws.tar  the attempt's directories as fetched from the server in its staging (`fetch`), once per node
+    ws/m<i>/   the job's directories (code, inputs, home), unpacked from it
     run/       the shim's files: log, worker.pid, exit, sandbox.json, env
     mounts     each ws/m<i> and the container path it is bound at
     outputs    the container paths of the output channels, for `send_outputs`
@@ -72,18 +73,38 @@ class RayNodeAgent:
         return dataclasses.replace(handle, run_dir=self._attempt_dir(handle.job_id, handle.seq) / handle.task / "run")
 
     # -- the NodeAgent's calls ---------------------------------------------------------------------
+    def fetch(self, job_id: str, seq: int, server: Server, image: str) -> None:
+        """Fetch an attempt's packed directories to this node, and its image unless the node has it:
+        called in the attempt's staging, so that `start` only unpacks from this node's disk."""
+        where = self._attempt_dir(job_id, seq)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            if not (where / "ws.tar").exists():
+                part = where / f".ws.{uuid.uuid4().hex[:8]}.part"
+                try:
+                    server.fetch(workspace_path(job_id, seq), part)
+                    os.rename(part, where / "ws.tar")
+                finally:
+                    part.unlink(missing_ok=True)
+            if image:
+                self._ensure_image(job_id, seq, image, server)
+        except (OSError, TransferError, ImageError) as exc:
+            raise StartError(f"node {self.node_id} cannot fetch the files of attempt {seq}: {exc}") from exc
+
     def start(self, launch: TaskLaunch, server: Server) -> TaskHandle:
         if self.agent.sandbox is None:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: it has no sandbox: {self.why}")
         task_dir = self._attempt_dir(launch.job_id, launch.seq) / launch.task
+        fetched = self._attempt_dir(launch.job_id, launch.seq) / "ws.tar"  # by `fetch`, in its staging
         tar = task_dir / "ws.tar"
         try:
             shutil.rmtree(task_dir, ignore_errors=True)  # a discarded start may have left it
             task_dir.mkdir(parents=True)
-            server.fetch(workspace_path(launch.job_id, launch.seq), tar)
-            unpack(tar, task_dir / "ws")
+            if not fetched.exists():  # not prepared (a restart in place), or the node could not fetch then
+                server.fetch(workspace_path(launch.job_id, launch.seq), tar)
+            unpack(fetched if fetched.exists() else tar, task_dir / "ws")
             if launch.image:
-                self._ensure_image(launch, server)
+                self._ensure_image(launch.job_id, launch.seq, launch.image, server)
             (task_dir / "outputs").write_text(json.dumps(list(launch.outputs)))
         except (OSError, tarfile.TarError, TransferError, ImageError) as exc:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
@@ -104,16 +125,16 @@ class RayNodeAgent:
         self.exits.add(handle)
         return dataclasses.replace(handle, run_dir=launch.run_dir)
 
-    def _ensure_image(self, launch: TaskLaunch, server: Server) -> None:
-        """The launch's image (pinned to its digest), fetched from the server unless this node has it."""
-        digest = launch.image.rpartition("@")[2]
+    def _ensure_image(self, job_id: str, seq: int, image: str, server: Server) -> None:
+        """The attempt's image (pinned to its digest), fetched from the server unless this node has it."""
+        digest = image.rpartition("@")[2]
         with self._image_lock:  # one fetch per image, however many of its tasks start here at once
-            if self.images.bundle(launch.image, digest) is not None:
+            if self.images.bundle(image, digest) is not None:
                 return
             work = self.images.root / f".fetch-{uuid.uuid4().hex}"
             work.mkdir(parents=True)
             try:
-                server.fetch(image_path(launch.job_id, launch.seq), work / "image.tar")
+                server.fetch(image_path(job_id, seq), work / "image.tar")
                 unpack(work / "image.tar", work, root_filesystem=True)
                 final = self.images.bundle_dir(digest)
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +142,8 @@ class RayNodeAgent:
                 os.rename(work / "bundle", final)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-            if self.images.bundle(launch.image, digest) is None:
-                raise ImageError(f"image {launch.image}: fetched, but its runtime configuration is unreadable")
+            if self.images.bundle(image, digest) is None:
+                raise ImageError(f"image {image}: fetched, but its runtime configuration is unreadable")
 
     def poll(self, handle: TaskHandle) -> TaskState:
         state = self.agent.poll(self._local(handle))

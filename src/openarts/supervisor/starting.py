@@ -119,7 +119,7 @@ class AttemptStarts(AttemptSupervision):
         faultpoint("attempt_opened")
         if background:
             self.transfers.start(row.id, seq, Kind.STAGE, functools.partial(
-                self._stage, spec, lay, row.project_id, row.id, seq))
+                self._stage, spec, lay, row.project_id, row.id, seq, [wp.node for wp in workers]))
             return
         try:  # nothing to copy: its directories made (a few mkdirs), or its code checked
             if stage:
@@ -134,14 +134,18 @@ class AttemptStarts(AttemptSupervision):
             return
         await self._spawn(row, expected, spec, seq, start_type, workers, port)
 
-    def _stage(self, spec: JobSpec, lay: ws.Layout, project_id: str, job_id: str, seq: int,
-               cancel: threading.Event) -> list[Note]:
-        """A staging transfer's work (in a thread): the data, then the executor's preparation of it; an
-        OSError or a StartError becomes the job's failure message."""
+    async def _stage(self, spec: JobSpec, lay: ws.Layout, project_id: str, job_id: str, seq: int,
+                     nodes: list[str], cancel: threading.Event) -> list[Note]:
+        """A staging transfer's work: the data (in a thread), then the executor's preparation of it on
+        the attempt's nodes; an OSError or a StartError becomes the job's failure message."""
         began = time.monotonic()
+
+        def data() -> tuple[list[str], tuple[Mount, ...]]:
+            return (ws.stage(spec, lay, self.store, self._code_rules, cancel, self.cache, project_id),
+                    self._mounts(spec, lay))
         try:
-            lines = ws.stage(spec, lay, self.store, self._code_rules, cancel, self.cache, project_id)
-            self.executor.prepare(job_id, seq, self._mounts(spec, lay), spec.image or "")
+            lines, mounts = await asyncio.to_thread(data)
+            await self.executor.prepare(job_id, seq, nodes, mounts, spec.image or "")
         except (OSError, StartError) as exc:
             raise PreparationError(f"Preparation failed: {exc}") from exc
         return [Note(t) for t in [*lines, f"Staged in {time.monotonic() - began:.1f} s."]] if lines else []
