@@ -23,6 +23,8 @@ from openarts.api import errors as api_errors
 from openarts.api.agents import AGENT_ROUTES
 from openarts.api.auth import MAX_BODY, AuthMiddleware
 from openarts.api.iam import IAM_ROUTES
+from openarts.api.metrics import METRICS_ROUTES, RequestMetrics, registry_of
+from openarts.api.metrics import PATH as METRICS_PATH
 from openarts.api.openapi import build_openapi
 from openarts.api.routes import ROUTES
 from openarts.api.unimplemented import UNIMPLEMENTED_ROUTES
@@ -42,9 +44,11 @@ from openarts.service.attempt_files import AttemptFiles
 from openarts.service.catalog import CatalogService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
+from openarts.service.telemetry import StoredJobs
 from openarts.storage.obs import LocalObjectStore, ObjectStore
 from openarts.storage.s3 import S3ObjectStore, S3Options
 from openarts.store.db import open_db
+from openarts.supervisor import telemetry
 from openarts.supervisor.loop import Supervisor
 from openarts.supervisor.metrics import MetricsSampler
 
@@ -157,6 +161,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         app.state.observe = ObserveService(settings, db, LogLinks(master_key), store)
         app.state.catalog = CatalogService(cat)
         app.state.attempt_files = AttemptFiles(settings, tokens)
+        app.state.metrics = registry_of([*telemetry.ALL, StoredJobs(db)])
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
                  asyncio.create_task(sampler.run(), name="metrics"),
                  asyncio.create_task(executor.run(), name="executor")]
@@ -182,12 +187,14 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
     }
     routes = [*ROUTES, *IAM_ROUTES]  # what /openapi.json describes; the unimplemented ones only answer 501
     guard = Guard(SecurityConfig.from_settings(settings))
-    app = Starlette(routes=[*routes, *UNIMPLEMENTED_ROUTES, *AGENT_ROUTES], lifespan=lifespan,
+    app = Starlette(routes=[*routes, *METRICS_ROUTES, *UNIMPLEMENTED_ROUTES, *AGENT_ROUTES], lifespan=lifespan,
                     exception_handlers=exception_handlers)
     app.router.redirect_slashes = False  # a 307 would look like success to the SDK
     app.state.version = __version__
     app.state.openapi = build_openapi(routes, __version__)
     app.state.guard = guard
-    app.add_middleware(AuthMiddleware, guard=guard, max_body=MAX_BODY)  # inside RequestId: refusals get an id
+    app.add_middleware(AuthMiddleware, guard=guard, max_body=MAX_BODY,  # inside RequestId: refusals get an id
+                       open_paths=frozenset({METRICS_PATH}) if settings.metrics_public else frozenset())
     app.add_middleware(RequestId)
+    app.add_middleware(RequestMetrics, routes=app.routes)  # outermost: refused requests counted too
     return app

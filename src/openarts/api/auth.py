@@ -4,8 +4,9 @@ For each HTTP request it enforces the URI and body size limits, refuses path seg
 walk out of a directory, authenticates (AK/SK signature or X-Auth-Token) when the data directory
 holds credentials, rate-limits per credential, puts the user name where the routes read it
 (`scope["openarts.user"]`), and writes an audit row for every mutating request, refused ones too.
-`/health` is always open; the agents' routes (`/internal/agents/`, api/agents.py) check their attempt's
-token themselves and stream their bodies, and a log link (`.../logs/download`) its own signature.
+`/health` is always open, `/metrics` with `[server] metrics_public`; the agents' routes
+(`/internal/agents/`, api/agents.py) check their attempt's token themselves and stream their bodies, and
+a log link (`.../logs/download`) its own signature.
 Refusals are ModelArts/APIGW error bodies from the one table in api/errors.py.
 """
 
@@ -113,13 +114,14 @@ def _target(path: str, request_body: bytes, response_body: bytes) -> str:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, guard: Guard, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, guard: Guard, max_body: int, open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.guard = guard
         self.max_body = max_body
+        self.open_paths = OPEN_PATHS | open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(AGENTS) or (
+        if scope["type"] != "http" or scope["path"] in self.open_paths or scope["path"].startswith(AGENTS) or (
                 scope["path"].endswith(SIGNED_LOGS) and scope["method"] in ("GET", "HEAD")):
             await self.app(scope, receive, send)
             return

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, TypedDict, TypeVar
 
 from openarts.core import errors
-from openarts.core.phases import TERMINAL, Phase
+from openarts.core.phases import TERMINAL, Phase, Secondary
 from openarts.store.db import chunks, placeholders
 from openarts.store.rows import AttemptRow, EventRow, JobRow, MetricRow, NodeCountRow, TaskRow, typed, typed_one
 from openarts.store.schema import jobs
@@ -238,3 +238,19 @@ def task_oom(conn: Conn, job_id: str, seq: int, task: str) -> tuple[int, str]:
     row = conn.execute("SELECT oom_ms, oom_reason FROM tasks WHERE job_id = ? AND seq = ? AND task = ?",
                        (job_id, seq, task)).fetchone()
     return (int(row[0]), str(row[1])) if row else (0, "")
+
+
+def phase_counts(conn: Conn) -> dict[str, int]:
+    """Jobs by phase, deleted ones left out (an index walk: ix_jobs_phase, and the partial index of
+    the deleting)."""
+    counts = {str(p): int(n) for p, n in conn.execute("SELECT phase, count(*) FROM jobs GROUP BY phase")}
+    for p, n in conn.execute("SELECT phase, count(*) FROM jobs WHERE delete_requested GROUP BY phase"):
+        counts[str(p)] -= int(n)
+    return counts
+
+
+def queue_depth(conn: Conn) -> int:
+    """Jobs waiting in the queue (Pending/Queuing)."""
+    row = conn.execute("SELECT count(*) FROM jobs WHERE phase = ? AND secondary_phase = ? AND NOT delete_requested",
+                       (Phase.PENDING.value, Secondary.QUEUING.value)).fetchone()
+    return int(row[0])

@@ -36,6 +36,7 @@ from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
+from openarts.supervisor import telemetry as tm
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.decide import LOST_EXIT, TaskView, decide_attempt
 from openarts.supervisor.steps import Apply, apply_of
@@ -212,6 +213,7 @@ class AttemptSupervision:
             w.clear_preempt(conn, row.id)
             if closed:
                 w.add_node_count(conn, row.id, now, 0)
+        tm.PREEMPTIONS.inc()
         self._wake.set()
 
     def _check_auto_stop(self, row: JobRow, now: int) -> None:
@@ -335,6 +337,9 @@ class AttemptSupervision:
                 w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
             if w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task):
                 w.add_node_count(conn, row.id, now, 0)
+        tm.FINISHED.labels(phase.value).inc()
+        if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED):
+            tm.FAILURES.labels(term.kind.value).inc()
         self._forget(row.id)
 
     async def _final_uploads(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> list[Note] | None:
@@ -433,5 +438,7 @@ class AttemptSupervision:
             w.add_node_count(conn, row.id, now, 0)
             w.add_event(conn, row.id, f"Recovering from '{term.end_reason}' with {rec.tier}{downgrade}"
                         f"{budget_note}.", now, level="Warning", source="FaultTolerance")
+        tm.RECOVERIES.labels(rec.tier).inc()
+        tm.FAILURES.labels(term.kind.value).inc()
         faultpoint("recovery_begun")
         self._wake.set()

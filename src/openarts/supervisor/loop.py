@@ -50,6 +50,7 @@ from openarts.store import queries as q
 from openarts.store.db import Database
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import snapshot as snap
+from openarts.supervisor import telemetry as tm
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.attempts import INIT, Pass
 from openarts.supervisor.metrics import MetricsSampler, handle_of
@@ -135,6 +136,13 @@ class Supervisor(AttemptStarts):
 
     # -- one pass ------------------------------------------------------------------------------
     async def reconcile(self, full: bool = True) -> None:
+        began = time.perf_counter()
+        try:
+            await self._reconcile(full)
+        finally:
+            tm.PASS_SECONDS.observe(time.perf_counter() - began)
+
+    async def _reconcile(self, full: bool) -> None:
         dirty, self._dirty = self._dirty, set()
         self.passes += 1
         now = w.now_ms()
@@ -190,6 +198,7 @@ class Supervisor(AttemptStarts):
             log.info("%s; it is looked at again in the next pass", exc)
             self.poke(job_id)
         except Exception:
+            tm.RECONCILE_ERRORS.inc()
             log.exception("job %s: reconcile failed", job_id)
 
     async def _do(self, step: Step, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow | None, poll: bool,
@@ -202,6 +211,7 @@ class Supervisor(AttemptStarts):
         elif step is Step.CANCEL:
             with self.db.begin() as conn:
                 w.transition(conn, row.id, Phase(row.phase), Phase.TERMINATED, at_ms=now, end_ms=now)
+            tm.FINISHED.labels(Phase.TERMINATED.value).inc()
             self._forget(row.id)
         elif step is Step.DISCARD_UNSTARTED:
             assert attempt is not None
@@ -289,6 +299,7 @@ class Supervisor(AttemptStarts):
         with self.db.begin() as conn:
             w.transition(conn, row.id, expected, Phase.ABNORMAL, at_ms=now, secondary=Secondary.CREATE_FAILED,
                          message=message, end_ms=now, event=f"Job creation failed: {message}", level="Error")
+        tm.FINISHED.labels(Phase.ABNORMAL.value).inc()
         self._forget(row.id)
 
     # -- Pending -> Running ----------------------------------------------------------------------

@@ -32,6 +32,7 @@ from openarts.scheduler.plan import Demand, WorkerPlacement
 from openarts.storage.cache import StagingCache
 from openarts.store import jobs as w
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
+from openarts.supervisor import telemetry as tm
 from openarts.supervisor import workspace as ws
 from openarts.supervisor.attempts import AttemptSupervision, Pass, faultpoint
 from openarts.supervisor.transfers import Kind, Note
@@ -116,6 +117,8 @@ class AttemptStarts(AttemptSupervision):
                 else:
                     w.transition(conn, row.id, expected, expected, at_ms=now, event="")
                     w.add_event(conn, row.id, note, now, source="Storage")
+        if expected is Phase.PENDING and not row.attempt:  # its first placement
+            tm.QUEUE_WAIT.observe(max(0, now - row.create_ms) / 1000)
         faultpoint("attempt_opened")
         if background:
             self.transfers.start(row.id, seq, Kind.STAGE, functools.partial(
@@ -246,18 +249,21 @@ class AttemptStarts(AttemptSupervision):
             for h, wp in zip(handles, workers, strict=True):
                 w.add_event(conn, row.id, f"Task {h.task} started on node {wp.node} (pid {h.pid}).", now,
                             source="Worker")
+        tm.STARTS.inc()
 
     def _prepare_failed(self, row: JobRow, expected: Phase, message: str) -> None:
         """Code, boot file, engine or data could not be prepared: the job ends Abnormal/CreateFailed."""
         now = w.now_ms()
         if expected is Phase.PENDING:
             self._abnormal(row, expected, message, now)
-            return
-        with self.db.begin() as conn:
-            w.transition(conn, row.id, expected, Phase.ABNORMAL, at_ms=now, secondary=Secondary.CREATE_FAILED,
-                         message=message, end_ms=now, run_ms=self._run_ms(row, now), running_since_ms=0,
-                         event=f"Job abnormal: {message}", level="Error")
-        self._forget(row.id)
+        else:
+            with self.db.begin() as conn:
+                w.transition(conn, row.id, expected, Phase.ABNORMAL, at_ms=now, secondary=Secondary.CREATE_FAILED,
+                             message=message, end_ms=now, run_ms=self._run_ms(row, now), running_since_ms=0,
+                             event=f"Job abnormal: {message}", level="Error")
+            tm.FINISHED.labels(Phase.ABNORMAL.value).inc()
+            self._forget(row.id)
+        tm.FAILURES.labels(EndKind.PREPARE_FAILED.value).inc()
 
     def _start_failed(self, row: JobRow, expected: Phase, detail: str, task: str, spec: JobSpec) -> None:
         """The executor could not start a worker (kind start_failed, docs/STATES.md): retried from the
@@ -286,7 +292,10 @@ class AttemptStarts(AttemptSupervision):
                         f"({rec.state.retries_used} of {policy.budget} recoveries used).")
                 w.transition(conn, row.id, expected, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
                              run_ms=self._run_ms(row, now), running_since_ms=0, event=note, level="Warning")
+        tm.EXECUTOR_ERRORS.labels("start").inc()
+        tm.FAILURES.labels(EndKind.START_FAILED.value).inc()
         if rec is None:
+            tm.FINISHED.labels(Phase.FAILED.value).inc()
             self._forget(row.id)
             return
         base, cap_ms = START_BACKOFF_MS

@@ -20,12 +20,14 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from openarts.core.errors import OpenartsError
 from openarts.storage.obs import TransferCancelled
+from openarts.supervisor import telemetry as tm
 
 log = logging.getLogger("openarts.transfers")
 
@@ -115,12 +117,14 @@ class Transfers:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, t: Transfer, work: Work, after: Transfer | None) -> None:
+        began = 0.0
         try:
             if after is not None and after.task is not None and not after.done:
                 await asyncio.wait([after.task])
             async with self._limits[t.key[2]]:
                 if t.cancel.is_set():
                     raise TransferCancelled("transfer cancelled")
+                began = time.perf_counter()
                 if inspect.iscoroutinefunction(work):
                     t.lines = await work(t.cancel)
                 else:
@@ -136,4 +140,8 @@ class Transfers:
             t.error = f"{type(exc).__name__}: {exc}"
         finally:
             t.done = True
+            kind = t.key[2].value
+            tm.TRANSFERS.labels(kind, "cancelled" if t.cancelled else "failed" if t.error else "ok").inc()
+            if began:
+                tm.TRANSFER_SECONDS.labels(kind).observe(time.perf_counter() - began)
             self.wake(t.key[0])
