@@ -277,6 +277,7 @@ SECTIONS: dict[str, tuple[bool, dict[str, Check] | None, tuple[str, ...]]] = {
     "storage": (False, None, ()),  # checked by check_storage: [storage] and [storage.buckets.NAME]
     "volumes": (False, None, ()),  # checked by check_volumes: [volumes] and [volumes.nfs]
     "datasets": (False, None, ()),  # checked by check_datasets: [datasets.ID], its versions
+    "notifications": (False, None, ()),  # checked by check_notifications: [notifications], its topics
 }
 
 
@@ -326,6 +327,8 @@ def validate_config(path: Path, raw: Mapping[str, Any]) -> None:
         check_volumes(path, raw["volumes"])
     if "datasets" in raw:
         check_datasets(path, raw["datasets"])
+    if "notifications" in raw:
+        check_notifications(path, raw["notifications"])
     names = [str(n.get("name", f"node-{i}")) for i, n in enumerate(raw.get("nodes", []))]
     for name in names:
         if names.count(name) > 1:
@@ -388,6 +391,26 @@ def check_volumes(path: Path, table: Mapping[str, Any]) -> None:
         if not isinstance(where, str) or not where.startswith("/") or where.rstrip("/") == "":
             raise ConfigError(path, f"[volumes.nfs] {share!r}", "must be the absolute path where this machine has "
                               f"the share mounted (not /), not {_show(where)}")
+
+
+def check_notifications(path: Path, table: Mapping[str, Any]) -> None:
+    """`[notifications]` (supervisor/notifier.py): `retries`, `timeout_seconds`, `allow_job_urls`, and
+    `[notifications.topics]`: a job's topic_urn = the webhook URL its messages are posted to, or a table
+    { url = ..., secret = ... } (the secret signs each body: X-Openarts-Signature)."""
+    check_table(path, "[notifications]", table, {"retries": integer(0), "timeout_seconds": number(0, strict=True),
+                                                 "allow_job_urls": boolean, "topics": _topics_table})
+    for topic, hook in table.get("topics", {}).items():
+        where = f"[notifications.topics] {topic!r}"
+        if isinstance(hook, dict):
+            check_table(path, where, hook, {"url": string, "secret": any_string}, ("url",))
+            hook = hook["url"]
+        if not isinstance(hook, str) or not hook.startswith(("http://", "https://")):
+            raise ConfigError(path, where, "must be a webhook URL (http:// or https://) or a table "
+                              f"{{ url = ..., secret = ... }}, not {_show(hook)}")
+
+
+def _topics_table(v: Any) -> str | None:
+    return None if isinstance(v, dict) else 'a table of "topic_urn" = "https://webhook" ([notifications.topics])'
 
 
 def _nfs_table(v: Any) -> str | None:

@@ -51,6 +51,7 @@ from openarts.store.db import open_db
 from openarts.supervisor import telemetry
 from openarts.supervisor.loop import Supervisor
 from openarts.supervisor.metrics import MetricsSampler
+from openarts.supervisor.notifier import Notifier
 
 log = logging.getLogger("openarts")
 
@@ -155,6 +156,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         store = store_of(settings)
         sampler = MetricsSampler(settings, db, cat, executor, settings.metrics_interval_seconds)
         supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
+        notifier = Notifier(settings, db)
         await supervisor.adopt()  # before serving
         app.state.supervisor = supervisor
         app.state.jobs = JobService(settings, db, cat, supervisor.poke, store)
@@ -164,6 +166,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         app.state.metrics = registry_of([*telemetry.ALL, StoredJobs(db)])
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
                  asyncio.create_task(sampler.run(), name="metrics"),
+                 asyncio.create_task(notifier.run(), name="notifier"),
                  asyncio.create_task(executor.run(), name="executor")]
         log.info("openarts %s ready: data in %s", __version__, settings.data_dir)
         try:
@@ -171,12 +174,13 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         finally:
             supervisor.stop()
             sampler.stop()
-            for t in tasks[:2]:
+            notifier.stop()
+            for t in tasks[:3]:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(t, timeout=5)
             executor.close()  # after the supervisor's last pass
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(tasks[2], timeout=5)
+                await asyncio.wait_for(tasks[3], timeout=5)
             app.state.observe.close()
             store.close()
             db.close()

@@ -14,6 +14,7 @@ from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.inputs import parse_search
 from openarts.core.layout import layout
+from openarts.core.notify import parse_notification
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
@@ -163,6 +164,8 @@ class JobService:
                 if change.annotations:
                     w.add_event(conn, job_id, f"Annotations changed: {', '.join(sorted(change.annotations))}.",
                                 now)
+            if change.notification is not None:
+                w.set_notification(conn, job_id, parse_notification(change.notification))
         if change.priority is not None or change.preemptible is not None or change.annotations:
             self.wake(job_id)  # re-plan; the supervisor reads the changed annotations again
 

@@ -4,8 +4,8 @@
     description                          the job's description (0 to 256 characters)
     spec.schedule_policy.priority        1 to 3, while the job is Creating or Pending
     spec.schedule_policy.preemptible     true/false, until the job ends
-    spec.notification                    {topic_urn, events[]}; {} removes it (recorded and shown: openarts
-                                         sends no SMN notifications, as at create)
+    spec.notification                    {topic_urn, events[]}; {} removes it (delivered to webhooks,
+                                         core/notify.py, as at create)
     endpoints.ssh.key_pair_names         [names]; [] removes them (recorded and shown: openarts runs no SSH)
     metadata.annotation                  annotations to set, merged into the job's (the SDK's singular
                                          name; `annotations` is accepted too), validated as at create and
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openarts.core import errors
+from openarts.core.notify import parse_notification
 from openarts.core.resources import Catalog
 from openarts.core.spec import check_description, parse_job
 
@@ -105,6 +106,7 @@ def _notification(value: Any) -> dict[str, Any]:
         out["events"] = _texts(value["events"], f"{path}.events")
     if value and not out.get("topic_urn"):
         raise _bad(f"{path}.topic_urn", "it is required with a notification ({} removes the notification)")
+    parse_notification(out)  # events are phases, as at create (core/notify.py)
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, create_engine, select, text
 from sqlalchemy.pool import StaticPool
 
-from openarts.store.schema import jobs, metadata, schema_version
+from openarts.store.schema import jobs, metadata, notifications, outbox, schema_version
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -104,8 +104,16 @@ def _v3(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE tasks ADD COLUMN {name} {ddl}")
 
 
+def _v4(conn: Connection) -> None:
+    """notifications and outbox (spec.notification delivered to webhooks), for databases made before."""
+    for table in (notifications, outbox):
+        table.create(conn, checkfirst=True)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
 # Ordered migrations; the index + 1 is the schema version it produces. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 def migrate(raw: sqlite3.Connection) -> int:

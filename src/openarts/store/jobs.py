@@ -15,6 +15,7 @@ import orjson
 
 from openarts.core import errors
 from openarts.core.faults import RecoveryState
+from openarts.core.notify import Notification, event_of, wants
 from openarts.core.phases import DEFAULT_SECONDARY, Phase, Secondary, can_transition
 from openarts.core.spec import JobSpec
 from openarts.store.db import chunks, insert, placeholders
@@ -49,6 +50,16 @@ def create_job(conn: Conn, job_id: str, project_id: str, user_name: str, spec: J
     except sqlite3.IntegrityError as exc:
         raise errors.DuplicateJobName(f"Training job name {spec.name!r} already exists.") from exc
     add_event(conn, job_id, f"Training job {spec.name} created.", at_ms)
+    set_notification(conn, job_id, spec.notification)
+
+
+def set_notification(conn: Conn, job_id: str, notification: Notification | None) -> None:
+    """A job's spec.notification, or none (core/notify.py): what transition() queues messages for."""
+    if notification is None:
+        conn.execute("DELETE FROM notifications WHERE job_id = ?", (job_id,))
+    else:
+        conn.execute("INSERT OR REPLACE INTO notifications (job_id, topic_urn, events) VALUES (?, ?, ?)",
+                     (job_id, notification.topic_urn, notification.stored_events()))
 
 
 _SET_PHASE = "UPDATE jobs SET phase = ?, secondary_phase = ?, update_ms = ?{extra} WHERE id = ? AND phase = ?"
@@ -64,6 +75,7 @@ def transition(
     secondary: Secondary | None = None,
     event: str | None = None,
     level: str = "Info",
+    notify: str | None = None,
     **fields: Any,
 ) -> None:
     """Compare-and-set the phase: moves `job_id` from `expected` to `to` and records an event.
@@ -71,7 +83,9 @@ def transition(
     Raises `LostRace` when the job is no longer in `expected` (as SkyPilot's `set_started_async` raises
     when no row changed): the caller's transaction rolls back, side writes included, and a lost
     guarded write can never be ignored. `expected == to` changes only the secondary phase, and with
-    `event=""` serves as a guard for side writes that need the job to still be in `expected`.
+    `event=""` serves as a guard for side writes that need the job to still be in `expected`. The
+    change is announced to the job's notification as `notify` (a core/notify.py event), by default
+    as the event the phase change is by itself (""; none).
     """
     if expected != to and not can_transition(expected, to):
         raise IllegalTransition(f"{expected} -> {to} is not an allowed transition")
@@ -88,6 +102,23 @@ def transition(
         event = f"Job phase changed from {expected} to {to}" + (f" ({sec})" if sec.value != to.value else "")
     if event or expected != to:  # a same-phase guard may write no event (event="")
         add_event(conn, job_id, event, at_ms, level=level)
+    announce = notify if notify is not None else event_of(expected, to)
+    if announce:
+        queue_notification(conn, job_id, announce, at_ms, str(fields.get("message", "")))
+
+
+def queue_notification(conn: Conn, job_id: str, event: str, at_ms: int, message: str = "") -> None:
+    """The message for `event` (core/notify.py) when the job's notification wants it, queued in the
+    caller's transaction: it is sent if and only if what it announces is committed
+    (supervisor/notifier.py). The job's phase is read as this transaction has it."""
+    row = conn.execute("SELECT n.topic_urn, n.events, j.name, j.project_id, j.phase, j.secondary_phase "
+                       "FROM notifications n JOIN jobs j ON j.id = n.job_id WHERE n.job_id = ?", (job_id,)).fetchone()
+    if row is None or not wants(row[1], event):
+        return
+    payload = {"event": event, "topic_urn": row[0], "job_id": job_id, "job_name": row[2], "project_id": row[3],
+               "phase": row[4], "secondary_phase": row[5], "time": at_ms, "message": message}
+    conn.execute("INSERT INTO outbox (job_id, topic_urn, payload, tries, next_ms, last_error) "
+                 "VALUES (?, ?, ?, 0, ?, '')", (job_id, row[0], orjson.dumps(payload).decode(), at_ms))
 
 
 def add_event(conn: Conn, job_id: str, message: str, at_ms: int, *, level: str = "Info",
@@ -140,7 +171,8 @@ def request_delete(conn: Conn, job_ids: Iterable[str], at_ms: int) -> None:
 
 def purge_job(conn: Conn, job_id: str) -> None:
     """Remove every row of a job; its files are removed by the caller, outside the transaction."""
-    for table in ("events", "node_counts", "metrics", "tasks", "attempts"):
+    for table in ("events", "node_counts", "metrics", "tasks", "attempts", "notifications"):  # not its
+        # queued messages: a job deleted right after it ended still has its end announced
         conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
     conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 

@@ -155,6 +155,25 @@ metrics = Table(
     Column("samples", Integer, nullable=False, default=0),
 )
 
+notifications = Table(
+    "notifications", metadata,  # a job's spec.notification (core/notify.py); no row: none
+    Column("job_id", String(36), primary_key=True),
+    Column("topic_urn", Text, nullable=False),
+    Column("events", Text, nullable=False),  # the phases announced, comma-separated
+)
+
+outbox = Table(
+    "outbox", metadata,  # notifications queued by transition(), until delivered (supervisor/notifier.py)
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), nullable=False),
+    Column("topic_urn", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # the JSON body posted
+    Column("tries", Integer, nullable=False, default=0),
+    Column("next_ms", Integer, nullable=False),  # not before
+    Column("last_error", Text, nullable=False, default=""),
+)
+Index("ix_outbox_next", outbox.c.next_ms)
+
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, primary_key=True),

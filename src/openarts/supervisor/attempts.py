@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openarts.config import Settings
-from openarts.core import faults
+from openarts.core import faults, notify
 from openarts.core.errors import OpenartsError
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination, outcome
@@ -208,7 +208,7 @@ class AttemptSupervision:
                 w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
             w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
                          run_ms=self._run_ms(row, now), running_since_ms=0, event=f"Job {reason}: back in the queue.",
-                         level="Warning")
+                         level="Warning", notify=notify.PREEMPTED)
             closed = w.close_attempt(conn, row.id, attempt.seq, now, reason, None)
             w.clear_preempt(conn, row.id)
             if closed:
@@ -262,8 +262,9 @@ class AttemptSupervision:
             if last is not None and now / 1000 - last >= window:
                 with self.db.begin() as conn:
                     if w.mark_task_hung(conn, row.id, t.seq, t.task, now):
-                        w.add_event(conn, row.id, f"Task {t.task} is hung: no output and no CPU progress for "
-                                    f"{window / 60:g} min.", now, level="Warning", source="Worker")
+                        hung = f"Task {t.task} is hung: no output and no CPU progress for {window / 60:g} min."
+                        w.add_event(conn, row.id, hung, now, level="Warning", source="Worker")
+                        w.queue_notification(conn, row.id, notify.HANGED, now, hung)
                 v = dataclasses.replace(v, hung_ms=now)
             out.append(v)
         return out
@@ -426,12 +427,15 @@ class AttemptSupervision:
                 w.transition(conn, row.id, Phase.RUNNING, Phase.RUNNING, at_ms=now, event="")
             else:
                 w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
-                             run_ms=self._run_ms(row, now), running_since_ms=0, event=f"Job requeued for {rec.tier}.")
+                             run_ms=self._run_ms(row, now), running_since_ms=0, event=f"Job requeued for {rec.tier}.",
+                             notify="")  # announced below, as a restart
                 if rec.tier == faults.JOB_RESCHEDULE_WITH_TAINT:
                     node = next((t.node for t in tasks if t.task == term.related_task), None)
                     if node:
                         w.add_fence(conn, node, now + int(self.settings.taint_seconds * 1000), row.id,
                                     term.end_reason)
+            w.queue_notification(conn, row.id, notify.RESTARTED, now, f"Recovering from '{term.end_reason}' "
+                                 f"with {rec.tier}.")
             w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task, rec.tier, rec.wanted,
                             record)
             w.set_recovery_state(conn, row.id, rec.state)

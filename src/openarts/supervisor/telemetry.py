@@ -35,5 +35,8 @@ TRANSFERS = Counter("openarts_transfers", "Background transfers (staging, upload
 TRANSFER_SECONDS = Histogram("openarts_transfer_seconds", "Duration of background transfers, by kind", ["kind"],
                              buckets=WAIT_BUCKETS, registry=None)
 
+NOTIFICATIONS = Counter("openarts_notifications", "spec.notification messages, by outcome: delivered, retried "
+                        "(a failed try), failed (given up), unroutable (no webhook)", ["outcome"], registry=None)
+
 ALL = (PASS_SECONDS, QUEUE_WAIT, STARTS, FAILURES, FINISHED, RECOVERIES, PREEMPTIONS, EXECUTOR_ERRORS,
-       RECONCILE_ERRORS, TRANSFERS, TRANSFER_SECONDS)
+       RECONCILE_ERRORS, TRANSFERS, TRANSFER_SECONDS, NOTIFICATIONS)
