@@ -4,6 +4,7 @@ the store, and the endpoint is authenticated like the API unless `metrics_public
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,3 +112,34 @@ def test_metrics_are_authenticated_like_the_api_unless_public(make_server: Calla
     public = make_server(DEFAULT_CONFIG.replace("[server]", "[server]\nmetrics_public = true", 1), data_dir=open_dir)
     assert value(scrape(public.url), "openarts_queue_depth") == 0
     assert httpx.get(public.api + "/training-jobs/none", timeout=10).status_code == 401  # the API stays closed
+
+
+def test_json_logs_carry_the_request_id(tmp_path: Path) -> None:
+    """`log_format = "json"`: every line the server logs is one JSON object; with `access_log`, each
+    request has a line whose request_id is the X-Request-Id its client got."""
+    (tmp_path / "data").mkdir()
+    server = Server(tmp_path / "data", DEFAULT_CONFIG.replace("[server]", '[server]\nlog_format = "json"\n'
+                    'access_log = true', 1), tmp_path / "server.log", flags=["--log-level", "info"]).start()
+    try:
+        _check_json_log(server)
+    finally:
+        server.stop()
+
+
+def _check_json_log(server: Server) -> None:
+    r = httpx.post(f"{server.api}/training-jobs", content=b"{not json", timeout=10,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    rid = r.headers["x-request-id"]
+
+    def records() -> list[dict[str, object]]:
+        lines = [ln for ln in server.log_path.read_text().splitlines() if ln.startswith("{")]
+        return [json.loads(ln) for ln in lines]
+
+    wait_for(lambda: any(rec.get("request_id") == rid for rec in records()), timeout=10, message="the access line")
+    access = next(rec for rec in records() if rec.get("request_id") == rid and rec["logger"] == "openarts.access")
+    assert (access["method"], access["route"], access["status"]) == ("POST", "/v2/{project_id}/training-jobs", 400)
+    assert isinstance(access["duration_ms"], float) and access["level"] == "INFO"
+    assert any(rec["logger"] == "openarts" and "ready" in str(rec["message"]) for rec in records())
+    text = server.log_path.read_text()
+    assert not [ln for ln in text.splitlines() if " INFO " in ln and not ln.startswith("{")], text[-2000:]

@@ -21,6 +21,8 @@ Everything has a default, so `openarts serve` needs no configuration. The file, 
     ray_node_dir = "/tmp/openarts-agent"  # where node agents keep the jobs' files on each node
     ray_server_url = "https://10.0.0.5:8443"  # where nodes reach this server (default: the URL it serves on)
     metrics_public = false            # /metrics without authentication (default: as the API, api/metrics.py)
+    log_format = "text"               # or "json": one JSON object per line, with the request's id
+    access_log = false                # a log line per API request (method, route, status, duration, id)
 
     [[ray_pools]]                      # with executor = "ray": Ray nodes that form a pool
     pool = "pool-gpu"
@@ -111,6 +113,8 @@ class Settings:
     ray_node_dir: str = "/tmp/openarts-agent"  # where node agents keep the jobs' files on each node
     ray_server_url: str = ""  # where nodes' agents reach this server; default: the URL it serves on
     metrics_public: bool = False  # /metrics open to anyone who reaches the port (a scraper on a trusted network)
+    log_format: str = "text"  # or "json" (cli/logs.py)
+    access_log: bool = False  # a log line per request (api/metrics.py)
     server_url: str = ""  # resolved at start-up: the URL this server serves on
     server_certificate: str = ""  # resolved at start-up: its TLS certificate (PEM), which agents trust
     secret_paths: list[Path] = field(default_factory=list)  # resolved at start-up: the master key's file
@@ -248,6 +252,8 @@ SERVER_KEYS: dict[str, Check] = {
     "ray_node_dir": absolute_path,
     "ray_server_url": string,
     "metrics_public": boolean,
+    "log_format": one_of("text", "json"),
+    "access_log": boolean,
 }
 RAY_POOL_KEYS: dict[str, Check] = {"pool": string, "resource": string, "label": string}
 NODE_KEYS: dict[str, Check] = {"name": string, "cpu_cores": number(0, strict=True),
@@ -453,6 +459,8 @@ def load_settings(data_dir: Path, config_path: Path | None = None, **overrides: 
     s.sandbox = str(server.get("sandbox", s.sandbox))
     s.sandbox_read_only = [str(p) for p in server.get("sandbox_read_only", [])]
     s.metrics_public = bool(server.get("metrics_public", False))
+    s.log_format = str(server.get("log_format", s.log_format))
+    s.access_log = bool(server.get("access_log", False))
     for key in ("executor", "ray_address", "ray_namespace", "ray_node_dir", "ray_server_url"):
         if key in server:
             setattr(s, key, str(server[key]))

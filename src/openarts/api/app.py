@@ -22,6 +22,7 @@ from openarts import __version__
 from openarts.api import errors as api_errors
 from openarts.api.agents import AGENT_ROUTES
 from openarts.api.auth import MAX_BODY, AuthMiddleware
+from openarts.api.context import REQUEST_ID
 from openarts.api.iam import IAM_ROUTES
 from openarts.api.metrics import METRICS_ROUTES, RequestMetrics, registry_of
 from openarts.api.metrics import PATH as METRICS_PATH
@@ -69,6 +70,7 @@ class RequestId:
             return
         rid = os.urandom(16).hex().encode()  # a uuid4's randomness, without building a UUID
         scope["openarts.request_id"] = rid.decode()
+        token = REQUEST_ID.set(rid.decode())  # on every log record of this request (api/context.py)
 
         started = False
 
@@ -90,6 +92,8 @@ class RequestId:
                         "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid),
                                     (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def sandbox_of(settings: Settings, catalog: Catalog, secrets: list[Path] | None = None) -> tuple[Sandbox | None, str]:
@@ -200,5 +204,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
     app.add_middleware(AuthMiddleware, guard=guard, max_body=MAX_BODY,  # inside RequestId: refusals get an id
                        open_paths=frozenset({METRICS_PATH}) if settings.metrics_public else frozenset())
     app.add_middleware(RequestId)
-    app.add_middleware(RequestMetrics, routes=app.routes)  # outermost: refused requests counted too
+    app.add_middleware(RequestMetrics, routes=app.routes,  # outermost: refused requests counted too
+                       access_log=settings.access_log)
     return app

@@ -15,6 +15,7 @@ limits) is matched against the routes afterwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -24,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access = logging.getLogger("openarts.access")  # a line per request with `[server] access_log`
 
 PATH = "/metrics"
 UNMATCHED = "(unmatched)"
@@ -57,9 +60,10 @@ METRICS_ROUTES = [Route(PATH, metrics, methods=["GET"])]
 class RequestMetrics:
     """Counts every HTTP request and times it, refused ones included (outermost middleware)."""
 
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute], access_log: bool = False) -> None:
         self.app = app
         self.routes = routes
+        self.access_log = access_log
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,8 +88,14 @@ class RequestMetrics:
             if series is None:
                 series = self._series[key] = (REQUESTS.labels(key[0], key[1], str(status)),
                                               LATENCY.labels(key[0], key[1]))
+            took = time.perf_counter() - began
             series[0].inc()
-            series[1].observe(time.perf_counter() - began)
+            series[1].observe(took)
+            if self.access_log:
+                rid = scope.get("openarts.request_id", "")
+                access.info("%s %s %d %.1f ms", method, scope["path"], status, took * 1000, extra={
+                    "request_id": rid, "method": method, "route": key[1], "path": scope["path"], "status": status,
+                    "duration_ms": round(took * 1000, 3)})
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")

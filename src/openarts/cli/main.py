@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, default=None, help="TOML config (default: DATA_DIR/config.toml)")
     s.add_argument("--log-level", default="info", type=str.lower,
                    choices=("critical", "error", "warning", "info", "debug", "trace"))
+    s.add_argument("--log-format", choices=("text", "json"), default=None,
+                   help="the server log: text lines or JSON objects with request ids ([server] log_format)")
     s.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback address without credentials (anyone who reaches it can run code)")
     s.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
@@ -72,7 +74,7 @@ def run(argv: list[str] | None) -> int:
 
         return serve(args.host, args.port, args.data_dir, args.config, args.log_level,
                      insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                     executor=args.executor, ray_address=args.ray_address)
+                     executor=args.executor, ray_address=args.ray_address, log_format=args.log_format)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

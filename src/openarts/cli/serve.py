@@ -27,6 +27,7 @@ from typing import IO
 import uvicorn
 
 from openarts.api.app import create_app, sandbox_of
+from openarts.cli.logs import setup_logging
 from openarts.config import (
     Check,
     ConfigError,
@@ -155,17 +156,21 @@ class _Server(uvicorn.Server):
 
 def serve(host: str, port: int, data_dir: Path, config: Path | None, log_level: str = "info", *,
           insecure: bool = False, tls_cert: Path | None = None, tls_key: Path | None = None,
-          executor: str | None = None, ray_address: str | None = None) -> int:
+          executor: str | None = None, ray_address: str | None = None, log_format: str | None = None) -> int:
     try:
-        return _serve(host, port, data_dir, config, log_level, insecure, tls_cert, tls_key, executor, ray_address)
+        return _serve(host, port, data_dir, config, log_level, insecure, tls_cert, tls_key, executor, ray_address,
+                      log_format)
     except (StartupError, ConfigError, BindRefused) as exc:
         print(f"openarts: {exc}", file=sys.stderr, flush=True)
         return STARTUP_FAILED
 
 
 def _serve(host: str, port: int, data_dir: Path, config: Path | None, log_level: str, insecure: bool,
-           tls_cert: Path | None, tls_key: Path | None, executor: str | None, ray_address: str | None) -> int:
+           tls_cert: Path | None, tls_key: Path | None, executor: str | None, ray_address: str | None,
+           log_format: str | None = None) -> int:
     settings = load_settings(data_dir, config, host=host, port=port, executor=executor, ray_address=ray_address)
+    if log_format:
+        settings.log_format = log_format
     if settings.executor == "ray":
         check_ray(settings.ray_address)
     security = security_config(settings)
@@ -205,7 +210,9 @@ def _run(settings: Settings, catalog: Catalog, sandbox: tuple[Sandbox | None, st
         os.replace(tmp, info)  # readers never see half a file
         print(f"openarts serving on {url} (data in {settings.data_dir}; security: {mode.name})", flush=True)
 
+    json_logs = settings.log_format == "json"
     config = uvicorn.Config(create_app(settings, catalog, sandbox), log_level=log_level, access_log=False, loop="auto",
+                            log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
                             http="auto", timeout_graceful_shutdown=5, lifespan="on",
                             ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None)
@@ -214,8 +221,7 @@ def _run(settings: Settings, catalog: Catalog, sandbox: tuple[Sandbox | None, st
         settings.server_certificate = tls_cert.read_text() if tls_cert else ""
     except (OSError, ValueError) as exc:
         raise StartupError(f"cannot use --tls-cert {tls_cert} / --tls-key {tls_key}: {exc}") from None
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level, settings.log_format)
     if sandbox[0] is None and settings.sandbox != "off" and settings.executor == "local":
         print(f"openarts: warning: workers run WITHOUT a sandbox: {sandbox[1]} (docs/SANDBOX.md)",
               file=sys.stderr, flush=True)
