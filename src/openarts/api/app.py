@@ -167,7 +167,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         app.state.observe = ObserveService(settings, db, LogLinks(master_key), store)
         app.state.catalog = CatalogService(cat)
         app.state.attempt_files = AttemptFiles(settings, tokens)
-        app.state.metrics = registry_of([*telemetry.ALL, StoredJobs(db)])
+        app.state.stored_jobs = StoredJobs(db)
+        app.state.metrics = registry_of([*telemetry.ALL, app.state.stored_jobs])
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),
                  asyncio.create_task(sampler.run(), name="metrics"),
                  asyncio.create_task(notifier.run(), name="notifier"),

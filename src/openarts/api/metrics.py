@@ -50,7 +50,8 @@ def registry_of(collectors: list[Collector]) -> CollectorRegistry:
 
 async def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.metrics
-    body = await asyncio.to_thread(generate_latest, registry)  # the store's counts: off the event loop
+    request.app.state.stored_jobs.refresh()  # the store is read on the event loop only
+    body = await asyncio.to_thread(generate_latest, registry)  # the formatting: off it
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -15,13 +15,21 @@ from openarts.store.db import Database
 
 
 class StoredJobs(Collector):
+    """Read by `refresh()`, on the event loop (the only thread that touches the store, store/db.py);
+    `collect()`, which the exposition calls in a worker thread, yields what the last refresh read."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.counts: dict[str, int] = {}
+        self.depth = 0
+
+    def refresh(self) -> None:
+        with self.db.connect() as conn:
+            self.counts = q.phase_counts(conn)
+            self.depth = q.queue_depth(conn)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self.db.connect() as conn:
-            counts = q.phase_counts(conn)
-            depth = q.queue_depth(conn)
+        counts, depth = self.counts, self.depth
         jobs = GaugeMetricFamily("openarts_jobs", "Jobs stored, by phase", labels=["phase"])
         for phase in Phase:  # every phase, zeros included, so that a series never vanishes
             jobs.add_metric([phase.value], counts.get(phase.value, 0))
