@@ -77,6 +77,7 @@ retries = 3
 "urn:smn:local:p:signed" = {{ url = "{receiver.url}/signed", secret = "{SECRET}" }}
 "urn:smn:local:p:flaky" = "{receiver.url}/flaky"
 "urn:smn:local:p:down" = "http://127.0.0.1:9/down"
+"urn:smn:local:p:garbled" = "https://exa\u00a0mple/hook"
 """)
 
 
@@ -167,3 +168,18 @@ def test_a_notification_set_by_put_announces_the_jobs_end(notifying: Server, rec
     assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
     wait_for(lambda: [m["event"] for m in receiver.on("/signed") if m["job_id"] == job_id] == ["JobCompleted"],
              timeout=30, message="the end announced")
+
+
+def test_a_url_the_client_cannot_use_stalls_no_other_message(notifying: Server, receiver: Receiver) -> None:
+    """A webhook URL httpx refuses outright (a no-break space in its host) fails its own message, tried
+    and given up like any failure; a message queued beside it is delivered once, not again and again."""
+    sdk = sdk_client(notifying)
+    bad = create_id(sdk, _with("n-garbled", "true", "urn:smn:local:p:garbled", ["JobCompleted"]))
+    good = create_id(sdk, _with("n-good", "true", "urn:smn:local:p:signed", ["JobCompleted"]))
+    for job_id in (bad, good):
+        assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
+    wait_for(lambda: any("not delivered after 4 tries" in e["message"] for e in _events(notifying, bad)),
+             timeout=60, message="the garbled URL given up")
+    assert [m["job_id"] for m in receiver.on("/signed")] == [good]  # once
+    tries = [e["message"] for e in _events(notifying, bad) if "failed (try" in e["message"]]
+    assert tries and "InvalidURL" in tries[0] and "exa" not in tries[0], tries

@@ -1,5 +1,6 @@
 """The request a log record was written for: its id (the X-Request-Id the client gets back), set by
-api/app.py's RequestId for the request's whole handling, threads it started included."""
+api/app.py's RequestId for the request's whole handling (work it hands to `asyncio.to_thread` too,
+which copies the context; a bare `run_in_executor` does not)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openarts.core import arglimits, errors, faults
-from openarts.core.notify import Notification, parse_notification
 from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
 from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
 
@@ -89,7 +88,6 @@ class JobSpec:
     log_export_url: str | None = None  # spec.log_export_path.obs_url: every attempt's task logs go there
     volumes: tuple[Volume, ...] = ()  # spec.volumes: NFS shares bound at their local_path (core/volumes.py)
     summary: Channel | None = None  # algorithm.summary.log_dir.pfs.pfs_path: synced like a periodic output
-    notification: Notification | None = None  # spec.notification: phase changes posted to webhooks
 
 
 def exported_log_name(job_id: str, task: str, seq: int) -> str:
@@ -543,7 +541,6 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
         log_export_url=log_export_url or None, volumes=volumes, summary=summary,
-        notification=parse_notification(spec.get("notification")),
     )
 
 

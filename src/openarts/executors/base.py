@@ -10,6 +10,7 @@ reaches them only through the executor: never through pid files or /proc of its 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,10 +156,11 @@ class Executor(Protocol):
         """`prepare` copies (an attempt is always staged off the pass); False: it does nothing."""
         ...
 
-    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
+                      cancel: threading.Event) -> None:
         """Make an attempt's staged directories (`mounts`) and image ready on its `nodes`. Slow (it may
-        copy): called in the attempt's staging transfer, never in a pass; StartError if it cannot.
-        `start` does it itself for an attempt that was not prepared."""
+        copy): called in the attempt's staging transfer, never in a pass; StartError if it cannot, or
+        soon after `cancel` is set. `start` does it itself for an attempt that was not prepared."""
         ...
 
     def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:

@@ -5,6 +5,7 @@ MockTransport): nothing is spawned; a test scripts exits, losses and start failu
 from __future__ import annotations
 
 import signal as signals
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,8 @@ class FakeExecutor:
             t.exit_code = 128 + signum
         return True
 
-    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
+                      cancel: threading.Event) -> None:
         pass  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,7 +73,8 @@ class LocalExecutor:
 
     prepares = False  # the workers see the server's own directories
 
-    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
+                      cancel: threading.Event) -> None:
         pass  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:

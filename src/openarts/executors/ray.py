@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -310,7 +311,8 @@ class RayExecutor:
             raise StartError(f"cannot start {launch.task}: image {launch.image} is not on this server")
         return image
 
-    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str) -> None:
+    async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
+                      cancel: threading.Event) -> None:
         """In the attempt's staging transfer: pack its directories, then have each of its nodes fetch
         them (and its image, unless the node has it), so that the start that follows copies nothing
         across the network. A node that cannot fetch now is left to fetch at its start (a start failure
@@ -321,6 +323,8 @@ class RayExecutor:
             if pulled is None:
                 raise StartError(f"image {image} is not on this server")
         await asyncio.to_thread(self._offer, job_id, seq, mounts, pulled)
+        if cancel.is_set():
+            raise StartError("cancelled")
         ref = self.images.pinned(image, pulled.digest) if pulled is not None and self.images is not None else ""
         server = self._server(job_id, seq)
 
@@ -330,7 +334,13 @@ class RayExecutor:
             except Exception as exc:
                 log.warning("job %s attempt %d: node %s did not fetch its files ahead of the start: %s",
                             job_id, seq, node, exc)
-        await asyncio.gather(*(fetch(n) for n in sorted(set(nodes))))
+        pending = {asyncio.ensure_future(fetch(n)) for n in sorted(set(nodes))}
+        while pending:  # a terminate stops the wait (the nodes' downloads end on their own; release removes them)
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+            if cancel.is_set():
+                for t in pending:
+                    t.cancel()
+                raise StartError("cancelled")
 
     def _offer(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: RootImage | None) -> None:
         """Pack the attempt's directories, and link its image's tar, where the agents' routes serve them

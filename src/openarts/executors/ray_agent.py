@@ -57,7 +57,8 @@ class RayNodeAgent:
         except SandboxUnavailable as exc:
             box, self.why = None, str(exc)
         self.images = ImageStore(self.root / "images", [])  # custom images, fetched from the server by digest
-        self._image_lock = threading.Lock()
+        self._image_lock = threading.Lock()  # guards _image_locks
+        self._image_locks: dict[str, threading.Lock] = {}  # per digest
         self.agent = NodeAgent(box, self.images, detached=True)
         self.exits = ExitWatch()
         self._sent: dict[Key, dict[str, tuple[int, float]]] = {}  # per task: what send_outputs sent, by name
@@ -79,13 +80,15 @@ class RayNodeAgent:
         where = self._attempt_dir(job_id, seq)
         try:
             where.mkdir(parents=True, exist_ok=True)
-            if not (where / "ws.tar").exists():
-                part = where / f".ws.{uuid.uuid4().hex[:8]}.part"
-                try:
-                    server.fetch(workspace_path(job_id, seq), part)
-                    os.rename(part, where / "ws.tar")
-                finally:
-                    part.unlink(missing_ok=True)
+            # always anew: a copy left by an earlier attempt of the same number (one discarded before it
+            # started, whose release did not reach this node) must not be what this one unpacks
+            (where / "ws.tar").unlink(missing_ok=True)
+            part = where / f".ws.{uuid.uuid4().hex[:8]}.part"
+            try:
+                server.fetch(workspace_path(job_id, seq), part)
+                os.rename(part, where / "ws.tar")
+            finally:
+                part.unlink(missing_ok=True)
             if image:
                 self._ensure_image(job_id, seq, image, server)
         except (OSError, TransferError, ImageError) as exc:
@@ -128,7 +131,11 @@ class RayNodeAgent:
     def _ensure_image(self, job_id: str, seq: int, image: str, server: Server) -> None:
         """The attempt's image (pinned to its digest), fetched from the server unless this node has it."""
         digest = image.rpartition("@")[2]
-        with self._image_lock:  # one fetch per image, however many of its tasks start here at once
+        if self.images.bundle(image, digest) is not None:
+            return  # here already: no lock (another image's long fetch must not hold up this start)
+        with self._image_lock:
+            lock = self._image_locks.setdefault(digest, threading.Lock())
+        with lock:  # one fetch per image, however many of its tasks start here at once
             if self.images.bundle(image, digest) is not None:
                 return
             work = self.images.root / f".fetch-{uuid.uuid4().hex}"
@@ -226,10 +233,12 @@ class RayNodeAgent:
 
     def release(self, job_id: str, seq: int) -> None:
         """Forget an attempt: its files on this node (its processes were cleaned up before)."""
-        self.exits.forget(job_id, seq)
-        for key in [k for k in self._sent if k[:2] == (job_id, seq)]:
-            del self._sent[key]
-        shutil.rmtree(self._attempt_dir(job_id, seq), ignore_errors=True)
+        try:
+            self.exits.forget(job_id, seq)
+            for key in [k for k in list(self._sent) if k[:2] == (job_id, seq)]:  # other threads add keys
+                self._sent.pop(key, None)
+        finally:
+            shutil.rmtree(self._attempt_dir(job_id, seq), ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.root / "jobs" / job_id).rmdir()
 

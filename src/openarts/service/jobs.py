@@ -47,6 +47,9 @@ class JobService:
 
     async def create(self, project_id: str, user_name: str, body: Any) -> dict[str, Any]:
         spec = parse_job(body, self.catalog, self.catalog.datasets)  # datasets resolved once, here, and stored
+        # checked here, not by parse_job, which also reads back stored requests (a job created before the
+        # check must still run); kept in the store's notifications table, where transition() reads it
+        notification = parse_notification(spec.request["spec"].get("notification"))
         self._check_satisfiable(spec)
         if spec.image:
             self._check_image(spec.image)
@@ -58,7 +61,7 @@ class JobService:
                               layout(spec, self.settings.job_dir(job_id), self.settings.sandboxed))
         now = w.now_ms()
         with self.db.begin() as conn:
-            w.create_job(conn, job_id, project_id, user_name, spec, doc, now)
+            w.create_job(conn, job_id, project_id, user_name, spec, doc, now, notification)
         self.wake(None)
         return self.get(project_id, job_id)
 

@@ -36,8 +36,8 @@ LostRace = errors.LostRace
 
 
 def create_job(conn: Conn, job_id: str, project_id: str, user_name: str, spec: JobSpec,
-               doc: dict[str, Any], at_ms: int) -> None:
-    """Insert a new job in phase Creating, with its 'created' event."""
+               doc: dict[str, Any], at_ms: int, notification: Notification | None = None) -> None:
+    """Insert a new job in phase Creating, with its 'created' event (and its notification)."""
     try:
         insert(conn, jobs, dict(
             id=job_id, project_id=project_id, workspace_id=spec.workspace_id, name=spec.name,
@@ -50,7 +50,7 @@ def create_job(conn: Conn, job_id: str, project_id: str, user_name: str, spec: J
     except sqlite3.IntegrityError as exc:
         raise errors.DuplicateJobName(f"Training job name {spec.name!r} already exists.") from exc
     add_event(conn, job_id, f"Training job {spec.name} created.", at_ms)
-    set_notification(conn, job_id, spec.notification)
+    set_notification(conn, job_id, notification)
 
 
 def set_notification(conn: Conn, job_id: str, notification: Notification | None) -> None:

@@ -93,8 +93,9 @@ class Notifier:
         errors = await asyncio.gather(*(self._post(client, r) for r in rows))
         now = w.now_ms()
         with self.db.begin() as conn:
-            for row, error in zip(rows, errors, strict=True):
-                self._record(conn, row, error, now)
+            outcomes = [self._record(conn, row, error, now) for row, error in zip(rows, errors, strict=True)]
+        for outcome in outcomes:  # counted once committed
+            tm.NOTIFICATIONS.labels(outcome).inc()
         return len(rows)
 
     async def _post(self, client: httpx.AsyncClient, row: Queued) -> str | None:
@@ -110,36 +111,40 @@ class Notifier:
             headers["X-Openarts-Signature"] = f"sha256={digest}"
         try:
             resp = await client.post(hook.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except httpx.TransportError as exc:  # a refused connection, a timeout, ...
             return f"{type(exc).__name__}: {str(exc).replace(hook.url, '<webhook>') or 'no answer'}"
+        except Exception as exc:  # a URL httpx cannot use (its text would quote the URL): a failure like any
+            return f"{type(exc).__name__}: the webhook's URL cannot be used"
         if 200 <= resp.status_code < 300:
             return None
         return f"HTTP {resp.status_code}"
 
-    def _record(self, conn: Any, row: Queued, error: str | None, now: int) -> None:
+    def _record(self, conn: Any, row: Queued, error: str | None, now: int) -> str:
+        """Write the outcome of one try (in the caller's transaction); which outcome it was."""
         event = str(orjson.loads(row.payload).get("event", ""))
-        what = f"Notification {event} to topic {row.topic_urn}"
+        topic = row.topic_urn if row.topic_urn in self.topics else "(the job's webhook URL)" \
+            if row.topic_urn.startswith(("http://", "https://")) else row.topic_urn  # never the URL itself
+        what = f"Notification {event} to topic {topic}"
         tries = row.tries + 1
         if error is None:
             conn.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
             self._event(conn, row.job_id, f"{what} delivered" + (f" at try {tries}." if tries > 1 else "."), now)
-            tm.NOTIFICATIONS.labels("delivered").inc()
-        elif error == "":
+            return "delivered"
+        if error == "":
             conn.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
             self._event(conn, row.job_id, f"{what} not sent: no webhook is configured for the topic "
                         "([notifications.topics]).", now, "Warning")
-            tm.NOTIFICATIONS.labels("unroutable").inc()
-        elif tries > self.retries:
+            return "unroutable"
+        if tries > self.retries:
             conn.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
             self._event(conn, row.job_id, f"{what} not delivered after {tries} tries: {error}.", now, "Warning")
-            tm.NOTIFICATIONS.labels("failed").inc()
-        else:
-            wait = min(BACKOFF_CAP_SECONDS, 2.0 ** (tries - 1))
-            conn.execute("UPDATE outbox SET tries = ?, next_ms = ?, last_error = ? WHERE id = ?",
-                         (tries, now + int(wait * 1000), error, row.id))
-            self._event(conn, row.job_id, f"{what} failed (try {tries} of {self.retries + 1}): {error}; "
-                        f"tried again in {wait:g} s.", now, "Warning")
-            tm.NOTIFICATIONS.labels("retried").inc()
+            return "failed"
+        wait = min(BACKOFF_CAP_SECONDS, 2.0 ** (tries - 1))
+        conn.execute("UPDATE outbox SET tries = ?, next_ms = ?, last_error = ? WHERE id = ?",
+                     (tries, now + int(wait * 1000), error, row.id))
+        self._event(conn, row.job_id, f"{what} failed (try {tries} of {self.retries + 1}): {error}; "
+                    f"tried again in {wait:g} s.", now, "Warning")
+        return "retried"
 
     @staticmethod
     def _event(conn: Any, job_id: str, message: str, now: int, level: str = "Info") -> None:

@@ -30,6 +30,7 @@ from openarts.executors.base import Mount, StartError, TaskHandle, TaskLaunch
 from openarts.executors.volumes import nfs_shares, volume_mounts
 from openarts.scheduler.plan import Demand, WorkerPlacement
 from openarts.storage.cache import StagingCache
+from openarts.storage.obs import check_cancel
 from openarts.store import jobs as w
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import telemetry as tm
@@ -148,8 +149,9 @@ class AttemptStarts(AttemptSupervision):
                     self._mounts(spec, lay))
         try:
             lines, mounts = await asyncio.to_thread(data)
-            await self.executor.prepare(job_id, seq, nodes, mounts, spec.image or "")
+            await self.executor.prepare(job_id, seq, nodes, mounts, spec.image or "", cancel)
         except (OSError, StartError) as exc:
+            check_cancel(cancel)  # cut short by a terminate: cancelled, not failed
             raise PreparationError(f"Preparation failed: {exc}") from exc
         return [Note(t) for t in [*lines, f"Staged in {time.monotonic() - began:.1f} s."]] if lines else []
 

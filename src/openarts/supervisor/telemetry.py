@@ -1,7 +1,9 @@
 """The supervisor's Prometheus metrics, served at /metrics (api/metrics.py).
 
-They are created unregistered: each server (an app) registers them in a registry of its own, so that
-two apps in one process (the tests) never collide. Counters only count what this process did: a
+They are created unregistered, and each server (an app) registers them in a registry of its own
+(api/metrics.py), so that building a second app in one process raises no duplicate-name error; the
+values are the process's, shared by such apps (one server per process outside tests). Counters only
+count what this process did: a
 restarted server starts them at zero, as Prometheus expects of a counter (`rate()` handles the reset).
 The jobs by phase and the queue depth are read from the store at each scrape (service/telemetry.py).
 """
