@@ -12,6 +12,8 @@ Layers, bottom to top; a package may import its own modules and those of the lay
     supervisor   the reconcile loop                     core, config, store, scheduler, storage, executors
     service      the operations behind the routes       core, config, store, scheduler, storage, security,
                                                         executors
+    console      the web console's pages                core, config, store, scheduler, storage, executors,
+                                                        security, service
     api          HTTP: routes, auth, error table        everything but cli
     cli          the openarts command                   everything
 
@@ -39,8 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "executors": {"core", "config"},
     "supervisor": BELOW_SERVICES,
     "service": BELOW_SERVICES | {"security"},
-    "api": BELOW_SERVICES | {"security", "supervisor", "service"},
-    "cli": BELOW_SERVICES | {"security", "supervisor", "service", "api"},
+    "console": BELOW_SERVICES | {"security", "service"},
+    "api": BELOW_SERVICES | {"security", "supervisor", "service", "console"},
+    "cli": BELOW_SERVICES | {"security", "supervisor", "service", "console", "api"},
 }
 ROOT = ""  # the package root: openarts/__init__.py (__version__)
 

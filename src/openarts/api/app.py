@@ -30,6 +30,7 @@ from openarts.api.openapi import build_openapi
 from openarts.api.routes import ROUTES
 from openarts.api.unimplemented import UNIMPLEMENTED_ROUTES
 from openarts.config import Settings, private_dirs
+from openarts.console.pages import CONSOLE_ROUTES
 from openarts.core.errors import OpenartsError
 from openarts.core.resources import Catalog, build_catalog
 from openarts.executors.base import Executor
@@ -196,7 +197,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
     }
     routes = [*ROUTES, *IAM_ROUTES]  # what /openapi.json describes; the unimplemented ones only answer 501
     guard = Guard(SecurityConfig.from_settings(settings))
-    app = Starlette(routes=[*routes, *METRICS_ROUTES, *UNIMPLEMENTED_ROUTES, *AGENT_ROUTES], lifespan=lifespan,
+    app = Starlette(routes=[*routes, *METRICS_ROUTES, *CONSOLE_ROUTES, *UNIMPLEMENTED_ROUTES, *AGENT_ROUTES],
+                    lifespan=lifespan,
                     exception_handlers=exception_handlers)
     app.router.redirect_slashes = False  # a 307 would look like success to the SDK
     app.state.version = __version__

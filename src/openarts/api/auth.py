@@ -41,8 +41,9 @@ class ClientGone(Exception):
 
 
 def _project(path: str) -> str | None:
+    """The project a path acts on: /v2/{project_id}/..., and the console's /console/{project_id}/..."""
     parts = path.split("/", 3)
-    return parts[2] if len(parts) >= 3 and parts[1] == "v2" and parts[2] else None
+    return parts[2] if len(parts) >= 3 and parts[1] in ("v2", "console") and parts[2] else None
 
 
 def check_path(path: str, raw_path: bytes) -> None:

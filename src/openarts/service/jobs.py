@@ -125,6 +125,11 @@ class JobService:
                 self._ended.popitem(last=False)
         return doc
 
+    def phase_counts(self, project_id: str) -> dict[str, int]:
+        """The project's jobs by phase (the console's filter counts)."""
+        with self.db.connect() as conn:
+            return q.project_phase_counts(conn, project_id)
+
     def search(self, project_id: str, body: Any) -> dict[str, Any]:
         offset, limit, sort_by, order, clean, workspace_id, group_by = parse_search(body, q.SORTABLE,
                                                                                     SEARCH_LIMIT_MAX)

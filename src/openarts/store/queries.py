@@ -254,3 +254,10 @@ def queue_depth(conn: Conn) -> int:
     row = conn.execute("SELECT count(*) FROM jobs WHERE phase = ? AND secondary_phase = ? AND NOT delete_requested",
                        (Phase.PENDING.value, Secondary.QUEUING.value)).fetchone()
     return int(row[0])
+
+
+def project_phase_counts(conn: Conn, project_id: str) -> dict[str, int]:
+    """A project's live jobs by phase (the search index: ix_jobs_search)."""
+    return {str(p): int(n) for p, n in conn.execute(
+        "SELECT phase, count(*) FROM jobs WHERE project_id = ? AND delete_requested IS 0 GROUP BY phase",
+        (project_id,))}

@@ -1,0 +1,113 @@
+"""The web console: pages the server renders itself, at /console (docs/CONSOLE.md).
+
+Server-rendered HTML (Jinja2, autoescaped) over the very services the API uses, so a page shows what
+GET shows; htmx 2 and uPlot are vendored under static/vendor (no CDN, nothing fetched at run time).
+The pages live under /console/{project_id}/..., so the API's authentication middleware authorizes
+them as it authorizes /v2/{project_id}/... (api/auth.py): a project shows only its own jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from openarts.core import errors
+from openarts.core.phases import Phase
+from openarts.service.jobs import JobService
+from openarts.service.observe import ObserveService
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescaped: every value a user gave is text
+PAGE_SIZE = 20
+SORTS = {"create_time": "Created", "update_time": "Updated", "name": "Name", "phase": "Phase"}
+PHASES = [p.value for p in Phase]
+DEFAULT_PROJECT = "default"
+
+
+def ms_time(ms: int) -> str:
+    """An epoch-milliseconds time as UTC text ("" for none)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms else ""
+
+
+def ms_duration(ms: int) -> str:
+    seconds = int(ms) // 1000
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+TEMPLATES.env.filters.update(ms_time=ms_time, ms_duration=ms_duration)
+
+
+def _jobs(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs
+    return service
+
+
+def _observe(request: Request) -> ObserveService:
+    service: ObserveService = request.app.state.observe
+    return service
+
+
+async def home(request: Request) -> Response:
+    project = request.query_params.get("project") or request.cookies.get("openarts_project") or DEFAULT_PROJECT
+    return RedirectResponse(f"/console/{project}/jobs", status_code=303)
+
+
+def _query(params: dict[str, Any], **changes: Any) -> str:
+    merged = {k: v for k, v in {**params, **changes}.items() if v not in (None, "", [])}
+    return "?" + urlencode(merged, doseq=True)
+
+
+async def jobs_page(request: Request) -> Response:
+    """The project's jobs: phase filters (with counts), a name search, sorting and pages."""
+    project = request.path_params["project_id"]
+    q = request.query_params
+    phases = [p for p in q.getlist("phase") if p in PHASES]
+    name = q.get("name", "")[:64]
+    sort = q.get("sort", "create_time") if q.get("sort") in SORTS else "create_time"
+    order = "asc" if q.get("order") == "asc" else "desc"
+    page = int(q["page"]) if q.get("page", "").isdigit() and int(q["page"]) > 0 else 1
+    filters: list[dict[str, Any]] = []
+    if phases:
+        filters.append({"key": "phase", "operator": "in", "value": phases})
+    if name:
+        filters.append({"key": "name", "operator": "like", "value": [name]})
+    found = _jobs(request).search(project, {"offset": (page - 1) * PAGE_SIZE, "limit": PAGE_SIZE, "sort_by": sort,
+                                            "order": order, "filters": filters})
+    params = {"phase": phases, "name": name, "sort": sort, "order": order}
+    pages = max(1, -(-int(found["total"]) // PAGE_SIZE))
+    response = TEMPLATES.TemplateResponse(request, "jobs.html", {
+        "project": project, "jobs": found["items"], "total": found["total"],
+        "counts": _jobs(request).phase_counts(project),
+        "phases": PHASES, "chosen": set(phases), "name": name, "sort": sort, "order": order, "sorts": SORTS,
+        "page": page, "pages": pages, "params": params, "query": _query})
+    response.set_cookie("openarts_project", project, httponly=True, samesite="strict", path="/console")
+    return response
+
+
+async def job_page(request: Request) -> Response:
+    """One job: its essentials, attempts, tasks and latest events."""
+    project, job_id = request.path_params["project_id"], request.path_params["job_id"]
+    try:
+        doc = _jobs(request).get(project, job_id)
+    except errors.JobNotFound:
+        return TEMPLATES.TemplateResponse(request, "missing.html", {"project": project, "job_id": job_id},
+                                          status_code=404)
+    events = _observe(request).events(project, job_id, {"limit": "100", "order": "desc"})["events"]
+    return TEMPLATES.TemplateResponse(request, "job.html", {"project": project, "job": doc, "events": events})
+
+
+CONSOLE_ROUTES = [
+    Route("/console", home, methods=["GET"]),
+    Mount("/console/static", app=StaticFiles(directory=HERE / "static"), name="console-static"),
+    Route("/console/{project_id}/jobs", jobs_page, methods=["GET"]),
+    Route("/console/{project_id}/jobs/{job_id}", job_page, methods=["GET"]),
+]

@@ -1,0 +1,62 @@
+"""The web console's pages through a real server (the first step of the console: the job list and a
+job's page, server-rendered; browser tests come with the live parts)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from conftest import PROJECT, Server, job_body, sdk_client
+from helpers import create_id, wait_phase
+
+
+def _rows(html: str) -> list[str]:
+    """The job names of a job-list page, in order."""
+    return re.findall(r'<td><a href="/console/[^/]+/jobs/[0-9a-f-]+">([^<]+)</a></td>', html)
+
+
+def test_the_job_list_filters_searches_sorts_and_pages(server: Server) -> None:
+    sdk = sdk_client(server)
+    ids = [create_id(sdk, job_body(f"c-{i:02d}", command="true")) for i in range(21)]
+    odd = create_id(sdk, job_body("odd-one", command="exit 3"))
+    for job_id in [*ids, odd]:
+        wait_phase(sdk, job_id, timeout=60)
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        r = c.get("/console", params={"project": PROJECT})
+        assert r.status_code == 303 and r.headers["location"] == f"/console/{PROJECT}/jobs"
+        page = c.get(f"/console/{PROJECT}/jobs")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "22 found" in page.text and "page 1 of 2" in page.text
+        assert _rows(page.text)[:2] == ["odd-one", "c-20"]  # newest first
+        assert len(_rows(page.text)) == 20
+        assert '<span class="count" data-phase="Failed">1</span>' in page.text
+        assert '<span class="count" data-phase="Completed">21</span>' in page.text
+        second = c.get(f"/console/{PROJECT}/jobs", params={"page": "2"})
+        assert _rows(second.text) == ["c-01", "c-00"] and "page 2 of 2" in second.text
+        failed = c.get(f"/console/{PROJECT}/jobs", params={"phase": "Failed"})
+        assert _rows(failed.text) == ["odd-one"] and "1 found" in failed.text
+        by_name = c.get(f"/console/{PROJECT}/jobs", params={"name": "c-1", "sort": "name", "order": "asc"})
+        assert _rows(by_name.text) == [f"c-{i}" for i in range(10, 20)]
+        assert c.get("/console/static/vendor/htmx.min.js").status_code == 200
+
+
+def test_a_jobs_page_shows_its_essentials_tasks_attempts_and_events(server: Server) -> None:
+    sdk = sdk_client(server)
+    body = job_body("c-page", command="echo hi; exit 3")
+    body["metadata"]["description"] = "<script>alert(1)</script>"
+    job_id = create_id(sdk, body)
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Failed"
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        html = c.get(f"/console/{PROJECT}/jobs/{job_id}").text
+        assert "<h1>c-page" in html and 'class="badge phase-failed">Failed<' in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html  # escaped
+        assert "echo hi; exit 3" in html and "modelarts.local.cpu.1u" in html
+        assert "<td>worker-0</td><td>3</td>" in html  # the task's exit code
+        assert "exit with 3" in html  # the attempt's end reason, and the events
+        assert "Job failed" in html
+        # another project sees neither the job nor its page
+        other = c.get("/console/other-project/jobs")
+        assert "c-page" not in other.text and "0 found" in other.text
+        r = c.get(f"/console/other-project/jobs/{job_id}")
+        assert r.status_code == 404 and "has no training job" in r.text and "c-page" not in r.text, r.text
