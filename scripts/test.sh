@@ -5,10 +5,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 # The local executor needs setsid (util-linux) and bwrap (bubblewrap) for its sandbox; custom images need
 # skopeo and umoci; the image tests start a real registry (docker-registry, with an htpasswd file from
-# apache2-utils) and build their image from busybox-static.
+# apache2-utils) and build their image from busybox-static; the console's browser tests drive Debian's chromium.
 need=""
 for tool in setsid:util-linux bwrap:bubblewrap skopeo:skopeo umoci:umoci docker-registry:docker-registry \
-            busybox:busybox-static htpasswd:apache2-utils; do
+            busybox:busybox-static htpasswd:apache2-utils chromium:chromium; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need="$need ${tool#*:}"
 done
 if [ -n "$need" ]; then

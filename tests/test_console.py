@@ -49,7 +49,9 @@ def test_a_jobs_page_shows_its_essentials_tasks_attempts_and_events(server: Serv
     assert wait_phase(sdk, job_id, timeout=60).status.phase == "Failed"
     with httpx.Client(base_url=server.url, timeout=10) as c:
         html = c.get(f"/console/{PROJECT}/jobs/{job_id}").text
-        assert "<h1>c-page" in html and 'class="badge phase-failed">Failed<' in html
+        assert "<h1>c-page</h1>" in html and 'class="badge phase-failed" data-testid="phase">Failed<' in html
+        assert "Terminate" not in html and "hx-trigger" not in html  # ended: nothing polls, nothing to stop
+        assert '">hi\n</pre>' in html  # its log
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html  # escaped
         assert "echo hi; exit 3" in html and "modelarts.local.cpu.1u" in html
         assert "<td>worker-0</td><td>3</td>" in html  # the task's exit code

@@ -20,13 +20,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from openarts.core import errors
-from openarts.core.phases import Phase
+from openarts.core.phases import TERMINAL, Phase
 from openarts.service.jobs import JobService
-from openarts.service.observe import ObserveService
+from openarts.service.observe import LineQuery, ObserveService
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescaped: every value a user gave is text
 PAGE_SIZE = 20
+LOG_LINES = 200  # of a task's log on its job's page
 SORTS = {"create_time": "Created", "update_time": "Updated", "name": "Name", "phase": "Phase"}
 PHASES = [p.value for p in Phase]
 DEFAULT_PROJECT = "default"
@@ -102,7 +103,55 @@ async def job_page(request: Request) -> Response:
         return TEMPLATES.TemplateResponse(request, "missing.html", {"project": project, "job_id": job_id},
                                           status_code=404)
     events = _observe(request).events(project, job_id, {"limit": "100", "order": "desc"})["events"]
-    return TEMPLATES.TemplateResponse(request, "job.html", {"project": project, "job": doc, "events": events})
+    task = _task_of(request, doc)
+    return TEMPLATES.TemplateResponse(request, "job.html", {
+        "project": project, "job": doc, "events": events, "task": task, "final": _final(doc),
+        "log": await _log_tail(request, project, job_id, task)})
+
+
+def _final(doc: dict[str, Any]) -> bool:
+    return Phase(doc["status"]["phase"]) in TERMINAL
+
+
+def _task_of(request: Request, doc: dict[str, Any]) -> str:
+    tasks = doc["status"]["tasks"]
+    task = request.query_params.get("task", "")
+    return task if task in tasks else tasks[0]
+
+
+async def _log_tail(request: Request, project: str, job_id: str, task: str) -> str:
+    observe = _observe(request)
+    path = observe.task_log(project, job_id, task)
+    page = await observe.off_loop(observe.lines, path, LineQuery(None, LOG_LINES, "desc"))
+    return str(page["content"])
+
+
+async def live(request: Request) -> Response:
+    """The parts of a job's page that change while it runs (phase, tasks), polled every 2 s until it ends."""
+    project, job_id = request.path_params["project_id"], request.path_params["job_id"]
+    doc = _jobs(request).get(project, job_id)
+    return TEMPLATES.TemplateResponse(request, "_live.html", {"project": project, "job": doc, "final": _final(doc)})
+
+
+async def log_tail(request: Request) -> Response:
+    """A task's latest LOG_LINES log lines, polled every 2 s until the job ends."""
+    project, job_id = request.path_params["project_id"], request.path_params["job_id"]
+    doc = _jobs(request).get(project, job_id)
+    task = _task_of(request, doc)
+    return TEMPLATES.TemplateResponse(request, "_log.html", {
+        "project": project, "job": doc, "task": task, "final": _final(doc),
+        "log": await _log_tail(request, project, job_id, task)})
+
+
+async def terminate(request: Request) -> Response:
+    """Terminate from the page (htmx, after a confirmation). Only htmx's requests are taken: their
+    HX-Request header makes another site's form unable to post here (a cross-origin request with a
+    custom header needs a CORS preflight, which this server never grants)."""
+    if request.headers.get("hx-request") != "true":
+        return Response("Terminate from the console's page.", status_code=403)
+    project, job_id = request.path_params["project_id"], request.path_params["job_id"]
+    doc = _jobs(request).terminate(project, job_id, {"action_type": "terminate"})
+    return TEMPLATES.TemplateResponse(request, "_live.html", {"project": project, "job": doc, "final": _final(doc)})
 
 
 CONSOLE_ROUTES = [
@@ -110,4 +159,7 @@ CONSOLE_ROUTES = [
     Mount("/console/static", app=StaticFiles(directory=HERE / "static"), name="console-static"),
     Route("/console/{project_id}/jobs", jobs_page, methods=["GET"]),
     Route("/console/{project_id}/jobs/{job_id}", job_page, methods=["GET"]),
+    Route("/console/{project_id}/jobs/{job_id}/live", live, methods=["GET"]),
+    Route("/console/{project_id}/jobs/{job_id}/log", log_tail, methods=["GET"]),
+    Route("/console/{project_id}/jobs/{job_id}/terminate", terminate, methods=["POST"]),
 ]

@@ -1,0 +1,55 @@
+"""The console in a real headless browser (Debian's chromium, driven by Playwright; no browser is
+downloaded): find a job by name, watch its log tail grow while it runs, terminate it from its page
+and see it reach Terminated. The pages' screenshots land in docs/ (docs/CONSOLE.md shows them)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import PROJECT, Server, job_body, sdk_client
+from helpers import create_id, wait_phase
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh does)")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": ["--no-sandbox"]}
+
+
+def test_find_a_job_watch_its_log_grow_and_terminate_it(server: Server, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    sdk = sdk_client(server)
+    for i in range(3):
+        wait_phase(sdk, create_id(sdk, job_body(f"warmup-{i}", command="true")), timeout=60)
+    failed = create_id(sdk, job_body("broken-run", command="echo loading data; echo 'CUDA error' >&2; exit 3"))
+    wait_phase(sdk, failed, timeout=60)
+    create_id(sdk, job_body("ticker", command='i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.2; done; :'))
+
+    page.set_viewport_size({"width": 1200, "height": 800})
+    page.goto(f"{server.url}/console?project={PROJECT}")
+    expect(page.locator("h1")).to_contain_text("5 found")
+    page.screenshot(path=str(DOCS / "console-jobs.png"))
+    page.get_by_label("name").fill("tick")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("h1")).to_contain_text("1 found")
+    page.get_by_role("link", name="ticker").click()
+
+    log = page.get_by_test_id("log")
+    expect(log).to_contain_text("tick 3", timeout=20_000)
+    expect(log).to_contain_text("tick 25", timeout=30_000)  # the tail follows the running job
+    expect(page.get_by_test_id("phase")).to_have_text("Running")
+    page.screenshot(path=str(DOCS / "console-job.png"), full_page=True)
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Terminate job ticker?"
+    page.get_by_role("button", name="Terminate").click()
+    expect(page.get_by_test_id("phase")).to_have_text("Terminated", timeout=30_000)
+    expect(page.get_by_role("button", name="Terminate")).to_have_count(0)
