@@ -4,11 +4,14 @@ job's page, server-rendered; browser tests come with the live parts)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import httpx
 
-from conftest import PROJECT, Server, job_body, sdk_client
+from conftest import DEFAULT_CONFIG, PROJECT, Server, job_body, sdk_client
 from helpers import create_id, wait_phase
+from security_support import create_key, sdk_for_key
 
 
 def _rows(html: str) -> list[str]:
@@ -62,3 +65,39 @@ def test_a_jobs_page_shows_its_essentials_tasks_attempts_and_events(server: Serv
         assert "c-page" not in other.text and "0 found" in other.text
         r = c.get(f"/console/other-project/jobs/{job_id}")
         assert r.status_code == 404 and "has no training job" in r.text and "c-page" not in r.text, r.text
+
+
+def test_sign_in_with_an_access_key_pair_on_a_server_with_credentials(make_server: Any, tmp_path: Path) -> None:
+    data = tmp_path / "secure"
+    data.mkdir()
+    alice = create_key(data, PROJECT, "alice")
+    server = make_server(DEFAULT_CONFIG, data_dir=data)
+    sdk = sdk_for_key(server, alice)
+    job_id = create_id(sdk, job_body("c-secure", command="sleep 600; :"))
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        r = c.get(f"/console/{PROJECT}/jobs")
+        assert r.status_code == 303 and r.headers["location"] == f"/console/signin?next=%2Fconsole%2F{PROJECT}%2Fjobs"
+        assert c.get("/console/static/console.css").status_code == 200  # the form's own assets need no session
+        assert c.get("/console/signin").status_code == 200
+        form = {"project": PROJECT, "access_key": alice.access_key, "secret_key": alice.secret_key + "x",
+                "next": f"/console/{PROJECT}/jobs"}
+        wrong = c.post("/console/signin", data=form)
+        assert wrong.status_code == 401 and "wrong" in wrong.text and "c-secure" not in wrong.text
+        signed = c.post("/console/signin", data={**form, "secret_key": alice.secret_key})
+        assert signed.status_code == 303 and signed.headers["location"] == f"/console/{PROJECT}/jobs"
+        cookie = signed.headers["set-cookie"]
+        assert "openarts_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        page = c.get(f"/console/{PROJECT}/jobs")  # the client keeps the cookie
+        assert page.status_code == 200 and "c-secure" in page.text and "Sign out" in page.text
+        other = c.get("/console/other-project/jobs")  # the session is for one project
+        assert other.status_code == 303 and other.headers["location"].startswith("/console/signin")
+        terminate = f"/console/{PROJECT}/jobs/{job_id}/terminate"
+        assert c.post(terminate).status_code == 403  # not htmx's: a form posted from anywhere is refused
+        assert c.post(terminate, headers={"HX-Request": "true"}).status_code == 200
+        assert wait_phase(sdk, job_id, timeout=60).status.phase == "Terminated"
+        session = c.cookies["openarts_session"]
+        out = c.post("/console/signout")
+        assert out.status_code == 303 and not c.cookies.get("openarts_session")
+    with httpx.Client(base_url=server.url, timeout=10, cookies={"openarts_session": session}) as stale:
+        again = stale.get(f"/console/{PROJECT}/jobs")  # the signed-out session's token was revoked
+        assert again.status_code == 303 and again.headers["location"].startswith("/console/signin")

@@ -6,14 +6,16 @@ with OPENARTS_SCREENSHOTS=docs, else into the test's temporary directory (a run 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import PROJECT, Server, job_body, sdk_client
+from conftest import DEFAULT_CONFIG, PROJECT, Server, job_body, sdk_client
 from helpers import create_id, wait_phase
+from security_support import create_key, sdk_for_key
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -58,3 +60,28 @@ def test_find_a_job_watch_its_log_grow_and_terminate_it(server: Server, page: An
     page.get_by_role("button", name="Terminate").click()
     expect(page.get_by_test_id("phase")).to_have_text("Terminated", timeout=30_000)
     expect(page.get_by_role("button", name="Terminate")).to_have_count(0)
+
+
+def test_sign_in_on_a_server_with_credentials(make_server: Any, tmp_path: Path, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    data = tmp_path / "secure"
+    data.mkdir()
+    alice = create_key(data, PROJECT, "alice")
+    bob = create_key(data, "other-project", "bob")
+    server = make_server(DEFAULT_CONFIG, data_dir=data)
+    create_id(sdk_for_key(server, alice), job_body("alices-job", command="true"))
+    create_id(sdk_for_key(server, bob, "other-project"), job_body("bobs-job", command="true"))
+
+    page.goto(f"{server.url}/console/{PROJECT}/jobs")
+    expect(page).to_have_url(re.compile(r"/console/signin\?next="))
+    page.get_by_label("Project").last.fill(PROJECT)
+    page.get_by_label("Access key").fill(alice.access_key)
+    page.get_by_label("Secret key").fill(alice.secret_key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(f"/console/{PROJECT}/jobs$"))
+    expect(page.get_by_role("link", name="alices-job")).to_be_visible()
+    expect(page.get_by_text("bobs-job")).to_have_count(0)
+    page.goto(f"{server.url}/console/other-project/jobs")  # not alice's: back to the sign-in form
+    expect(page).to_have_url(re.compile(r"/console/signin"))
+    expect(page.get_by_text("bobs-job")).to_have_count(0)

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +34,9 @@ OPEN_PATHS = frozenset({"/health"})
 AGENTS = "/internal/agents/"  # nodes' agents: authenticated by their attempt's token (api/agents.py)
 SIGNED_LOGS = "/logs/download"  # a log link's own signature authenticates it (security/log_links.py)
 IAM_TOKENS = "/v3/auth/tokens"
+CONSOLE = "/console/"
+CONSOLE_OPEN = ("/console/signin", "/console/signout", "/console/static/")  # no principal needed
+SESSION_COOKIE = "openarts_session"  # the console's sign-in: a token (console/pages.py)
 CAPTURE_BYTES = 64 * 1024  # of a mutating request's response, to audit its error code or new job id
 
 
@@ -44,6 +48,25 @@ def _project(path: str) -> str | None:
     """The project a path acts on: /v2/{project_id}/..., and the console's /console/{project_id}/..."""
     parts = path.split("/", 3)
     return parts[2] if len(parts) >= 3 and parts[1] in ("v2", "console") and parts[2] else None
+
+
+def _console(path: str) -> bool:
+    return path == CONSOLE.rstrip("/") or path.startswith(CONSOLE)
+
+
+def _cookie(header: str, name: str) -> str:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
+
+
+async def _to_sign_in(scope: Scope, send: Send) -> None:
+    target = "/console/signin" + ("?" + urlencode({"next": scope["path"]}) if scope["path"].startswith(CONSOLE) else "")
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", target.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def check_path(path: str, raw_path: bytes) -> None:
@@ -139,9 +162,13 @@ class AuthMiddleware:
                 raise errors.UriTooLong(f"Request URI too large: at most {MAX_URI} bytes.")
             body = await read_body(scope, receive, self.max_body)
             headers, multi = _headers(scope)
+            if _console(path) and "authorization" not in headers and "x-auth-token" not in headers:
+                session = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
+                if session:  # a signed-in browser: its session is a token (SameSite=Strict: never cross-site)
+                    headers["x-auth-token"] = session
             claimed = headers.get("authorization", "")[:120] or ("token" if "x-auth-token" in headers else "")
             enforcing = self.guard.enforcing()
-            anonymous_ok = not enforcing or (path == IAM_TOKENS and not claimed)
+            anonymous_ok = not enforcing or (path == IAM_TOKENS and not claimed) or path.startswith(CONSOLE_OPEN)
             if not anonymous_ok:
                 view = RequestView(method, raw_path.decode("latin-1").split("?", 1)[0], query.decode("latin-1"),
                                    headers, body, _project(path), multi)
@@ -152,6 +179,10 @@ class AuthMiddleware:
         except ClientGone:
             return
         except errors.OpenartsError as exc:
+            if _console(path) and method == "GET" and isinstance(exc, (
+                    errors.AuthenticationFailed, errors.TokenProjectMismatch, errors.ProjectForbidden)):
+                await _to_sign_in(scope, send)  # a page: to the sign-in form, not a JSON refusal
+                return
             status = await self._refuse(scope, send, exc)
             if mutating:
                 self._audit(scope, principal, claimed, status, api_errors.translate(exc)[1], body, b"")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from openarts.core import errors
 from openarts.core.phases import TERMINAL, Phase
+from openarts.security.guard import Guard
 from openarts.service.jobs import JobService
 from openarts.service.observe import LineQuery, ObserveService
 
@@ -55,6 +56,61 @@ def _jobs(request: Request) -> JobService:
 def _observe(request: Request) -> ObserveService:
     service: ObserveService = request.app.state.observe
     return service
+
+
+SESSION_COOKIE = "openarts_session"  # api/auth.py reads it back as the request's X-Auth-Token
+SESSION_SECONDS = 8 * 3600
+
+
+def _guard(request: Request) -> Guard:
+    guard: Guard = request.app.state.guard
+    return guard
+
+
+async def sign_in_form(request: Request) -> Response:
+    return TEMPLATES.TemplateResponse(request, "signin.html", {
+        "project": request.query_params.get("project", ""), "next": _next(request.query_params.get("next", "")),
+        "error": "", "open": not _guard(request).enforcing()})
+
+
+def _next(path: str) -> str:
+    """Where to go after signing in: a console page of this server, nothing else (no open redirect)."""
+    return path if path.startswith("/console/") and "//" not in path and "\\" not in path else ""
+
+
+async def sign_in(request: Request) -> Response:
+    """An access key pair, or a token, for a project: the session is a token kept in an HttpOnly,
+    SameSite=Strict cookie (one issued here for a key pair, for SESSION_SECONDS)."""
+    form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+    project, token = form.get("project", "").strip(), form.get("token", "").strip()
+    access_key, secret_key = form.get("access_key", "").strip(), form.get("secret_key", "")
+    guard = _guard(request)
+    after = _next(form.get("next", ""))
+    context = {"project": project, "next": after, "open": not guard.enforcing()}
+    try:
+        if not project:
+            raise errors.InvalidRequest("Name the project to open.")
+        if not token and not (access_key and secret_key):
+            raise errors.InvalidRequest("Give an access key and its secret key, or a token.")
+        principal = guard.sign_in(access_key, secret_key, token, project)
+    except errors.OpenartsError as exc:
+        return TEMPLATES.TemplateResponse(request, "signin.html", {**context, "error": exc.message}, status_code=401)
+    request.scope["openarts.principal"] = principal  # the audit row names who signed in
+    if not token:
+        token, _ = guard.issue_token(principal.user_name, project, SESSION_SECONDS, "console", principal.principal_id)
+    response = RedirectResponse(after or f"/console/{project}/jobs", status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+                        path="/console", secure=request.url.scheme == "https")
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if token:
+        _guard(request).revoke_token(token)
+    response = RedirectResponse("/console/signin", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/console")
+    return response
 
 
 async def home(request: Request) -> Response:
@@ -156,6 +212,9 @@ async def terminate(request: Request) -> Response:
 
 CONSOLE_ROUTES = [
     Route("/console", home, methods=["GET"]),
+    Route("/console/signin", sign_in_form, methods=["GET"]),
+    Route("/console/signin", sign_in, methods=["POST"]),
+    Route("/console/signout", sign_out, methods=["POST"]),
     Mount("/console/static", app=StaticFiles(directory=HERE / "static"), name="console-static"),
     Route("/console/{project_id}/jobs", jobs_page, methods=["GET"]),
     Route("/console/{project_id}/jobs/{job_id}", job_page, methods=["GET"]),

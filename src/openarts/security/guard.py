@@ -315,6 +315,29 @@ class Guard:
             kept = dict(list(kept.items())[len(kept) - MAX_CACHE + 1:])
         self._password_failures = kept
 
+    def sign_in(self, access_key: str, secret_key: str, token: str, project: str) -> Principal:
+        """The console's sign-in: an access key pair, or a token, for `project`. A wrong secret counts
+        like a wrong password (locked after as many); AuthenticationFailed / ProjectForbidden /
+        TokenProjectMismatch as for a request."""
+        if token:
+            return self._by_token(token, project)
+        self.password_locked(access_key)
+        key = self._key(access_key)
+        ok = key is not None and key.cred.active and hmac.compare_digest(
+            key.mac.copy().digest(), signer.keyed(secret_key).digest())
+        self.password_result(access_key, ok)
+        if not ok or key is None:
+            raise errors.AuthenticationFailed(IAM + "The access key or secret key is wrong.")
+        if project not in key.cred.projects:
+            raise errors.ProjectForbidden(f"Access key {access_key} may not act in project {project}.")
+        return key.principal
+
+    def revoke_token(self, token: str) -> None:
+        rec = self._token(token)
+        if rec is not None:
+            toks.revoke(self.engine, rec.token_id)
+            self.invalidate()
+
     def issue_token(self, user_name: str, project_id: str, ttl: float, method: str,
                     issued_by: str) -> tuple[str, toks.Token]:
         with self.engine.begin() as conn:
