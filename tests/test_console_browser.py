@@ -85,3 +85,25 @@ def test_sign_in_on_a_server_with_credentials(make_server: Any, tmp_path: Path, 
     page.goto(f"{server.url}/console/other-project/jobs")  # not alice's: back to the sign-in form
     expect(page).to_have_url(re.compile(r"/console/signin"))
     expect(page.get_by_text("bobs-job")).to_have_count(0)
+
+
+def test_a_failed_attempt_and_its_retry_on_the_timeline_and_the_node_chart(server: Server, page: Any,
+                                                                           tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    shots = DOCS if os.environ.get("OPENARTS_SCREENSHOTS") == "docs" else tmp_path
+    sdk = sdk_client(server)
+    body = job_body("retried", command='echo step; sleep 1; [ -e "$MA_HOME/again" ] && exit 0; '
+                    'touch "$MA_HOME/again"; echo "NCCL timeout" >&2; exit 4')
+    body["metadata"]["annotations"] = {"fault-tolerance/job-retry-num": "1",
+                                       "fault-tolerance/job-unconditional-retry": "true"}
+    job_id = create_id(sdk, body)
+    assert wait_phase(sdk, job_id, timeout=60).status.phase == "Completed"
+    page.set_viewport_size({"width": 1200, "height": 800})
+    page.goto(f"{server.url}/console/{PROJECT}/jobs/{job_id}")
+    bars = page.get_by_test_id("attempt")
+    expect(bars).to_have_count(2)
+    expect(bars.first).to_contain_text("#1 → ")  # ended, and how it was recovered
+    expect(bars.nth(1)).to_have_class(re.compile(r"\bok\b"))  # the retry completed
+    expect(page.locator("#node-chart canvas").first).to_be_visible()  # uPlot drew the node counts
+    page.screenshot(path=str(shots / "console-retried-job.png"), full_page=True)

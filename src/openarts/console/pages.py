@@ -8,9 +8,11 @@ them as it authorizes /v2/{project_id}/... (api/auth.py): a project shows only i
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
@@ -162,7 +164,40 @@ async def job_page(request: Request) -> Response:
     task = _task_of(request, doc)
     return TEMPLATES.TemplateResponse(request, "job.html", {
         "project": project, "job": doc, "events": events, "task": task, "final": _final(doc),
-        "log": await _log_tail(request, project, job_id, task)})
+        "log": await _log_tail(request, project, job_id, task), "timeline": timeline(doc, time.time()),
+        "node_counts": json.dumps(_node_counts(doc))})
+
+
+class Bar(NamedTuple):
+    """One attempt on the timeline: where it starts and how wide it is, in percent of the span."""
+
+    seq: int
+    left: float
+    width: float
+    running: bool
+    record: dict[str, Any]
+
+
+def timeline(doc: dict[str, Any], now: float) -> list[Bar]:
+    """A job's attempts (running records) laid out on one time axis, from the first start to the last
+    end (now while one runs)."""
+    records = doc["status"]["running_records"]
+    if not records:
+        return []
+    start = min(r["start_at"] for r in records)
+    end = max(r.get("end_at") or now for r in records)  # a running attempt has no end_at yet
+    span = max(end - start, 1e-9)
+    return [Bar(i, 100 * (r["start_at"] - start) / span,
+                max(0.8, 100 * ((r.get("end_at") or now) - r["start_at"]) / span), not r.get("end_at"), r)
+            for i, r in enumerate(records, 1)]
+
+
+def _node_counts(doc: dict[str, Any]) -> list[list[float]]:
+    """node_count_metrics as uPlot's columns: [times in seconds], [counts] (a step to now while it runs)."""
+    points = [(t / 1000, c) for t, c in doc["status"]["node_count_metrics"]]
+    if points and not _final(doc):
+        points.append((time.time(), points[-1][1]))
+    return [[p[0] for p in points], [p[1] for p in points]]
 
 
 def _final(doc: dict[str, Any]) -> bool:
