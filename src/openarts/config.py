@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import Any
 
 from openarts.core.errors import InvalidObsPath
+from openarts.core.notify import WEBHOOK_SCHEMES
 from openarts.core.spec import check_obs_url
 from openarts.core.suggest import did_you_mean
 from openarts.core.volumes import nfs_path
@@ -410,7 +411,7 @@ def check_notifications(path: Path, table: Mapping[str, Any]) -> None:
         if isinstance(hook, dict):
             check_table(path, where, hook, {"url": string, "secret": any_string}, ("url",))
             hook = hook["url"]
-        if not isinstance(hook, str) or not hook.startswith(("http://", "https://")):
+        if not isinstance(hook, str) or not hook.startswith(WEBHOOK_SCHEMES):
             raise ConfigError(path, where, "must be a webhook URL (http:// or https://) or a table "
                               f"{{ url = ..., secret = ... }}, not {_show(hook)}")
 

@@ -22,6 +22,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openarts.api import errors as api_errors
+from openarts.console.pages import SESSION_COOKIE  # the console's sign-in: a token
 from openarts.core import errors
 from openarts.security.audit import AuditRecord
 from openarts.security.guard import ANONYMOUS, NOTHING_PENDING, Guard, Principal, RequestView, is_mutating
@@ -36,7 +37,6 @@ SIGNED_LOGS = "/logs/download"  # a log link's own signature authenticates it (s
 IAM_TOKENS = "/v3/auth/tokens"
 CONSOLE = "/console/"
 CONSOLE_OPEN = ("/console/signin", "/console/signout", "/console/static/")  # no principal needed
-SESSION_COOKIE = "openarts_session"  # the console's sign-in: a token (console/pages.py)
 CAPTURE_BYTES = 64 * 1024  # of a mutating request's response, to audit its error code or new job id
 
 

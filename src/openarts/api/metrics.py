@@ -7,7 +7,7 @@
 credentials; AK/SK or X-Auth-Token otherwise), unless `[server] metrics_public = true` opens it to any
 scraper that reaches the port (api/auth.py): it holds counts and route templates, never a job's data.
 
-Requests are labelled by route template (`/v2/{project_id}/training-jobs/{training_job_id}`), never by
+Requests are labelled by route template (`/v2/{project_id}/training-jobs/{job_id}`), never by
 raw path, so that ids do not multiply the series; one refused before routing (authentication, size
 limits) is matched against the routes afterwards.
 """

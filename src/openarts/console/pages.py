@@ -61,6 +61,8 @@ def _observe(request: Request) -> ObserveService:
 
 
 SESSION_COOKIE = "openarts_session"  # api/auth.py reads it back as the request's X-Auth-Token
+PROJECT_COOKIE = "openarts_project"  # the project last opened
+TEMPLATES.env.globals["SESSION_COOKIE"] = SESSION_COOKIE
 SESSION_SECONDS = 8 * 3600
 
 
@@ -116,7 +118,7 @@ async def sign_out(request: Request) -> Response:
 
 
 async def home(request: Request) -> Response:
-    project = request.query_params.get("project") or request.cookies.get("openarts_project") or DEFAULT_PROJECT
+    project = request.query_params.get("project") or request.cookies.get(PROJECT_COOKIE) or DEFAULT_PROJECT
     return RedirectResponse(f"/console/{project}/jobs", status_code=303)
 
 
@@ -148,7 +150,7 @@ async def jobs_page(request: Request) -> Response:
         "counts": _jobs(request).phase_counts(project),
         "phases": PHASES, "chosen": set(phases), "name": name, "sort": sort, "order": order, "sorts": SORTS,
         "page": page, "pages": pages, "params": params, "query": _query})
-    response.set_cookie("openarts_project", project, httponly=True, samesite="strict", path="/console")
+    response.set_cookie(PROJECT_COOKIE, project, httponly=True, samesite="strict", path="/console")
     return response
 
 
@@ -184,12 +186,11 @@ def timeline(doc: dict[str, Any], now: float) -> list[Bar]:
     records = doc["status"]["running_records"]
     if not records:
         return []
-    start = min(r["start_at"] for r in records)
-    end = max(r.get("end_at") or now for r in records)  # a running attempt has no end_at yet
+    spans = [(r["start_at"], r.get("end_at") or now) for r in records]  # a running attempt has no end_at yet
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
     span = max(end - start, 1e-9)
-    return [Bar(i, 100 * (r["start_at"] - start) / span,
-                max(0.8, 100 * ((r.get("end_at") or now) - r["start_at"]) / span), not r.get("end_at"), r)
-            for i, r in enumerate(records, 1)]
+    return [Bar(i, 100 * (s - start) / span, max(0.8, 100 * (e - s) / span), not r.get("end_at"), r)
+            for i, (r, (s, e)) in enumerate(zip(records, spans, strict=True), 1)]
 
 
 def _node_counts(doc: dict[str, Any]) -> list[list[float]]:
@@ -217,11 +218,14 @@ async def _log_tail(request: Request, project: str, job_id: str, task: str) -> s
     return str(page["content"])
 
 
+def _live(request: Request, project: str, doc: dict[str, Any]) -> Response:
+    return TEMPLATES.TemplateResponse(request, "_live.html", {"project": project, "job": doc, "final": _final(doc)})
+
+
 async def live(request: Request) -> Response:
     """The parts of a job's page that change while it runs (phase, tasks), polled every 2 s until it ends."""
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
-    doc = _jobs(request).get(project, job_id)
-    return TEMPLATES.TemplateResponse(request, "_live.html", {"project": project, "job": doc, "final": _final(doc)})
+    return _live(request, project, _jobs(request).get(project, job_id))
 
 
 async def log_tail(request: Request) -> Response:
@@ -241,8 +245,7 @@ async def terminate(request: Request) -> Response:
     if request.headers.get("hx-request") != "true":
         return Response("Terminate from the console's page.", status_code=403)
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
-    doc = _jobs(request).terminate(project, job_id, {"action_type": "terminate"})
-    return TEMPLATES.TemplateResponse(request, "_live.html", {"project": project, "job": doc, "final": _final(doc)})
+    return _live(request, project, _jobs(request).terminate(project, job_id, {"action_type": "terminate"}))
 
 
 CONSOLE_ROUTES = [

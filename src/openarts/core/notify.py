@@ -22,6 +22,7 @@ RESTARTED, HANGED, PREEMPTED = "JobRestarted", "JobHanged", "JobPreempted"
 EVENTS = (STARTED, COMPLETED, FAILED, TERMINATED, RESTARTED, HANGED, PREEMPTED)
 DEFAULT_EVENTS = frozenset(EVENTS)
 MAX_TOPIC = 512
+WEBHOOK_SCHEMES = ("http://", "https://")  # what a webhook's URL starts with
 
 
 def event_of(was: Phase, to: Phase) -> str | None:

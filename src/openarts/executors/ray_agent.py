@@ -98,14 +98,15 @@ class RayNodeAgent:
         if self.agent.sandbox is None:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: it has no sandbox: {self.why}")
         task_dir = self._attempt_dir(launch.job_id, launch.seq) / launch.task
-        fetched = self._attempt_dir(launch.job_id, launch.seq) / "ws.tar"  # by `fetch`, in its staging
+        source = self._attempt_dir(launch.job_id, launch.seq) / "ws.tar"  # fetched in its staging (`fetch`)
         tar = task_dir / "ws.tar"
         try:
             shutil.rmtree(task_dir, ignore_errors=True)  # a discarded start may have left it
             task_dir.mkdir(parents=True)
-            if not fetched.exists():  # not prepared (a restart in place), or the node could not fetch then
+            if not source.exists():  # not prepared (a restart in place), or the node could not fetch then
                 server.fetch(workspace_path(launch.job_id, launch.seq), tar)
-            unpack(fetched if fetched.exists() else tar, task_dir / "ws")
+                source = tar
+            unpack(source, task_dir / "ws")
             if launch.image:
                 self._ensure_image(launch.job_id, launch.seq, launch.image, server)
             (task_dir / "outputs").write_text(json.dumps(list(launch.outputs)))

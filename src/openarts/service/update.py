@@ -106,7 +106,7 @@ def _notification(value: Any) -> dict[str, Any]:
         out["events"] = _texts(value["events"], f"{path}.events")
     if value and not out.get("topic_urn"):
         raise _bad(f"{path}.topic_urn", "it is required with a notification ({} removes the notification)")
-    parse_notification(out)  # events are phases, as at create (core/notify.py)
+    parse_notification(out)  # events are training event categories, as at create (core/notify.py)
     return out
 
 

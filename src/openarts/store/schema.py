@@ -159,7 +159,7 @@ notifications = Table(
     "notifications", metadata,  # a job's spec.notification (core/notify.py); no row: none
     Column("job_id", String(36), primary_key=True),
     Column("topic_urn", Text, nullable=False),
-    Column("events", Text, nullable=False),  # the phases announced, comma-separated
+    Column("events", Text, nullable=False),  # the events announced (core/notify.py EVENTS), comma-separated
 )
 
 outbox = Table(

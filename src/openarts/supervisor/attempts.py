@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +71,12 @@ def tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 16384) -> str:
         return ""
     text = data.decode("utf-8", errors="replace").splitlines()
     return "\n".join(text[-lines:])
+
+
+def add_notes(conn: sqlite3.Connection, job_id: str, notes: list[Note], at_ms: int) -> None:
+    """A transfer's notes as the job's events (source Storage; a failed one a Warning)."""
+    for note in notes:
+        w.add_event(conn, job_id, note.text, at_ms, level=note.level, source="Storage")
 
 
 @dataclass
@@ -192,20 +200,22 @@ class AttemptSupervision:
         lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
         sent = self._sent.setdefault(row.id, {})
         handles = [self._handle(row, t) for t in tasks]
+        self.transfers.start(row.id, attempt.seq, Kind.PERIODIC, functools.partial(
+            self._gather_then_upload, handles, functools.partial(ws.upload_outputs, lay, self.store, sent,
+                                                                 only_periodic=True)))
 
-        async def work(cancel: threading.Event) -> list[Note]:
-            missed = await self.executor.gather_outputs(handles, changed_only=True)  # from remote nodes
-            return [Note(line, failed=True) for line in missed] + await asyncio.to_thread(
-                ws.upload_outputs, lay, self.store, sent, cancel, only_periodic=True)
-
-        self.transfers.start(row.id, attempt.seq, Kind.PERIODIC, work)
+    async def _gather_then_upload(self, handles: list[TaskHandle], upload: Callable[[threading.Event], list[Note]],
+                                  cancel: threading.Event) -> list[Note]:
+        """An upload transfer's work: the outputs of tasks on remote nodes brought to the server first
+        (Executor.gather_outputs: only what changed), then `upload` in a thread."""
+        missed = await self.executor.gather_outputs(handles, changed_only=True) if handles else []
+        return [Note(line, failed=True) for line in missed] + await asyncio.to_thread(upload, cancel)
 
     def _requeue_preempted(self, row: JobRow, attempt: AttemptRow, now: int, notes: list[Note]) -> None:
         """A preempted job goes back to the queue (its old position), without using its retry budget."""
         reason = f"preempted by job {row.preempted_by}"
         with self.db.begin() as conn:
-            for note in notes:
-                w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
+            add_notes(conn, row.id, notes, now)
             w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
                          run_ms=self._run_ms(row, now), running_since_ms=0, event=f"Job {reason}: back in the queue.",
                          level="Warning", notify=notify.PREEMPTED)
@@ -321,8 +331,7 @@ class AttemptSupervision:
         if recovery is not None:
             if lines:
                 with self.db.begin() as conn:
-                    for note in lines:
-                        w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
+                    add_notes(conn, row.id, lines, now)
             self._begin_recovery(row, tasks, attempt, term, recovery, now)
             return
         phase, secondary = outcome(term)
@@ -334,8 +343,7 @@ class AttemptSupervision:
                          run_ms=self._run_ms(row, now), running_since_ms=0, message=message,
                          event=f"Job {phase.value.lower()}: {message or term.end_reason}.",
                          level="Info" if phase in (Phase.COMPLETED, Phase.TERMINATED) else "Error")
-            for note in lines:
-                w.add_event(conn, row.id, note.text, now, level=note.level, source="Storage")
+            add_notes(conn, row.id, lines, now)
             if w.close_attempt(conn, row.id, attempt.seq, now, term.end_reason, term.related_task):
                 w.add_node_count(conn, row.id, now, 0)
         tm.FINISHED.labels(phase.value).inc()
@@ -374,11 +382,8 @@ class AttemptSupervision:
                     if lay.uploads else []
                 return lines + ([ws.export_logs(logs, url, self.store, work_dir)] if url and tasks else [])
 
-            async def work(cancel: threading.Event) -> list[Note]:
-                missed = await self.executor.gather_outputs(handles, changed_only=True) if lay.uploads else []
-                return [Note(line, failed=True) for line in missed] + await asyncio.to_thread(upload, cancel)
-
-            self.transfers.start(row.id, attempt.seq, Kind.FINAL, work, after=periodic)
+            self.transfers.start(row.id, attempt.seq, Kind.FINAL, functools.partial(
+                self._gather_then_upload, handles if lay.uploads else [], upload), after=periodic)
             return None
         if not t.done:
             return None

@@ -35,7 +35,7 @@ from openarts.store import jobs as w
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
 from openarts.supervisor import telemetry as tm
 from openarts.supervisor import workspace as ws
-from openarts.supervisor.attempts import AttemptSupervision, Pass, faultpoint
+from openarts.supervisor.attempts import AttemptSupervision, Pass, add_notes, faultpoint
 from openarts.supervisor.transfers import Kind, Note
 
 log = logging.getLogger("openarts.supervisor")
@@ -175,8 +175,7 @@ class AttemptStarts(AttemptSupervision):
             return
         if staged is not None and staged.lines:
             with self.db.begin() as conn:
-                for note in staged.lines:
-                    w.add_event(conn, row.id, note.text, w.now_ms(), level=note.level, source="Storage")
+                add_notes(conn, row.id, staged.lines, w.now_ms())
         workers = [placement_of(t) for t in sorted(tasks, key=lambda t: t.idx)]
         await self._spawn(row, expected, spec, attempt.seq, attempt.start_type, workers, attempt.master_port)
 

@@ -80,9 +80,14 @@ def check_code(spec: JobSpec, store: ObjectStore, rules: CodeRules = CodeRules()
         raise PreparationError(f"Engine {spec.engine.engine_id}: interpreter {spec.engine.python} is missing.")
 
 
+def _copies_code(spec: JobSpec, lay: Layout) -> bool:
+    """Whether staging copies code_dir into the job's code directory (a local one may be used in place)."""
+    return bool(spec.code_dir and lay.code is not None and not lay.code_in_place)
+
+
 def fetches(spec: JobSpec, lay: Layout) -> bool:
     """Whether staging copies anything (code or inputs), or only makes the job's directories."""
-    return bool(lay.inputs) or bool(spec.code_dir and lay.code is not None and not lay.code_in_place)
+    return bool(lay.inputs) or _copies_code(spec, lay)
 
 
 def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = CodeRules(),
@@ -101,7 +106,8 @@ def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = Cod
                                        f"{top} (the system's own, read-only).")
     for path in (lay.home, lay.job_dir, lay.log_dir, lay.root / "cache"):
         real_dir(lay.root, path)
-    if spec.code_dir and lay.code is not None and not lay.code_in_place:
+    if _copies_code(spec, lay):
+        assert spec.code_dir and lay.code is not None
         local = local_code_dir(spec.code_dir)
         real_dir(lay.root, lay.code.parent)
         if lay.code.is_symlink():
