@@ -4,7 +4,8 @@ transition() queues a message in the store's outbox in the very transaction of t
 announces (store/jobs.py), so a message exists if and only if its change was committed, and it
 survives a restart. This loop posts the due ones as JSON to the webhook of their topic
 (`[notifications.topics]`, or the topic itself when it is a URL and `allow_job_urls` is on), a few at
-a time, each with a timeout. A 2xx answer delivers it; anything else is tried again after 1, 2, 4 ...
+a time, each with a timeout; one job's in the order they were queued (its oldest first, each waiting
+for the one before it, retries included; different jobs' side by side). A 2xx answer delivers it; anything else is tried again after 1, 2, 4 ...
 seconds (at most 60) until `retries` more tries failed. Each outcome is an event of the job (source
 "Notification"): delivered, a failed try and when it is tried again, given up, or a topic with no
 webhook. Events name the topic, never the webhook's URL (it often holds a token).
@@ -27,6 +28,7 @@ import orjson
 
 from openarts import __version__
 from openarts.config import Settings
+from openarts.core.notify import WEBHOOK_SCHEMES
 from openarts.store import jobs as w
 from openarts.store.db import Database
 from openarts.supervisor import telemetry as tm
@@ -50,6 +52,7 @@ class Queued(NamedTuple):
     topic_urn: str
     payload: str
     tries: int
+    event: str  # the payload's, read once (core/notify.py EVENTS)
 
 
 class Notifier:
@@ -65,7 +68,7 @@ class Notifier:
 
     def hook_of(self, topic: str) -> Hook | None:
         hook = self.topics.get(topic)
-        if hook is None and self.allow_job_urls and topic.startswith(("http://", "https://")):
+        if hook is None and self.allow_job_urls and topic.startswith(WEBHOOK_SCHEMES):
             hook = Hook(topic)
         return hook
 
@@ -85,9 +88,13 @@ class Notifier:
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """Post the messages that are due; how many there were."""
         with self.db.connect() as conn:
-            rows = [Queued(*r) for r in conn.execute(
-                "SELECT id, job_id, topic_urn, payload, tries FROM outbox WHERE next_ms <= ? ORDER BY next_ms, id "
-                "LIMIT ?", (w.now_ms(), BATCH))]
+            rows = [Queued(id_, job_id, topic, payload, tries, str(orjson.loads(payload).get("event", "")))
+                    for id_, job_id, topic, payload, tries in conn.execute(
+                        # each job's oldest message only: a job's messages arrive in order, a retried one
+                        # before those after it (different jobs' are posted side by side)
+                        "SELECT id, job_id, topic_urn, payload, tries FROM outbox o WHERE next_ms <= ? AND "
+                        "id = (SELECT min(id) FROM outbox WHERE job_id = o.job_id) ORDER BY next_ms, id LIMIT ?",
+                        (w.now_ms(), BATCH))]
         if not rows:
             return 0
         errors = await asyncio.gather(*(self._post(client, r) for r in rows))
@@ -105,7 +112,7 @@ class Notifier:
             return ""  # no webhook: given up at once
         body = row.payload.encode()
         headers = {"Content-Type": "application/json", "User-Agent": f"openarts/{__version__}",
-                   "X-Openarts-Event": str(orjson.loads(body).get("event", ""))}
+                   "X-Openarts-Event": row.event}
         if hook.secret:
             digest = hmac.new(hook.secret.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Openarts-Signature"] = f"sha256={digest}"
@@ -121,10 +128,9 @@ class Notifier:
 
     def _record(self, conn: Any, row: Queued, error: str | None, now: int) -> str:
         """Write the outcome of one try (in the caller's transaction); which outcome it was."""
-        event = str(orjson.loads(row.payload).get("event", ""))
-        topic = row.topic_urn if row.topic_urn in self.topics else "(the job's webhook URL)" \
-            if row.topic_urn.startswith(("http://", "https://")) else row.topic_urn  # never the URL itself
-        what = f"Notification {event} to topic {topic}"
+        job_url = row.topic_urn not in self.topics and row.topic_urn.startswith(WEBHOOK_SCHEMES)
+        topic = "(the job's webhook URL)" if job_url else row.topic_urn  # never the URL itself
+        what = f"Notification {row.event} to topic {topic}"
         tries = row.tries + 1
         if error is None:
             conn.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
