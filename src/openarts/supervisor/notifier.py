@@ -5,10 +5,11 @@ announces (store/jobs.py), so a message exists if and only if its change was com
 survives a restart. This loop posts the due ones as JSON to the webhook of their topic
 (`[notifications.topics]`, or the topic itself when it is a URL and `allow_job_urls` is on), a few at
 a time, each with a timeout; one job's in the order they were queued (its oldest first, each waiting
-for the one before it, retries included; different jobs' side by side). A 2xx answer delivers it; anything else is tried again after 1, 2, 4 ...
-seconds (at most 60) until `retries` more tries failed. Each outcome is an event of the job (source
-"Notification"): delivered, a failed try and when it is tried again, given up, or a topic with no
-webhook. Events name the topic, never the webhook's URL (it often holds a token).
+for the one before it, retries included; different jobs' side by side). A 2xx answer delivers it;
+anything else is tried again after 1, 2, 4 ... seconds (at most 60) until `retries` more tries
+failed. Each outcome is an event of the job (source "Notification"): delivered, a failed try and when
+it is tried again, given up, or a topic with no webhook. Events name the topic, never the webhook's
+URL (it often holds a token).
 
 With a `secret`, each body is signed: `X-Openarts-Signature: sha256=<hex HMAC-SHA256 of the body>`.
 """
