@@ -42,6 +42,8 @@ def test_the_job_list_filters_searches_sorts_and_pages(server: Server) -> None:
         by_name = c.get(f"/console/{PROJECT}/jobs", params={"name": "c-1", "sort": "name", "order": "asc"})
         assert _rows(by_name.text) == [f"c-{i}" for i in range(10, 20)]
         assert c.get("/console/static/vendor/htmx.min.js").status_code == 200
+        far = c.get(f"/console/{PROJECT}/jobs", params={"page": "99999999999"})  # past the search's reach
+        assert far.status_code == 200 and "No job matches." in far.text
 
 
 def test_a_jobs_page_shows_its_essentials_tasks_attempts_and_events(server: Server) -> None:

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from openarts.core import errors
+from openarts.core.inputs import MAX_SEARCH_OFFSET
 from openarts.core.phases import TERMINAL, Phase
 from openarts.security.guard import Guard
 from openarts.service.jobs import JobService
@@ -136,6 +137,7 @@ async def jobs_page(request: Request) -> Response:
     sort = q.get("sort", "create_time") if q.get("sort") in SORTS else "create_time"
     order = "asc" if q.get("order") == "asc" else "desc"
     page = int(q["page"]) if q.get("page", "").isdigit() and int(q["page"]) > 0 else 1
+    page = min(page, MAX_SEARCH_OFFSET // PAGE_SIZE + 1)  # a page past the search's reach is its last one
     filters: list[dict[str, Any]] = []
     if phases:
         filters.append({"key": "phase", "operator": "in", "value": phases})
