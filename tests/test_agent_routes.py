@@ -13,9 +13,20 @@ import httpx
 import pytest
 
 from conftest import Server as RunningServer
-from openarts.executors.bundles import WORKSPACE, Server, TransferError, outputs_path, pack, workspace_path
+from openarts.executors.bundles import (
+    WORKSPACE,
+    Server,
+    TransferError,
+    input_path,
+    outputs_path,
+    pack,
+    workspace_path,
+)
+from openarts.executors.ray import pack_attempt
 from openarts.security.attempt_tokens import AttemptTokens
 from openarts.security.secretbox import load_master_key
+from openarts.storage.cache import CachedInputs, digest
+from openarts.storage.obs import ObjectInfo
 
 
 def _attempt(server: RunningServer) -> tuple[str, Path, AttemptTokens]:
@@ -40,6 +51,24 @@ def test_an_agent_fetches_its_attempts_files_with_its_token_only(server: Running
     with pytest.raises(TransferError, match="HTTP 404"):  # the attempt has no files (yet, or any more)
         Server(server.url, tokens.token(job_id, 2)).fetch(workspace_path(job_id, 2), tmp_path / "no.tar")
 
+
+
+def test_a_cached_input_is_served_only_when_the_attempt_lists_it(server: RunningServer, tmp_path: Path) -> None:
+    job_id, attempt, tokens = _attempt(server)
+    data = attempt.parent.parent / "home" / "ma-user" / "inputs" / "d"
+    data.mkdir(parents=True)
+    (data / "a.bin").write_bytes(b"z" * 1000)
+    obj = ObjectInfo("a.bin", "obs://bkt/d/a.bin", 1000, "etag")
+    pack_attempt(attempt, [(str(attempt.parent.parent / "home" / "ma-user"), "m0")],
+                 (CachedInputs(str(data), "obs://bkt/d/", "p", "s3:x", (obj,)),))
+    agent = Server(server.url, tokens.token(job_id, 1))
+    agent.fetch(input_path(job_id, 1, digest("s3:x", obj)), tmp_path / "a.bin")
+    assert (tmp_path / "a.bin").read_bytes() == b"z" * 1000
+    for name in (digest("s3:y", obj), "0" * 64, "..%2F..%2Fopenarts.db", "inputs.json"):  # not listed: nothing
+        with pytest.raises(TransferError, match="HTTP 404"):
+            agent.fetch(input_path(job_id, 1, name), tmp_path / "no")
+    with pytest.raises(TransferError, match="HTTP 401"):  # another attempt's token
+        Server(server.url, tokens.token(job_id, 2)).fetch(input_path(job_id, 1, digest("s3:x", obj)), tmp_path / "no")
 
 def _tar(path: Path, members: dict[str, bytes]) -> Path:
     with tarfile.open(path, "w") as tar:

@@ -7,6 +7,7 @@ so its own node agents), whose agents are killed when the test ends."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shlex
 import signal
@@ -193,6 +194,50 @@ def test_outputs_go_up_from_a_ray_node_while_the_job_runs_and_at_its_end(ray_ser
     assert wait_phase(sdk, job_id, timeout=60).status.phase == "Terminated"
     assert [(bucket / n).read_text() for n in ("a1", "a2", "a3")] == ["one\n", "two\n", "three\n"]
     assert not list((tmp_path / "nodes").glob(f"*/jobs/{job_id}"))
+
+
+def test_a_dataset_crosses_to_a_node_once_and_later_jobs_link_it_from_the_nodes_cache(
+        ray_server: Any, s3: Any, tmp_path: Path) -> None:
+    """Inputs staged from S3 through the server's cache are left out of the attempt's tar: the node fetches
+    each entry its own cache lacks from the server, once; a second job on the same node (a GPU flavor: only
+    node_b has GPUs) fetches nothing and links the same read-only entries."""
+    import obstore
+
+    from openarts.storage.s3 import S3ObjectStore, S3Options
+    from s3_support import ACCESS_KEY, SECRET_KEY
+
+    blob = os.urandom(300_000)
+    store = S3ObjectStore(S3Options(endpoint=s3.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY))
+    obstore.put(store._store("bkt"), "rayds/a.bin", blob)
+    obstore.put(store._store("bkt"), "rayds/sub/b.txt", b"cached input\n")
+    server = ray_server(s3.config())
+    sdk = _sdk(server)
+    data = "/home/ma-user/modelarts/inputs/data_url_0"
+    script = f"cat {data}/sub/b.txt; md5sum {data}/a.bin; test -w {data}/a.bin || echo read-only; :"
+
+    def run(name: str) -> tuple[str, list[str]]:
+        body = ray_body(name, script)
+        body["spec"]["resource"]["flavor_id"] = "ray.gpu.1"
+        body["algorithm"]["inputs"] = [{"name": "data_url", "remote": {"obs": {"obs_url": "obs://bkt/rayds/"}}}]
+        job_id = create_id(sdk, body)
+        job = wait_phase(sdk, job_id, timeout=90)
+        log = preview(sdk, job_id).content
+        assert job.status.phase == "Completed", log
+        events = sdk.list_training_job_events(ListTrainingJobEventsRequest(training_job_id=job_id)).events
+        return log, [e.message for e in events]
+
+    digest = hashlib.md5(blob).hexdigest()
+    log, events = run("ray-cache-1")
+    assert "cached input\n" in log and digest in log and "read-only" in log
+    assert any(m.startswith("Inputs on node ") and m.endswith(": 0.3 MB fetched.") for m in events), events
+    log, events = run("ray-cache-2")
+    assert "cached input\n" in log and digest in log and "read-only" in log
+    assert any("(0.0 MB fetched, 0.3 MB from the node's cache)" in m for m in events), events  # the server's
+    assert any(m.startswith("Inputs on node ") and m.endswith(": 0.0 MB fetched, 0.3 MB from the node's cache.")
+               for m in events), events  # and the node's: nothing crossed to it again
+    entries = [p for p in (tmp_path / "nodes").glob("*/cache/*/*/*") if p.is_file()]
+    assert sorted(p.stat().st_size for p in entries) == [13, 300_000]
+    assert all(not p.stat().st_mode & 0o222 for p in entries)
 
 
 def test_an_unreachable_cluster_is_one_clear_line_at_start(tmp_path: Path) -> None:

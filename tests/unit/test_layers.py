@@ -8,7 +8,7 @@ Layers, bottom to top; a package may import its own modules and those of the lay
     scheduler    plan(): pure placement                 core
     storage      obs:// on a directory                  core
     security     signer, credentials, tokens, audit     core, config
-    executors    run and watch processes                core, config
+    executors    run and watch processes                core, config, storage
     supervisor   the reconcile loop                     core, config, store, scheduler, storage, executors
     service      the operations behind the routes       core, config, store, scheduler, storage, security,
                                                         executors
@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "scheduler": {"core"},
     "storage": {"core"},
     "security": {"core", "config"},
-    "executors": {"core", "config"},
+    "executors": {"core", "config", "storage"},
     "supervisor": BELOW_SERVICES,
     "service": BELOW_SERVICES | {"security"},
     "console": BELOW_SERVICES | {"security", "service"},

@@ -4,6 +4,7 @@ attempt files' packing and tokens, the URL agents reach the server at."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import pytest
 
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL
-from openarts.executors.bundles import pack, unpack
-from openarts.executors.ray import namespace_of, node_of, pool_of, server_url_of
+from openarts.executors.bundles import INPUTS, SERVED, WORKSPACE, pack, unpack
+from openarts.executors.ray import namespace_of, node_of, pack_attempt, pool_of, server_url_of
 from openarts.security.attempt_tokens import AttemptTokens
+from openarts.storage.cache import CachedInputs, digest
+from openarts.storage.obs import ObjectInfo
 
 NODE = {"NodeID": "ab" * 28, "NodeManagerAddress": "10.0.0.7", "Alive": True,
         "Resources": {"CPU": 8.0, "GPU": 2.0, "memory": 64 * 2**30, "object_store_memory": 2**30,
@@ -120,3 +123,32 @@ def test_a_periodic_send_packs_only_what_changed_since_the_last(tmp_path: Path) 
     assert files == sorted(packed) == ["outputs/c", "outputs/sub/b"]
     unpack(tmp_path / "2.tar", tmp_path / "server")
     assert (tmp_path / "server" / "outputs" / "sub" / "b").read_text() == "bb"
+
+
+def test_cached_inputs_are_listed_in_the_attempts_tar_not_packed(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    (job / "code").mkdir(parents=True)
+    (job / "code" / "train.py").write_text("print(1)")
+    data, other = job / "inputs" / "data", job / "inputs" / "other"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.bin").write_bytes(b"x" * 100)
+    (data / "sub" / "b.txt").write_bytes(b"y" * 10)
+    other.mkdir()
+    (other / "c.txt").write_bytes(b"changed since it was staged")
+    objs = (ObjectInfo("a.bin", "obs://b/d/a.bin", 100, "e1"), ObjectInfo("sub/b.txt", "obs://b/d/sub/b.txt", 10, "e2"))
+    inputs = (CachedInputs(str(data), "obs://b/d/", "proj", "s3:x", objs),
+              CachedInputs(str(other), "obs://b/o/", "proj", "s3:x", (ObjectInfo("c.txt", "obs://b/o/c", 5, "e3"),)),
+              CachedInputs(str(tmp_path / "elsewhere"), "obs://b/e/", "proj", "s3:x", ()))
+    where = tmp_path / "attempt"
+    pack_attempt(where, [(str(job), "m0")], inputs)
+    with tarfile.open(where / WORKSPACE) as tar:
+        names = tar.getnames()
+        first = tar.getmembers()[0]
+        listed = CachedInputs.loads(tar.extractfile(first).read().decode())  # type: ignore[union-attr]
+    assert names[0] == INPUTS
+    assert "m0/code/train.py" in names and "m0/inputs/other/c.txt" in names  # changed since: in the tar
+    assert "m0/inputs/data/a.bin" not in names and "m0/inputs/data/sub/b.txt" not in names
+    assert "m0/inputs/data/sub" in names  # its directories still travel
+    assert [(c.dir, c.objects) for c in listed] == [("m0/inputs/data", objs)]
+    served = json.loads((where / SERVED).read_text())
+    assert served == {digest("s3:x", objs[0]): str(data / "a.bin"), digest("s3:x", objs[1]): str(data / "sub/b.txt")}

@@ -24,6 +24,12 @@ async def packed(request: Request) -> Response:
     return FileResponse(path, media_type="application/x-tar")
 
 
+async def cached_input(request: Request) -> Response:
+    p = request.path_params
+    path = _files(request).cached_input(p["job_id"], p["seq"], p["digest"], request.headers.get("authorization", ""))
+    return FileResponse(path, media_type="application/octet-stream")
+
+
 DRAIN_BYTES = 16 << 20  # what a refused upload may still send, read and dropped, so its refusal arrives
 
 
@@ -51,5 +57,6 @@ async def _drain(request: Request) -> None:
 
 AGENT_ROUTES = [
     Route(PREFIX + "jobs/{job_id}/attempts/{seq}/{what}", packed, methods=["GET"]),
+    Route(PREFIX + "jobs/{job_id}/attempts/{seq}/inputs/{digest}", cached_input, methods=["GET"]),
     Route(PREFIX + "jobs/{job_id}/attempts/{seq}/tasks/{task}/outputs", outputs, methods=["PUT"]),
 ]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from openarts.storage.cache import CachedInputs
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -157,10 +159,12 @@ class Executor(Protocol):
         ...
 
     async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
-                      cancel: threading.Event) -> None:
-        """Make an attempt's staged directories (`mounts`) and image ready on its `nodes`. Slow (it may
-        copy): called in the attempt's staging transfer, never in a pass; StartError if it cannot, or
-        soon after `cancel` is set. `start` does it itself for an attempt that was not prepared."""
+                      cancel: threading.Event, inputs: tuple[CachedInputs, ...] = ()) -> list[str]:
+        """Make an attempt's staged directories (`mounts`) and image ready on its `nodes`; lines for the
+        job's events. Slow (it may copy): called in the attempt's staging transfer, never in a pass;
+        StartError if it cannot, or soon after `cancel` is set. `start` does it itself for an attempt that
+        was not prepared. `inputs`: the directories staged through the server's cache, which a node may
+        take from a cache of its own."""
         ...
 
     def watch(self, handle: TaskHandle, on_exit: Callable[[], None]) -> None:

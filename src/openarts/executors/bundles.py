@@ -10,6 +10,11 @@ the server's tar of its unpacked image, which a node fetches once per digest). A
 token (security/attempt_tokens.py); with TLS the agent trusts only the server's own certificate, which
 it is given.
 
+Inputs the server staged through its cache (storage/cache.py) are left out of the tar: its first member,
+`INPUTS`, lists them, and a node takes each from a cache of its own, fetching from the server
+(`.../inputs/{digest}`) only the entries it lacks: a dataset used by many jobs crosses the network once
+per node.
+
 Transfers stream through files, never whole in memory: a checkpoint may be larger than a node's RAM.
 Unpacking uses tarfile's data filter (no absolute paths, no member or link leaving the directory); an
 image's root filesystem the tar filter, which keeps its absolute links.
@@ -22,15 +27,23 @@ import os
 import shutil
 import ssl
 import tarfile
+import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from openarts.storage.cache import digest
+from openarts.storage.obs import ObjectInfo, check_cancel, file_md5
+
 WORKSPACE = "workspace.tar"  # in the attempt's directory on the server
 IMAGE = "image.tar"  # there too, for a job with a custom image: a link to the image's tar (executors/images.py)
+INPUTS = "inputs.json"  # there too, and the tar's first member: the inputs left out of it (CachedInputs)
+SERVED = "inputs-served.json"  # there only: each of those inputs' digest -> the file the server sends
+FETCHES = 8  # a node's concurrent fetches of cache entries from the server
 TIMEOUT = 60.0  # seconds without progress on a transfer's connection
 CHUNK = 1 << 20
 
@@ -101,9 +114,36 @@ def outputs_path(job_id: str, seq: int, task: str) -> str:
     return f"/internal/agents/jobs/{job_id}/attempts/{seq}/tasks/{task}/outputs"
 
 
+def input_path(job_id: str, seq: int, name: str) -> str:
+    return f"/internal/agents/jobs/{job_id}/attempts/{seq}/inputs/{name}"
+
+
+class ServerInputs:
+    """The server as a node cache's source (storage/cache.py `Source`): the objects of one staged input
+    directory, each fetched by its digest from the attempt's route; sizes and known MD5s are checked."""
+
+    def __init__(self, server: Server, job_id: str, seq: int, store_id: str, objects: tuple[ObjectInfo, ...]) -> None:
+        self.server, self.job_id, self.seq, self.store_id, self.objects = server, job_id, seq, store_id, objects
+
+    def listing(self, url: str) -> list[ObjectInfo]:
+        return list(self.objects)
+
+    def fetch(self, items: list[tuple[ObjectInfo, Path]], cancel: threading.Event | None = None) -> int:
+        def one(item: tuple[ObjectInfo, Path]) -> None:
+            obj, dest = item
+            check_cancel(cancel)
+            self.server.fetch(input_path(self.job_id, self.seq, digest(self.store_id, obj)), dest)
+            if obj.md5 and file_md5(dest) != obj.md5:
+                raise OSError(f"{obj.source}: its checksum does not match after the fetch from the server")
+
+        with ThreadPoolExecutor(min(FETCHES, max(1, len(items)))) as pool:
+            list(pool.map(one, items))
+        return 0  # nothing resumed: a node's fetch from the server starts over
+
+
 def pack(dest: Path, dirs: list[tuple[str, str]], wanted: Callable[[str, int, float], bool] | None = None,
          packed: dict[str, tuple[int, float]] | None = None) -> None:
-    """A tar file of each (directory, name) pair, its entries under `name`; links are kept as links;
+    """A tar file of each (directory or file, name) pair, its entries under `name`; links are kept as links;
     written beside `dest` and renamed, so a reader never sees half of one. With `wanted`, a regular
     file goes in only if wanted(entry name, size, mtime); `packed` records those that did."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +160,7 @@ def pack(dest: Path, dirs: list[tuple[str, str]], wanted: Callable[[str, int, fl
 
         with tarfile.open(tmp, mode="w") as tar:
             for path, name in dirs:
-                if os.path.isdir(path):
+                if os.path.exists(path):
                     tar.add(path, arcname=name, filter=keep if wanted is not None or packed is not None else None)
         os.replace(tmp, dest)
     finally:

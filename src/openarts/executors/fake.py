@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
+from openarts.storage.cache import CachedInputs
 
 
 @dataclass
@@ -77,8 +78,8 @@ class FakeExecutor:
         return True
 
     async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
-                      cancel: threading.Event) -> None:
-        pass  # the workers see the server's own directories
+                      cancel: threading.Event, inputs: tuple[CachedInputs, ...] = ()) -> list[str]:
+        return []  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:
         return run_dir / "log"

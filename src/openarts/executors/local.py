@@ -20,6 +20,7 @@ from openarts.executors.agent import NodeAgent
 from openarts.executors.base import Key, Mount, TaskHandle, TaskLaunch, TaskState, Usage
 from openarts.executors.images import ImageStore
 from openarts.executors.sandbox import Sandbox
+from openarts.storage.cache import CachedInputs
 
 
 class LocalExecutor:
@@ -74,8 +75,8 @@ class LocalExecutor:
     prepares = False  # the workers see the server's own directories
 
     async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
-                      cancel: threading.Event) -> None:
-        pass  # the workers see the server's own directories
+                      cancel: threading.Event, inputs: tuple[CachedInputs, ...] = ()) -> list[str]:
+        return []  # the workers see the server's own directories
 
     def log_path(self, run_dir: Path) -> Path:
         return self.agent.log_path(run_dir)

@@ -36,8 +36,10 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -47,10 +49,11 @@ from typing import Any
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL, Catalog, Node
 from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
-from openarts.executors.bundles import IMAGE, WORKSPACE, Server, pack
+from openarts.executors.bundles import IMAGE, INPUTS, SERVED, WORKSPACE, Server, pack
 from openarts.executors.images import ImageStore
 from openarts.executors.ray_agent import LOG_CHUNK, RayNodeAgent
 from openarts.executors.sandbox import RootImage
+from openarts.storage.cache import CachedInputs, digest
 
 log = logging.getLogger("openarts.ray")
 
@@ -114,6 +117,44 @@ def server_url_of(settings: Settings, node_ip: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def pack_attempt(where: Path, dirs: list[tuple[str, str]], inputs: tuple[CachedInputs, ...]) -> None:
+    """The attempt's tar of its directories (each (directory, m<i>)) in `where`, but the files of the
+    cached `inputs`: those are listed in the tar's first member, and the server's file for each is noted
+    for the route that serves them."""
+    listed, served = _on_nodes(inputs, dirs)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / SERVED).write_text(json.dumps(served))
+    (where / INPUTS).write_text(CachedInputs.dumps(listed))
+    left_out = {f"{c.dir}/{o.rel}" for c in listed for o in c.objects}
+    pack(where / WORKSPACE, [(str(where / INPUTS), INPUTS), *dirs],
+         (lambda name, size, mtime: name not in left_out) if left_out else None)
+
+
+def _on_nodes(inputs: tuple[CachedInputs, ...], dirs: list[tuple[str, str]]
+              ) -> tuple[list[CachedInputs], dict[str, str]]:
+    """The cached input directories as the nodes see them (`dir` below the tar's m<i>), and the server's
+    file for each entry's digest. A directory outside the packed ones, or one whose files are no longer as
+    listed, is left in the tar."""
+    listed, served = [], {}
+    for c in inputs:
+        here = Path(c.dir)
+        inside = [(name, here.relative_to(host)) for host, name in dirs if here.is_relative_to(host)]
+        if not inside or not all(_as_listed(here / o.rel, o.size) for o in c.objects):
+            continue
+        name, rel = min(inside, key=lambda x: len(x[1].parts))  # the deepest directory holding it
+        listed.append(dataclasses.replace(c, dir=f"{name}/{rel}" if rel.parts else name))
+        served.update({digest(c.store_id, o): str(here / o.rel) for o in c.objects})
+    return listed, served
+
+
+def _as_listed(path: Path, size: int) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
 def assigned_gpus() -> list[int]:
     """Run by Ray inside a bundle: the GPU ids Ray assigned to it."""
     import ray
@@ -138,7 +179,8 @@ class RayExecutor:
         self._agent_class: Any = ray.remote(RayNodeAgent)
         self._gpu_probe: Any = ray.remote(assigned_gpus)
         self.server_url = server_url_of(settings, ray.util.get_node_ip_address())
-        self._agent_args = (settings.ray_node_dir, [str(p) for p in hidden], [str(p) for p in read_only])
+        self._agent_args = (settings.ray_node_dir, [str(p) for p in hidden], [str(p) for p in read_only],
+                            int(settings.staging_cache_gb * 2**30))
         self.agents: dict[str, Any] = {}  # node id -> actor handle, for the nodes in the catalog
         self.alive: set[str] = set()
         self._watched: dict[Key, tuple[TaskHandle, Callable[[], None]]] = {}
@@ -291,7 +333,8 @@ class RayExecutor:
         attempt = (launch.job_id, launch.seq)
         image = self._image_of(launch) if launch.image else None
         if attempt not in self._packed:  # once per attempt: what its nodes fetch from the server
-            await asyncio.to_thread(self._offer, launch.job_id, launch.seq, launch.mounts, image)
+            await asyncio.to_thread(self._offer, launch.job_id, launch.seq, launch.mounts, image,
+                                    self._earlier_inputs(launch.job_id, launch.seq))
         if image is not None and self.images is not None:  # every node runs the very image pulled here
             launch = dataclasses.replace(launch, image=self.images.pinned(launch.image, image.digest))
         try:
@@ -304,6 +347,19 @@ class RayExecutor:
             raise
         return handle
 
+    def _earlier_inputs(self, job_id: str, seq: int) -> tuple[CachedInputs, ...]:
+        """For an attempt not prepared (a restart in place: nothing was staged since), the cached inputs
+        its job's latest earlier attempt listed; `_on_nodes` checks they are still as listed."""
+        attempts = self.settings.attempts_dir(job_id, seq).parent
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            earlier = sorted((int(d.name) for d in attempts.iterdir() if d.name.isdigit() and int(d.name) < seq),
+                             reverse=True)
+            for n in earlier:
+                path = self.settings.attempts_dir(job_id, n) / INPUTS
+                if path.exists():
+                    return tuple(CachedInputs.loads(path.read_text()))
+        return ()
+
     def _image_of(self, launch: TaskLaunch) -> RootImage:
         """The job's image, pulled on this server before the start."""
         image = self.images.lookup(launch.image) if self.images is not None else None
@@ -312,28 +368,33 @@ class RayExecutor:
         return image
 
     async def prepare(self, job_id: str, seq: int, nodes: list[str], mounts: tuple[Mount, ...], image: str,
-                      cancel: threading.Event) -> None:
+                      cancel: threading.Event, inputs: tuple[CachedInputs, ...] = ()) -> list[str]:
         """In the attempt's staging transfer: pack its directories, then have each of its nodes fetch
-        them (and its image, unless the node has it), so that the start that follows copies nothing
-        across the network. A node that cannot fetch now is left to fetch at its start (a start failure
-        there is retried as such)."""
+        them (and its image, unless the node has it, and the cached `inputs` its cache lacks), so that
+        the start that follows copies nothing across the network. A node that cannot fetch now is left
+        to fetch at its start (a start failure there is retried as such)."""
         pulled = None
         if image:
             pulled = self.images.lookup(image) if self.images is not None else None
             if pulled is None:
                 raise StartError(f"image {image} is not on this server")
-        await asyncio.to_thread(self._offer, job_id, seq, mounts, pulled)
+        await asyncio.to_thread(self._offer, job_id, seq, mounts, pulled, inputs)
         if cancel.is_set():
             raise StartError("cancelled")
         ref = self.images.pinned(image, pulled.digest) if pulled is not None and self.images is not None else ""
         server = self._server(job_id, seq)
 
+        lines: list[str] = []
+
         async def fetch(node: str) -> None:
             try:
-                await self._call(node, "fetch", job_id, seq, server, ref, timeout=TRANSFER_SECONDS)
+                amounts = await self._call(node, "fetch", job_id, seq, server, ref, timeout=TRANSFER_SECONDS)
             except Exception as exc:
                 log.warning("job %s attempt %d: node %s did not fetch its files ahead of the start: %s",
                             job_id, seq, node, exc)
+                return
+            if amounts:
+                lines.append(f"Inputs on node {node}: {amounts}.")
         pending = {asyncio.ensure_future(fetch(n)) for n in sorted(set(nodes))}
         while pending:  # a terminate stops the wait (the nodes' downloads end on their own; release removes them)
             _, pending = await asyncio.wait(pending, timeout=0.5)
@@ -341,17 +402,19 @@ class RayExecutor:
                 for t in pending:
                     t.cancel()
                 raise StartError("cancelled")
+        return sorted(lines)
 
-    def _offer(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: RootImage | None) -> None:
-        """Pack the attempt's directories, and link its image's tar, where the agents' routes serve them
-        (slow: in a thread)."""
+    def _offer(self, job_id: str, seq: int, mounts: tuple[Mount, ...], image: RootImage | None,
+               inputs: tuple[CachedInputs, ...]) -> None:
+        """Pack the attempt's directories but the cached `inputs` (listed in the tar instead, for the
+        nodes' caches), and link its image's tar, where the agents' routes serve them (slow: in a thread)."""
         if not self.server_url:
             raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
                              "(set [server] ray_server_url)")
         where = self.settings.attempts_dir(job_id, seq)
         dirs = [(m.host, f"m{i}") for i, m in enumerate(mounts) if not m.shared]  # volumes: on each node
         try:
-            pack(where / WORKSPACE, dirs)
+            pack_attempt(where, dirs, inputs)
             if image is not None and self.images is not None:
                 tar = self.images.bundle_tar(image)
                 (where / IMAGE).unlink(missing_ok=True)

@@ -6,12 +6,15 @@ agent that Ray restarts on its node re-adopts them from their run directories. E
 keeps lies under its node directory, `ROOT/<node id>/jobs/<job>/<attempt>/<task>/`:
 
     ../ws.tar  the attempt's directories as fetched from the server in its staging (`fetch`), once per node
-    ws/m<i>/   the job's directories (code, inputs, home), unpacked from it
+    ../inputs/ links to the attempt's cached inputs, made in its staging (they hold the entries it uses)
+    ws/m<i>/   the job's directories (code, inputs, home), unpacked from it; cached inputs linked in
     run/       the shim's files: log, worker.pid, exit, sandbox.json, env
     mounts     each ws/m<i> and the container path it is bound at
     outputs    the container paths of the output channels, for `send_outputs`
 
-and custom images under `ROOT/<node id>/images/bundles/<digest>/`, fetched from the server once per digest.
+and custom images under `ROOT/<node id>/images/bundles/<digest>/`, fetched from the server once per digest;
+inputs the server staged through its cache under `ROOT/<node id>/cache/`, the node's own staging cache
+(storage/cache.py, the same rules and names), fetched from the server once per entry (executors/bundles.py).
 
 Workers always run in the node's sandbox, at ModelArts' paths, whatever node they land on. This module
 imports Ray only inside the actor's methods, so that it loads where Ray is not installed.
@@ -32,9 +35,20 @@ from pathlib import Path
 
 from openarts.executors.agent import NodeAgent
 from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
-from openarts.executors.bundles import Server, TransferError, image_path, outputs_path, pack, unpack, workspace_path
+from openarts.executors.bundles import (
+    INPUTS,
+    Server,
+    ServerInputs,
+    TransferError,
+    image_path,
+    outputs_path,
+    pack,
+    unpack,
+    workspace_path,
+)
 from openarts.executors.images import ImageError, ImageStore
 from openarts.executors.sandbox import Sandbox, SandboxUnavailable
+from openarts.storage.cache import CachedInputs, Staged, StagingCache
 
 LOG_CHUNK = 4 << 20  # most bytes of one task's log that one read returns
 READ_BYTES = 16 << 20  # most log bytes one read_logs call returns, all its tasks together
@@ -43,7 +57,7 @@ READ_BYTES = 16 << 20  # most log bytes one read_logs call returns, all its task
 class RayNodeAgent:
     """The actor's class; `ray.remote` is applied by the executor."""
 
-    def __init__(self, root: str, hidden: list[str], read_only: list[str]) -> None:
+    def __init__(self, root: str, hidden: list[str], read_only: list[str], cache_bytes: int = 0) -> None:
         import ray
 
         self.node_id: str = ray.get_runtime_context().get_node_id()
@@ -62,6 +76,9 @@ class RayNodeAgent:
         self.agent = NodeAgent(box, self.images, detached=True)
         self.exits = ExitWatch()
         self._sent: dict[Key, dict[str, tuple[int, float]]] = {}  # per task: what send_outputs sent, by name
+        self._cache_bytes = cache_bytes
+        self._caches: dict[str, StagingCache] = {}  # the node's cache of inputs, per store the server names
+        self._cache_lock = threading.Lock()  # guards _caches
 
     def info(self) -> dict[str, object]:
         return {"node_id": self.node_id, "pid": os.getpid(), "root": str(self.root), "sandbox": self.why}
@@ -74,9 +91,10 @@ class RayNodeAgent:
         return dataclasses.replace(handle, run_dir=self._attempt_dir(handle.job_id, handle.seq) / handle.task / "run")
 
     # -- the NodeAgent's calls ---------------------------------------------------------------------
-    def fetch(self, job_id: str, seq: int, server: Server, image: str) -> None:
+    def fetch(self, job_id: str, seq: int, server: Server, image: str) -> str:
         """Fetch an attempt's packed directories to this node, and its image unless the node has it:
-        called in the attempt's staging, so that `start` only unpacks from this node's disk."""
+        called in the attempt's staging, so that `start` only unpacks from this node's disk; the amounts
+        of cached inputs it took ("" when none)."""
         where = self._attempt_dir(job_id, seq)
         try:
             where.mkdir(parents=True, exist_ok=True)
@@ -91,8 +109,27 @@ class RayNodeAgent:
                 part.unlink(missing_ok=True)
             if image:
                 self._ensure_image(job_id, seq, image, server)
-        except (OSError, TransferError, ImageError) as exc:
+            shutil.rmtree(where / "inputs", ignore_errors=True)
+            staged = self._stage_inputs(job_id, seq, server, _listed(where / "ws.tar"), where / "inputs")
+        except (OSError, TransferError, ImageError, tarfile.TarError, ValueError) as exc:
             raise StartError(f"node {self.node_id} cannot fetch the files of attempt {seq}: {exc}") from exc
+        return staged.amounts() if staged.files else ""
+
+    def _stage_inputs(self, job_id: str, seq: int, server: Server, listed: list[CachedInputs], into: Path) -> Staged:
+        """Link each listed input directory's files under `into` (at its `dir`) from this node's cache,
+        fetching from the server the entries the cache lacks; the amounts, all directories together."""
+        total = Staged(0, 0, 0, 0)
+        for c in listed:
+            dest = into / c.dir
+            if Path(c.dir).is_absolute() or ".." in Path(c.dir).parts:
+                raise ValueError(f"input directory {c.dir!r} is not inside the attempt's")
+            with self._cache_lock:
+                cache = self._caches.setdefault(c.store_id, StagingCache(self.root / "cache", self._cache_bytes,
+                                                                         c.store_id))
+            one = cache.stage(ServerInputs(server, job_id, seq, c.store_id, c.objects), c.url, dest, c.scope)
+            total = Staged(total.files + one.files, total.fetched + one.fetched, total.cached + one.cached,
+                           total.resumed + one.resumed)
+        return total
 
     def start(self, launch: TaskLaunch, server: Server) -> TaskHandle:
         if self.agent.sandbox is None:
@@ -107,10 +144,15 @@ class RayNodeAgent:
                 server.fetch(workspace_path(launch.job_id, launch.seq), tar)
                 source = tar
             unpack(source, task_dir / "ws")
+            listed = task_dir / "ws" / INPUTS
+            if listed.exists():
+                self._stage_inputs(launch.job_id, launch.seq, server, CachedInputs.loads(listed.read_text()),
+                                   task_dir / "ws")
+                listed.unlink()
             if launch.image:
                 self._ensure_image(launch.job_id, launch.seq, launch.image, server)
             (task_dir / "outputs").write_text(json.dumps(list(launch.outputs)))
-        except (OSError, tarfile.TarError, TransferError, ImageError) as exc:
+        except (OSError, tarfile.TarError, TransferError, ImageError, ValueError) as exc:
             raise StartError(f"cannot start {launch.task} on node {self.node_id}: its files: {exc}") from exc
         finally:
             tar.unlink(missing_ok=True)
@@ -245,6 +287,16 @@ class RayNodeAgent:
 
     def free_port(self) -> int:
         return self.agent.free_port()
+
+
+def _listed(tar_path: Path) -> list[CachedInputs]:
+    """The cached inputs an attempt's tar lists (its first member), without reading the rest of it."""
+    with tarfile.open(tar_path, mode="r") as tar:
+        first = tar.next()
+        if first is None or first.name != INPUTS or not first.isfile():
+            return []
+        fh = tar.extractfile(first)
+        return CachedInputs.loads(fh.read().decode()) if fh is not None else []
 
 
 class ExitWatch:

@@ -4,6 +4,7 @@ for the outputs they send back (executors/bundles.py). Every call names the atte
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import tarfile
@@ -12,11 +13,12 @@ from pathlib import Path
 
 from openarts.config import Settings
 from openarts.core import errors
-from openarts.executors.bundles import IMAGE, WORKSPACE, unpack
+from openarts.executors.bundles import IMAGE, SERVED, WORKSPACE, unpack
 from openarts.security.attempt_tokens import AttemptTokens
 
 JOB_RE = re.compile(r"[0-9a-f-]{1,64}")
 TASK_RE = re.compile(r"worker-(0|[1-9][0-9]{0,5})")
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 PACKED = {"workspace": WORKSPACE, "image": IMAGE}
 NOT_OUTPUTS = ("attempts",)  # the server's records of the job's attempts; an agent sends outputs only
 
@@ -41,6 +43,19 @@ class AttemptFiles:
             raise errors.AttemptFilesNotFound(f"No {what} for attempt {seq} of job {job_id}: it ended or never "
                                               "started, or it has none.")
         return path
+
+    def cached_input(self, job_id: str, seq: str, name: str, authorization: str) -> Path:
+        """One of the attempt's inputs a node's cache lacks, by its entry's digest: only those the attempt's
+        tar listed (executors/bundles.py)."""
+        attempt = self._attempt(job_id, seq, authorization)
+        try:
+            served = json.loads((attempt / SERVED).read_text()) if DIGEST_RE.fullmatch(name) else {}
+        except (OSError, ValueError):
+            served = {}
+        path = served.get(name) if isinstance(served, dict) else None
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise errors.AttemptFilesNotFound(f"No input {name[:64]!r} for attempt {seq} of job {job_id}.")
+        return Path(path)
 
     async def receive_outputs(self, job_id: str, seq: str, task: str, authorization: str,
                               body: AsyncIterator[bytes]) -> None:

@@ -13,19 +13,25 @@ A fetch goes to `<entry>.part` first (and `<entry>.part.parts` notes the parts o
 already there): a staging cut short (a restart, a terminate, a network fault) is resumed by the next.
 Entries no job links to any more are removed, least recently linked first, once the cache holds more
 than `max_bytes`; a partial file left a day is removed too.
+
+A node of the Ray executor keeps a cache of its own, by the same rules and names (executors/ray_agent.py):
+the server tells it what a job's inputs are (`CachedInputs`) and the node fetches from the server only the
+entries it does not hold.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from openarts.storage.obs import ObjectInfo, ObjectStore, check_cancel
+from openarts.storage.obs import ObjectInfo, check_cancel
 
 STALE_PART_SECONDS = 86400
 
@@ -36,15 +42,61 @@ class Staged:
     fetched: int  # bytes fetched from the store
     cached: int  # bytes linked from the cache
     resumed: int  # bytes of interrupted fetches that were not fetched again
+    objects: tuple[ObjectInfo, ...] = ()  # what was staged
 
-    def line(self, name: str, url: str) -> str:
+    def amounts(self) -> str:
         mb = 1 << 20
         parts = [f"{self.fetched / mb:.1f} MB fetched"]
         if self.cached:
             parts.append(f"{self.cached / mb:.1f} MB from the node's cache")
         if self.resumed:
             parts.append(f"{self.resumed / mb:.1f} MB resumed")
-        return f"Input {name}: {self.files} file(s) from {url} ({', '.join(parts)})."
+        return ", ".join(parts)
+
+    def line(self, name: str, url: str) -> str:
+        return f"Input {name}: {self.files} file(s) from {url} ({self.amounts()})."
+
+
+class Source(Protocol):
+    """Where a cache fetches what it lacks: an object store (storage/obs.py), or on a Ray node the server."""
+
+    def listing(self, url: str) -> list[ObjectInfo]: ...
+
+    def fetch(self, items: list[tuple[ObjectInfo, Path]], cancel: threading.Event | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
+class CachedInputs:
+    """One input directory staged through a cache: where (`dir`), from which `url`, and its objects;
+    enough for another node's cache to name the same entries (`digest`) and stage the same files."""
+
+    dir: str
+    url: str
+    scope: str
+    store_id: str
+    objects: tuple[ObjectInfo, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dir": self.dir, "url": self.url, "scope": self.scope, "store_id": self.store_id,
+                "objects": [[o.rel, o.source, o.size, o.version, o.md5] for o in self.objects]}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CachedInputs:
+        objects = tuple(ObjectInfo(str(r), str(s), int(n), str(v), str(m)) for r, s, n, v, m in doc["objects"])
+        return cls(str(doc["dir"]), str(doc["url"]), str(doc["scope"]), str(doc["store_id"]), objects)
+
+    @staticmethod
+    def dumps(items: list[CachedInputs]) -> str:
+        return json.dumps([c.to_json() for c in items])
+
+    @classmethod
+    def loads(cls, text: str) -> list[CachedInputs]:
+        return [cls.from_json(doc) for doc in json.loads(text)]
+
+
+def digest(store_id: str, obj: ObjectInfo) -> str:
+    """The name of an object's entry: what it is (its store, source, size and version), not where it goes."""
+    return hashlib.sha256(f"{store_id}\0{obj.source}\0{obj.size}\0{obj.version}".encode()).hexdigest()
 
 
 def _mtime_of(digest: str) -> int:
@@ -62,8 +114,8 @@ class StagingCache:
         self._total: int | None = None  # bytes held, counted at the first trim and kept since
 
     def _entry(self, base: str, obj: ObjectInfo) -> tuple[str, str]:
-        digest = hashlib.sha256(f"{self.store_id}\0{obj.source}\0{obj.size}\0{obj.version}".encode()).hexdigest()
-        return digest, f"{base}/{digest[:2]}/{digest}"
+        name = digest(self.store_id, obj)
+        return name, f"{base}/{name[:2]}/{name}"
 
     @staticmethod
     def _valid(path: str, digest: str, size: int) -> bool:
@@ -73,7 +125,7 @@ class StagingCache:
             return False
         return st.st_size == size and st.st_mtime_ns == _mtime_of(digest) and not st.st_mode & 0o222
 
-    def stage(self, store: ObjectStore, url: str, dest: Path, scope: str,
+    def stage(self, store: Source, url: str, dest: Path, scope: str,
               cancel: threading.Event | None = None) -> Staged:
         """Put every object `url` names into directory `dest` (empty), from the cache where it holds it."""
         objs = store.listing(url)
@@ -124,7 +176,7 @@ class StagingCache:
             over = self._total is None or self._total > self.max_bytes
         if over:
             self.trim()
-        return Staged(len(objs), fetched, total - fetched - resumed, resumed)
+        return Staged(len(objs), fetched, total - fetched - resumed, resumed, tuple(objs))
 
     def _hold(self, digests: list[str]) -> list[threading.Lock]:
         with self._lock:

@@ -8,6 +8,7 @@ implement ObjectStore; its calls are slow (they copy), so callers run them off t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -213,6 +214,15 @@ class LocalObjectStore:
     def presign(self, url: str, seconds: int) -> str | None:
         """None: no presigned URLs here; log links are the server's own (security/log_links.py)."""
         return None
+
+
+def file_md5(path: Path) -> str:
+    """The MD5 (hex) of a file's content, read in pieces."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def copy_file(src: Path, dst: Path, cancel: threading.Event | None = None, resume: bool = False) -> int:

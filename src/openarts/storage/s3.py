@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from openarts.core.errors import InvalidObsPath
 from openarts.core.spec import check_obs_url
-from openarts.storage.obs import Manifest, ObjectInfo, changed_files, check_cancel, record_sent
+from openarts.storage.obs import Manifest, ObjectInfo, changed_files, check_cancel, file_md5, record_sent
 
 MAX_CONCURRENCY = 16  # objects moved at once
 WHOLE_BYTES = 8 << 20  # objects up to this size are read in one request; larger ones in parts
@@ -241,7 +241,7 @@ class S3ObjectStore:
                     log.flush()
 
             self._do(what, lambda: self._all_parts(part, starts))
-        if obj.md5 and _file_md5(target) != obj.md5:
+        if obj.md5 and file_md5(target) != obj.md5:
             target.unlink(missing_ok=True)
             notes.unlink(missing_ok=True)
             raise StorageError(f"{obj.source}: the data that arrived does not match its checksum (ETag)")
@@ -384,14 +384,6 @@ def _info(rel: str, bucket: str, meta: Any) -> ObjectInfo:
     md5 = etag.lower() if len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag) else ""
     return ObjectInfo(rel, f"obs://{bucket}/{meta['path']}", int(meta["size"]),
                       etag or str(meta.get("last_modified", "")), md5)
-
-
-def _file_md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _reason(exc: BaseException) -> str:

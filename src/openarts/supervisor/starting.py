@@ -29,7 +29,7 @@ from openarts.core.spec import JobSpec
 from openarts.executors.base import Mount, StartError, TaskHandle, TaskLaunch
 from openarts.executors.volumes import nfs_shares, volume_mounts
 from openarts.scheduler.plan import Demand, WorkerPlacement
-from openarts.storage.cache import StagingCache
+from openarts.storage.cache import CachedInputs, StagingCache
 from openarts.storage.obs import check_cancel
 from openarts.store import jobs as w
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
@@ -144,12 +144,15 @@ class AttemptStarts(AttemptSupervision):
         the attempt's nodes; an OSError or a StartError becomes the job's failure message."""
         began = time.monotonic()
 
+        cached: list[CachedInputs] = []
+
         def data() -> tuple[list[str], tuple[Mount, ...]]:
-            return (ws.stage(spec, lay, self.store, self._code_rules, cancel, self.cache, project_id),
+            return (ws.stage(spec, lay, self.store, self._code_rules, cancel, self.cache, project_id, cached),
                     self._mounts(spec, lay))
         try:
             lines, mounts = await asyncio.to_thread(data)
-            await self.executor.prepare(job_id, seq, nodes, mounts, spec.image or "", cancel)
+            lines += await self.executor.prepare(job_id, seq, nodes, mounts, spec.image or "", cancel,
+                                                 tuple(cached))
         except (OSError, StartError) as exc:
             check_cancel(cancel)  # cut short by a terminate: cancelled, not failed
             raise PreparationError(f"Preparation failed: {exc}") from exc

@@ -31,7 +31,7 @@ from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's hom
 )
 from openarts.core.spec import JobSpec
 from openarts.executors.sandbox import reserved_path
-from openarts.storage.cache import StagingCache
+from openarts.storage.cache import CachedInputs, StagingCache
 from openarts.storage.obs import Manifest, ObjectStore
 from openarts.supervisor.transfers import Note
 
@@ -91,11 +91,13 @@ def fetches(spec: JobSpec, lay: Layout) -> bool:
 
 
 def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = CodeRules(),
-          cancel: threading.Event | None = None, cache: StagingCache | None = None, scope: str = "") -> list[str]:
+          cancel: threading.Event | None = None, cache: StagingCache | None = None, scope: str = "",
+          cached: list[CachedInputs] | None = None) -> list[str]:
     """Create the directories and copy code and inputs in; a line per channel for the job's events.
     Runs in a background transfer (supervisor/transfers.py); stops at the next file once `cancel` is set.
-    Inputs come through `cache` (storage/cache.py: the entries of project `scope`) when there is one;
-    code is always copied (jobs write next to their code)."""
+    Inputs come through `cache` (storage/cache.py: the entries of project `scope`) when there is one, and
+    each such directory is added to `cached` (for the nodes' own caches: executors/ray.py); code is always
+    copied (jobs write next to their code)."""
     check_code(spec, store, rules)
     lines = []
     if lay.sandboxed:
@@ -132,8 +134,10 @@ def stage(spec: JobSpec, lay: Layout, store: ObjectStore, rules: CodeRules = Cod
         d.local.mkdir()
         try:
             if cache is not None:
-                lines.append(cache.stage(store, d.channel.obs_url, d.local, scope, cancel).line(
-                    d.channel.name, d.channel.obs_url))
+                staged = cache.stage(store, d.channel.obs_url, d.local, scope, cancel)
+                lines.append(staged.line(d.channel.name, d.channel.obs_url))
+                if cached is not None:
+                    cached.append(CachedInputs(str(d.local), d.channel.obs_url, scope, cache.store_id, staged.objects))
             else:
                 n = store.download(d.channel.obs_url, d.local, cancel)
                 lines.append(f"Input {d.channel.name}: {n} file(s) from {d.channel.obs_url}.")
