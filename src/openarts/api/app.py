@@ -30,7 +30,7 @@ from openarts.api.openapi import build_openapi
 from openarts.api.routes import ROUTES
 from openarts.api.unimplemented import UNIMPLEMENTED_ROUTES
 from openarts.config import Settings, private_dirs
-from openarts.console.pages import CONSOLE_ROUTES
+from openarts.console.routes import CONSOLE_ROUTES
 from openarts.core.errors import OpenartsError
 from openarts.core.resources import Catalog, build_catalog
 from openarts.executors.base import Executor
@@ -204,6 +204,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
     app.state.version = __version__
     app.state.openapi = build_openapi(routes, __version__)
     app.state.guard = guard
+    app.state.translate_error = api_errors.translate  # the console shows the API's error codes
     app.add_middleware(AuthMiddleware, guard=guard, max_body=MAX_BODY,  # inside RequestId: refusals get an id
                        open_paths=frozenset({METRICS_PATH}) if settings.metrics_public else frozenset())
     app.add_middleware(RequestId)

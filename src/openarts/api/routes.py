@@ -10,12 +10,10 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from openarts.core import errors
-from openarts.core.inputs import check_json
+from openarts.core.inputs import parse_json_body
 from openarts.service.catalog import CatalogService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
-
-MAX_BODY = 1024 * 1024
 
 
 def ok(data: Any, status: int = 200) -> Response:
@@ -35,24 +33,14 @@ def is_json_media(content_type: str) -> bool:
 async def body_json(request: Request, required: bool = True,
                     invalid: type[errors.InvalidRequest] = errors.InvalidRequest) -> Any:
     """The body of a JSON operation: declared as JSON when it declares a type (415 otherwise), at most
-    MAX_BODY bytes, valid JSON, at most inputs.MAX_DEPTH levels deep, and no integer beyond 64 bits
+    inputs.MAX_BODY bytes, valid JSON, at most inputs.MAX_DEPTH levels deep, and no integer beyond 64 bits
     (`invalid`, the operation's invalid-parameter error, names where)."""
     raw = await request.body()
     content_type = request.headers.get("content-type")
     if raw.strip() and content_type is not None and not is_json_media(content_type):
         raise errors.UnsupportedMediaType(
             f"Unsupported Content-Type {content_type[:100]!r}: send the body as application/json.")
-    if len(raw) > MAX_BODY:
-        raise errors.InvalidJsonBody(f"The request body is larger than {MAX_BODY} bytes.")
-    if not raw.strip():
-        if required:
-            raise errors.InvalidJsonBody("The request body is empty; a JSON object is required.")
-        return None
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidJsonBody(f"The request body is not valid JSON: {exc}.") from exc
-    return check_json(doc, invalid)
+    return parse_json_body(raw, required, invalid)  # shared with the console's submit form
 
 
 def _jobs(request: Request) -> JobService:

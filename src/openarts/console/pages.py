@@ -12,7 +12,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
@@ -21,17 +21,21 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from openarts.console.fragments import job_fragment
+from openarts.console.logs import LOG_ROUTES, log_view
+from openarts.console.timeline import job_timeline
+from openarts.console.usage import USAGE_ROUTES, usage_columns
 from openarts.core import errors
 from openarts.core.inputs import MAX_SEARCH_OFFSET
 from openarts.core.phases import TERMINAL, Phase
+from openarts.security.credentials import PROJECT_RE
 from openarts.security.guard import Guard
 from openarts.service.jobs import JobService
-from openarts.service.observe import LineQuery, ObserveService
+from openarts.service.observe import ObserveService
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescaped: every value a user gave is text
 PAGE_SIZE = 20
-LOG_LINES = 200  # of a task's log on its job's page
 SORTS = {"create_time": "Created", "update_time": "Updated", "name": "Name", "phase": "Phase"}
 PHASES = [p.value for p in Phase]
 DEFAULT_PROJECT = "default"
@@ -118,9 +122,17 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
+SECTIONS = ("jobs", "queue", "jobs/new")  # a project's pages the switcher can open
+
+
 async def home(request: Request) -> Response:
-    project = request.query_params.get("project") or request.cookies.get(PROJECT_COOKIE) or DEFAULT_PROJECT
-    return RedirectResponse(f"/console/{project}/jobs", status_code=303)
+    """The project switcher (`?project=ID&section=queue`), else the project last opened: to its page. An id
+    that is no project id (credentials' PROJECT_RE) opens the last project instead."""
+    asked = request.query_params.get("project", "").strip()
+    project = asked if PROJECT_RE.fullmatch(asked) else request.cookies.get(PROJECT_COOKIE, "")
+    project = project if PROJECT_RE.fullmatch(project) else DEFAULT_PROJECT
+    section = request.query_params.get("section", "jobs")
+    return RedirectResponse(f"/console/{project}/{section if section in SECTIONS else 'jobs'}", status_code=303)
 
 
 def _query(params: dict[str, Any], **changes: Any) -> str:
@@ -131,6 +143,14 @@ def _query(params: dict[str, Any], **changes: Any) -> str:
 async def jobs_page(request: Request) -> Response:
     """The project's jobs: phase filters (with counts), a name search, sorting and pages."""
     project = request.path_params["project_id"]
+    response = TEMPLATES.TemplateResponse(request, "jobs.html", list_context(request, project))
+    response.set_cookie(PROJECT_COOKIE, project, httponly=True, samesite="strict", path="/console")
+    return response
+
+
+def list_context(request: Request, project: str) -> dict[str, Any]:
+    """The job list's page of jobs and phase counts for the request's filters, sort and page (the page
+    and its live rows, console/joblist.py)."""
     q = request.query_params
     phases = [p for p in q.getlist("phase") if p in PHASES]
     name = q.get("name", "")[:64]
@@ -147,13 +167,11 @@ async def jobs_page(request: Request) -> Response:
                                             "order": order, "filters": filters})
     params = {"phase": phases, "name": name, "sort": sort, "order": order}
     pages = max(1, -(-int(found["total"]) // PAGE_SIZE))
-    response = TEMPLATES.TemplateResponse(request, "jobs.html", {
+    return {
         "project": project, "jobs": found["items"], "total": found["total"],
         "counts": _jobs(request).phase_counts(project),
         "phases": PHASES, "chosen": set(phases), "name": name, "sort": sort, "order": order, "sorts": SORTS,
-        "page": page, "pages": pages, "params": params, "query": _query})
-    response.set_cookie(PROJECT_COOKIE, project, httponly=True, samesite="strict", path="/console")
-    return response
+        "page": page, "pages": pages, "params": params, "query": _query}
 
 
 async def job_page(request: Request) -> Response:
@@ -165,34 +183,11 @@ async def job_page(request: Request) -> Response:
         return TEMPLATES.TemplateResponse(request, "missing.html", {"project": project, "job_id": job_id},
                                           status_code=404)
     events = _observe(request).events(project, job_id, {"limit": "100", "order": "desc"})["events"]
-    task = _task_of(request, doc)
     return TEMPLATES.TemplateResponse(request, "job.html", {
-        "project": project, "job": doc, "events": events, "task": task, "final": _final(doc),
-        "log": await _log_tail(request, project, job_id, task), "timeline": timeline(doc, time.time()),
-        "node_counts": json.dumps(_node_counts(doc))})
-
-
-class Bar(NamedTuple):
-    """One attempt on the timeline: where it starts and how wide it is, in percent of the span."""
-
-    seq: int
-    left: float
-    width: float
-    running: bool
-    record: dict[str, Any]
-
-
-def timeline(doc: dict[str, Any], now: float) -> list[Bar]:
-    """A job's attempts (running records) laid out on one time axis, from the first start to the last
-    end (now while one runs)."""
-    records = doc["status"]["running_records"]
-    if not records:
-        return []
-    spans = [(r["start_at"], r.get("end_at") or now) for r in records]  # a running attempt has no end_at yet
-    start, end = min(s for s, _ in spans), max(e for _, e in spans)
-    span = max(end - start, 1e-9)
-    return [Bar(i, 100 * (s - start) / span, max(0.8, 100 * (e - s) / span), not r.get("end_at"), r)
-            for i, (r, (s, e)) in enumerate(zip(records, spans, strict=True), 1)]
+        "project": project, "job": doc, "events": events, "final": _final(doc),
+        "logs": await log_view(request, doc),  # console/logs.py: a task's attempt, followed or searched
+        "timeline": job_timeline(doc, _observe(request).stages(project, job_id), int(time.time() * 1000)),
+        "node_counts": json.dumps(_node_counts(doc)), "usage": json.dumps(usage_columns(request, doc))})
 
 
 def _node_counts(doc: dict[str, Any]) -> list[list[float]]:
@@ -207,39 +202,18 @@ def _final(doc: dict[str, Any]) -> bool:
     return Phase(doc["status"]["phase"]) in TERMINAL
 
 
-def _task_of(request: Request, doc: dict[str, Any]) -> str:
-    tasks = doc["status"]["tasks"]
-    task = request.query_params.get("task", "")
-    return task if task in tasks else tasks[0]
-
-
-async def _log_tail(request: Request, project: str, job_id: str, task: str) -> str:
-    observe = _observe(request)
-    path = observe.task_log(project, job_id, task)
-    page = await observe.off_loop(observe.lines, path, LineQuery(None, LOG_LINES, "desc"))
-    return str(page["content"])
-
-
 def _live(request: Request, project: str, doc: dict[str, Any]) -> Response:
     return TEMPLATES.TemplateResponse(request, "_live.html", {"project": project, "job": doc, "final": _final(doc)})
 
 
+@job_fragment  # a job that is gone: a message in the fragment's place (404), which stops the polling
 async def live(request: Request) -> Response:
     """The parts of a job's page that change while it runs (phase, tasks), polled every 2 s until it ends."""
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
     return _live(request, project, _jobs(request).get(project, job_id))
 
 
-async def log_tail(request: Request) -> Response:
-    """A task's latest LOG_LINES log lines, polled every 2 s until the job ends."""
-    project, job_id = request.path_params["project_id"], request.path_params["job_id"]
-    doc = _jobs(request).get(project, job_id)
-    task = _task_of(request, doc)
-    return TEMPLATES.TemplateResponse(request, "_log.html", {
-        "project": project, "job": doc, "task": task, "final": _final(doc),
-        "log": await _log_tail(request, project, job_id, task)})
-
-
+@job_fragment
 async def terminate(request: Request) -> Response:
     """Terminate from the page (htmx, after a confirmation). Only htmx's requests are taken: their
     HX-Request header makes another site's form unable to post here (a cross-origin request with a
@@ -259,6 +233,7 @@ CONSOLE_ROUTES = [
     Route("/console/{project_id}/jobs", jobs_page, methods=["GET"]),
     Route("/console/{project_id}/jobs/{job_id}", job_page, methods=["GET"]),
     Route("/console/{project_id}/jobs/{job_id}/live", live, methods=["GET"]),
-    Route("/console/{project_id}/jobs/{job_id}/log", log_tail, methods=["GET"]),
+    *LOG_ROUTES,  # /log, /log/follow (console/logs.py)
+    *USAGE_ROUTES,  # /usage (console/usage.py)
     Route("/console/{project_id}/jobs/{job_id}/terminate", terminate, methods=["POST"]),
 ]

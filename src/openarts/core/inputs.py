@@ -1,6 +1,8 @@
 """Bounds on what a request may carry, checked at the API boundary before any value reaches the
 domain, SQLite or a stored document. Pure: no I/O.
 
+- `parse_json_body`: a JSON operation's body (the API's, and the console's submit form) is at most
+  MAX_BODY bytes of valid JSON, then `check_json`.
 - `check_json`: a parsed JSON body nests at most MAX_DEPTH containers deep (deeper ones could not be
   stored or echoed: orjson serialises at most 255 levels) and every integer in it fits in signed 64
   bits (SQLite's INTEGER; beyond it a bound parameter raises OverflowError).
@@ -15,9 +17,12 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
+import orjson
+
 from openarts.core import errors
 
 MAX_DEPTH = 64  # containers, the top-level object or array being the first
+MAX_BODY = 1024 * 1024  # bytes of a JSON operation's body
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_SEARCH_OFFSET = 10**9
 MAX_FILTERS = 20
@@ -75,6 +80,23 @@ def check_json(doc: Any, invalid: type[errors.InvalidRequest] = errors.InvalidRe
         raise errors.InvalidJsonBody(f"The request body nests deeper than {MAX_DEPTH} levels (at {where}).")
     raise invalid(f"Invalid parameter {where}: {value} is outside the signed 64-bit integer range "
                   f"({INT64_MIN} to {INT64_MAX}).")
+
+
+def parse_json_body(raw: bytes, required: bool = True,
+                    invalid: type[errors.InvalidRequest] = errors.InvalidRequest) -> Any:
+    """A JSON operation's body: at most MAX_BODY bytes, valid JSON, then `check_json` (`invalid`, the
+    operation's invalid-parameter error, names where); None for an empty body that is not `required`."""
+    if len(raw) > MAX_BODY:
+        raise errors.InvalidJsonBody(f"The request body is larger than {MAX_BODY} bytes.")
+    if not raw.strip():
+        if required:
+            raise errors.InvalidJsonBody("The request body is empty; a JSON object is required.")
+        return None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidJsonBody(f"The request body is not valid JSON: {exc}.") from exc
+    return check_json(doc, invalid)
 
 
 def query_int(name: str, raw: str | None, default: int | None, lo: int, hi: int) -> int | None:

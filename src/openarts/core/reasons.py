@@ -47,6 +47,18 @@ def classify_exit(task: str, exit_code: int) -> Termination:
     return Termination(EndKind.USER_EXIT, f"exit with {exit_code}", task, exit_code)
 
 
+PREEMPTED_PREFIX = "preempted by job "  # the end reason of an attempt stopped for a higher-priority job
+
+
+def preempted_reason(by_job: str) -> str:
+    """The end reason of an attempt preempted by job `by_job` (it goes back to the queue)."""
+    return f"{PREEMPTED_PREFIX}{by_job}"
+
+
+def is_preemption(end_reason: str) -> bool:
+    return end_reason.startswith(PREEMPTED_PREFIX)
+
+
 def oom_reason(used_bytes: int, limit_mb: int) -> str:
     """The end reason of a task ended for holding more memory than its flavor has."""
     return f"out of memory: {used_bytes // 2**20} MiB used, flavor limit {limit_mb} MiB"

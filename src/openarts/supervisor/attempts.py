@@ -28,7 +28,7 @@ from openarts.config import Settings
 from openarts.core import faults, notify
 from openarts.core.errors import OpenartsError
 from openarts.core.phases import Phase, Secondary
-from openarts.core.reasons import EndKind, Termination, outcome
+from openarts.core.reasons import EndKind, Termination, outcome, preempted_reason
 from openarts.core.spec import JobSpec, exported_log_name
 from openarts.executors.base import Executor, TaskHandle
 from openarts.scheduler.ledger import Ledger
@@ -213,7 +213,7 @@ class AttemptSupervision:
 
     def _requeue_preempted(self, row: JobRow, attempt: AttemptRow, now: int, notes: list[Note]) -> None:
         """A preempted job goes back to the queue (its old position), without using its retry budget."""
-        reason = f"preempted by job {row.preempted_by}"
+        reason = preempted_reason(row.preempted_by)
         with self.db.begin() as conn:
             add_notes(conn, row.id, notes, now)
             w.transition(conn, row.id, Phase.RUNNING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
