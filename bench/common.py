@@ -89,6 +89,7 @@ class BenchServer:
     config: str = CONFIG
     trace: bool = False  # time openarts' main steps in the server (bench/tracer.py)
     trace_stats: dict[str, list[float]] = field(default_factory=dict)
+    hooks: tuple[str, ...] = ()  # bench/ modules whose install() runs in the server first (servertiming)
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     pid: int = 0
@@ -114,6 +115,9 @@ class BenchServer:
         if self.trace:
             boot += (f"sys.path.insert(1, {str(BENCH_DIR)!r}); import pathlib, tracer; "
                      f"tracer.install(pathlib.Path({str(self.data_dir / 'trace.json')!r})); ")
+        if self.hooks:
+            boot += f"sys.path.insert(1, {str(BENCH_DIR)!r}); " + "".join(f"import {h}; {h}.install(); "
+                                                                        for h in self.hooks)
         boot += f"from openarts.cli.main import main; sys.exit(main({argv!r}))"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", boot],
@@ -483,6 +487,24 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
 
 def result_line(name: str, text: str) -> None:
     print(f"RESULT {name}: {text}", flush=True)
+
+
+def rerun_on_snapshot(script: Path, argv: list[str]) -> int:
+    """Re-run `script argv` on a snapshot of HEAD's src/ (the working tree may be mid-edit), through
+    OPENARTS_BENCH_SRC: `git archive` into a temporary directory, removed afterwards."""
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    snap = Path(tempfile.mkdtemp(prefix=f"openarts-src-{rev[:10]}-"))
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", rev, "src"], cwd=REPO, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
+        (snap / "REVISION").write_text(rev + "\n")
+        print(f"measuring a snapshot of {rev[:10]} in {snap}", flush=True)
+        env = {**os.environ, "OPENARTS_BENCH_SRC": str(snap / "src")}
+        return subprocess.run([sys.executable, str(script), *argv], env=env).returncode
+    finally:
+        shutil.rmtree(snap, ignore_errors=True)
 
 
 # -- profiling -----------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from common import (
     event_time,
     job_body,
     job_events,
+    rerun_on_snapshot,
     result_line,
     running_server,
     summary,
@@ -815,20 +816,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], list[Headline]]] = {
 
 def run_on_snapshot(argv: list[str]) -> int:
     """Re-run this command on a snapshot of HEAD's src/ (the working tree may be mid-edit)."""
-    repo = BENCH_DIR.parent
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                         check=True).stdout.strip()
-    snap = Path(tempfile.mkdtemp(prefix=f"openarts-src-{rev[:10]}-"))
-    try:
-        archive = subprocess.run(["git", "archive", "--format=tar", rev, "src"], cwd=repo, capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
-        (snap / "REVISION").write_text(rev + "\n")
-        print(f"measuring a snapshot of {rev[:10]} in {snap}", flush=True)
-        env = {**os.environ, "OPENARTS_BENCH_SRC": str(snap / "src")}
-        return subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env).returncode
-    finally:
-        shutil.rmtree(snap, ignore_errors=True)
+    return rerun_on_snapshot(Path(__file__).resolve(), argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,58 @@ def test_multi_phase_with_other_filters(store: tuple[Database, dict[str, dict[st
                                     limit=9)
     assert want and total == len(want)
     assert [r.id for r in rows] == [j["id"] for j in want[2:11]]
+
+
+def _rows_by_hand(db: Database) -> list[dict[str, object]]:
+    with db.connect() as conn:
+        return [dict(zip(("id", "name", "phase", "create_ms", "update_ms"), r, strict=True))
+                for r in conn.execute("SELECT id, name, phase, create_ms, update_ms FROM jobs")]
+
+
+FILTERS = {
+    "none": [],
+    "one phase": [{"key": "phase", "operator": "in", "value": ["Completed"]}],
+    "name": [{"key": "name", "operator": "like", "value": ["B-1"]}],  # LIKE: ASCII case-insensitive
+    "phase and name": [{"key": "phase", "operator": "in", "value": ["Failed"]},
+                       {"key": "name", "operator": "like", "value": ["-0"]}],
+    "phases": [{"key": "phase", "operator": "in", "value": ["Completed", "Failed"]}],
+}
+
+
+def _matches(job: dict[str, object], filters: list[dict[str, object]]) -> bool:
+    for f in filters:
+        values = f["value"]
+        assert isinstance(values, list)
+        if f["key"] == "phase" and job["phase"] not in values:
+            return False
+        if f["key"] == "name" and str(values[0]).lower() not in str(job["name"]).lower():
+            return False
+    return True
+
+
+@pytest.mark.parametrize("split_max", [q.SPLIT_MAX_ROWS, 5])  # 5: multi-phase pages by one `+phase` statement
+@pytest.mark.parametrize("narrow_max", [q.NARROW_MAX_ROWS, 3])  # 3: name searches counted, then paged
+@pytest.mark.parametrize("filters", list(FILTERS))
+@pytest.mark.parametrize("sort_by", list(q.SORTABLE))
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_every_sort_and_depth_matches_one_ordered_query(store: tuple[Database, dict[str, dict[str, object]]],
+                                                        monkeypatch: pytest.MonkeyPatch, split_max: int,
+                                                        narrow_max: int, filters: str, sort_by: str,
+                                                        order: str) -> None:
+    """Pages near the end are read backwards from it (store/queries.py _page), a narrow search is one walk:
+    the same rows, in order, as one ORDER BY ... LIMIT/OFFSET over every match."""
+    db, _ = store
+    monkeypatch.setattr(q, "SPLIT_MAX_ROWS", split_max)
+    monkeypatch.setattr(q, "NARROW_MAX_ROWS", narrow_max)
+    column = q.SORTABLE[sort_by]
+    want = sorted((j for j in _rows_by_hand(db) if _matches(j, FILTERS[filters])),
+                  key=lambda j: (j[column], j["id"]), reverse=order == "desc")
+    assert want
+    n = len(want)
+    for offset, limit in [(0, 20), (7, 7), (n // 2 - 3, 20), (n - 25, 20), (n - 20, 20), (n - 13, 20), (n - 1, 5),
+                          (n, 5), (n + 40, 10), (max(0, n - 3), 50)]:
+        with db.connect() as conn:
+            total, rows = q.search_jobs(conn, "p", filters=FILTERS[filters], sort_by=sort_by, order=order,
+                                        offset=max(0, offset), limit=limit)
+        assert total == n
+        assert [r.id for r in rows] == [j["id"] for j in want[max(0, offset):max(0, offset) + limit]], (offset, limit)

@@ -22,7 +22,17 @@ from typing import Any
 from sqlalchemy import Connection, Table, create_engine, select, text
 from sqlalchemy.pool import StaticPool
 
-from openarts.store.schema import jobs, metadata, notifications, outbox, schema_version
+from openarts.store.schema import (
+    COUNT_TRIGGERS,
+    RETIRED_INDEXES,
+    SEARCH_INDEXES,
+    job_counts,
+    jobs,
+    metadata,
+    notifications,
+    outbox,
+    schema_version,
+)
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -89,8 +99,9 @@ def _v1(conn: Connection) -> None:
 
 
 def _v2(conn: Connection) -> None:
-    """Indexes for the supervisor's active-job scan and for searches (databases made by v1)."""
-    for name in ("ix_jobs_queue_seq", "ix_jobs_deleting", "ix_jobs_search"):
+    """Indexes for the supervisor's active-job scan (databases made by v1). It also made ix_jobs_search,
+    a search index that v5 replaced (and drops), no longer declared in store/schema.py."""
+    for name in ("ix_jobs_queue_seq", "ix_jobs_deleting"):
         next(i for i in jobs.indexes if i.name == name).create(conn, checkfirst=True)
 
 
@@ -112,8 +123,25 @@ def _v4(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
-# Ordered migrations; the index + 1 is the schema version it produces. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: Connection) -> None:
+    """The search indexes (store/schema.py SEARCH_INDEXES) in place of the three they replace, and the
+    per-project phase counts (job_counts) with the triggers that keep them, counted once here."""
+    for name in RETIRED_INDEXES:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    for index in jobs.indexes:
+        if index.name in SEARCH_INDEXES:
+            index.create(conn, checkfirst=True)
+    job_counts.create(conn, checkfirst=True)
+    for trigger in COUNT_TRIGGERS:
+        conn.exec_driver_sql(trigger)
+    conn.exec_driver_sql("DELETE FROM job_counts")
+    conn.exec_driver_sql("INSERT INTO job_counts (project_id, phase, n) SELECT project_id, phase, count(*) "
+                         "FROM jobs WHERE delete_requested IS 0 GROUP BY project_id, phase")
+
+
+# Ordered migrations; the index + 1 is the schema version it produces. Append, never edit (v2 was
+# narrowed when v5 retired an index it made: the schema they end at is the same).
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def migrate(raw: sqlite3.Connection) -> int:

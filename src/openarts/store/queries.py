@@ -52,6 +52,7 @@ def job_details(conn: Conn, job_rows: Sequence[JobRow]) -> dict[str, Details]:
 
 
 SPLIT_MAX_ROWS = 1000  # a multi-phase page deeper than this is left to one statement (see search_jobs)
+NARROW_MAX_ROWS = 2000  # a counted search with at most this many matches is answered by one walk
 UNSET_KEYS = frozenset({"algorithm_name", "runtime_type"})
 SORTABLE = {"create_time": "create_ms", "name": "name", "phase": "phase", "update_time": "update_ms"}
 FILTER_COLUMNS = {"name": "name", "phase": "phase", "create_time": "create_ms", "kind": "kind",
@@ -101,13 +102,20 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
         else:
             raise errors.UnsupportedFilter(f"Unsupported filter operator {op!r}.")
     where = " AND ".join(conds)
-    total = conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0]
     column, direction = SORTABLE[sort_by], "ASC" if order == "asc" else "DESC"
     order_by = f"ORDER BY {column} {direction}, id {direction}"
+    # One statement over several phases walks the sort's index, checking the phase in it (`+phase`: not
+    # the phases' own indexes, which would gather every row of those phases to sort them).
+    walk = where if split is None else " AND ".join([*conds[:split[0]], "+" + conds[split[0]], *conds[split[0] + 1:]])
+    total = _counted(conn, project_id, filters, workspace_id)
+    if total is None:  # a name search, say: one walk finds every match of a narrow one, in order
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {walk} {order_by} LIMIT ?",
+                                          (*params, NARROW_MAX_ROWS + 1))]
+        if len(ids) <= NARROW_MAX_ROWS:
+            return len(ids), _by_ids(conn, ids[offset:offset + limit])
+        total = int(conn.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0])
     if split is None or offset + limit > SPLIT_MAX_ROWS:
-        rows = typed(conn.execute(f"SELECT * FROM jobs WHERE {where} {order_by} LIMIT ? OFFSET ?",
-                                  (*params, limit, offset)), JobRow)
-        return int(total), rows
+        return total, _page(conn, walk, params, column, order, offset, limit, total)
     # phase IN (a, b, ...): one index walk per phase (each already in order, offset + limit rows at
     # most), merged here. A single statement would walk the whole project in create_time order,
     # matching or not; for deep pages it is the better plan, and it keeps the rows out of memory.
@@ -120,6 +128,42 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
             (*params[:at], value, *params[at + len(values):], offset + limit)), JobRow))
     merged.sort(key=lambda r: (getattr(r, column), r.id), reverse=order != "asc")
     return int(total), merged[offset:offset + limit]
+
+
+def _counted(conn: Conn, project_id: str, filters: list[dict[str, Any]], workspace_id: str | None) -> int | None:
+    """How many jobs match, from the project's phase counts, when nothing but one phase filter narrows
+    the project; None otherwise (they must be counted: in an index, which holds the phase and the name)."""
+    if workspace_id or len(filters) > 1 or any(f["key"] != "phase" or f["operator"] != "in" for f in filters):
+        return None
+    counts = project_phase_counts(conn, project_id)
+    phases = {str(v) for v in filters[0]["value"]} if filters else set(counts)
+    return sum(counts.get(p, 0) for p in phases)
+
+
+def _by_ids(conn: Conn, ids: list[str]) -> list[JobRow]:
+    """The rows of `ids`, in that order."""
+    if not ids:
+        return []
+    found = {r.id: r for r in typed(conn.execute(f"SELECT * FROM jobs WHERE id IN ({placeholders(ids)})", ids),
+                                    JobRow)}
+    return [found[i] for i in ids]
+
+
+def _page(conn: Conn, where: str, params: list[Any], column: str, order: str, offset: int, limit: int,
+          total: int) -> list[JobRow]:
+    """Matches offset..offset+limit in (column, id) order, `total` of them. An offset is skipped one index
+    entry at a time, so a page nearer the end is read backwards from the end and turned round: the last
+    page of 100,000 jobs costs what the first does. The order is total (ids are unique)."""
+    if offset >= total:
+        return []
+    backwards = total - offset < offset + limit
+    asc = (order == "asc") != backwards
+    direction = "ASC" if asc else "DESC"
+    if backwards:
+        offset, limit = max(0, total - offset - limit), min(offset + limit, total) - offset
+    rows = typed(conn.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY {column} {direction}, id {direction} "
+                              f"LIMIT ? OFFSET ?", (*params, limit, offset)), JobRow)
+    return rows[::-1] if backwards else rows
 
 
 def name_exists(conn: Conn, project_id: str, name: str) -> bool:
@@ -257,7 +301,7 @@ def queue_depth(conn: Conn) -> int:
 
 
 def project_phase_counts(conn: Conn, project_id: str) -> dict[str, int]:
-    """A project's live jobs by phase (the search index: ix_jobs_search)."""
+    """A project's live jobs by phase: its rows of job_counts, which triggers on the jobs table keep
+    (store/schema.py COUNT_TRIGGERS), the phases it has jobs in only."""
     return {str(p): int(n) for p, n in conn.execute(
-        "SELECT phase, count(*) FROM jobs WHERE project_id = ? AND delete_requested IS 0 GROUP BY phase",
-        (project_id,))}
+        "SELECT phase, n FROM job_counts WHERE project_id = ? AND n > 0", (project_id,))}

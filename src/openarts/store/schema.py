@@ -56,16 +56,51 @@ jobs = Table(
     Column("recover_tier", Integer, nullable=False, default=-1),
     Column("pod_retries_used", Integer, nullable=False, default=0),
 )
+LIVE = jobs.c.delete_requested.is_(False)  # renders `delete_requested IS 0`, as every search says it
 # A name is unique among a project's jobs that are not being deleted.
-Index("uq_jobs_project_name", jobs.c.project_id, jobs.c.name, unique=True,
-      sqlite_where=jobs.c.delete_requested.is_(False))
-Index("ix_jobs_project_create", jobs.c.project_id, jobs.c.create_ms)
-Index("ix_jobs_project_phase_create", jobs.c.project_id, jobs.c.phase, jobs.c.create_ms)
+Index("uq_jobs_project_name", jobs.c.project_id, jobs.c.name, unique=True, sqlite_where=LIVE)
 Index("ix_jobs_phase", jobs.c.phase)
 Index("ix_jobs_queue_seq", jobs.c.queue_seq)
 Index("ix_jobs_deleting", jobs.c.delete_requested, sqlite_where=jobs.c.delete_requested.is_(True))
-# searches: count and page a project's live jobs by phase without reading every row
-Index("ix_jobs_search", jobs.c.project_id, jobs.c.delete_requested, jobs.c.phase, jobs.c.create_ms)
+# Searches and the console's job list (store/queries.py search_jobs), v5: a project's live jobs in each
+# sort order, alone and within one phase, ending with the id that breaks ties, so that a page is an
+# index walk whatever its depth (an offset is skipped in the index). Phase and name ride along: a phase
+# filter and a name search are checked in the index, not in the job's row. Partial (live jobs only):
+# SQLite uses them for a query that repeats `delete_requested IS 0`. By name, the unique index above
+# serves (a name is unique there, so no tie).
+SEARCH_INDEXES: dict[str, tuple[str, ...]] = {
+    "ix_jobs_live_create": ("project_id", "create_ms", "id", "phase", "name"),
+    "ix_jobs_live_update": ("project_id", "update_ms", "id", "phase", "name"),
+    "ix_jobs_live_phase": ("project_id", "phase", "id", "name"),
+    "ix_jobs_live_phase_create": ("project_id", "phase", "create_ms", "id", "name"),
+    "ix_jobs_live_phase_update": ("project_id", "phase", "update_ms", "id", "name"),
+    "ix_jobs_live_phase_name": ("project_id", "phase", "name", "id"),
+}
+for _name, _columns in SEARCH_INDEXES.items():
+    Index(_name, *(jobs.c[c] for c in _columns), sqlite_where=LIVE)
+RETIRED_INDEXES = ("ix_jobs_project_create", "ix_jobs_project_phase_create", "ix_jobs_search")  # dropped by v5
+
+job_counts = Table(
+    "job_counts", metadata,  # a project's live jobs in each phase, kept by COUNT_TRIGGERS (v5); n may be 0
+    Column("project_id", String(64), primary_key=True),
+    Column("phase", String(16), primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+# Every write of a job's project, phase or deletion mark moves its count, in the writer's transaction
+# (so a rollback takes it back): store/jobs.py's transition(), create_job(), request_delete() and
+# purge_job(), and any bulk copy of rows. "Live" is the searches' `delete_requested IS 0`.
+_ADD = ("INSERT INTO job_counts (project_id, phase, n) SELECT NEW.project_id, NEW.phase, 1 "
+        "WHERE NEW.delete_requested IS 0 ON CONFLICT (project_id, phase) DO UPDATE SET n = n + 1;")
+_SUBTRACT = ("UPDATE job_counts SET n = n - 1 "
+             "WHERE OLD.delete_requested IS 0 AND (project_id, phase) = (OLD.project_id, OLD.phase);")
+COUNT_TRIGGERS = (
+    f"CREATE TRIGGER IF NOT EXISTS tr_job_counts_insert AFTER INSERT ON jobs BEGIN {_ADD} END",
+    f"CREATE TRIGGER IF NOT EXISTS tr_job_counts_delete AFTER DELETE ON jobs BEGIN {_SUBTRACT} END",
+    "CREATE TRIGGER IF NOT EXISTS tr_job_counts_update AFTER UPDATE OF project_id, phase, delete_requested ON jobs "
+    "WHEN OLD.project_id IS NOT NEW.project_id OR OLD.phase IS NOT NEW.phase "
+    f"OR OLD.delete_requested IS NOT NEW.delete_requested BEGIN {_SUBTRACT} {_ADD} END",
+)
 
 attempts = Table(
     "attempts", metadata,
