@@ -52,7 +52,6 @@ def test_an_agent_fetches_its_attempts_files_with_its_token_only(server: Running
         Server(server.url, tokens.token(job_id, 2)).fetch(workspace_path(job_id, 2), tmp_path / "no.tar")
 
 
-
 def test_a_cached_input_is_served_only_when_the_attempt_lists_it(server: RunningServer, tmp_path: Path) -> None:
     job_id, attempt, tokens = _attempt(server)
     data = attempt.parent.parent / "home" / "ma-user" / "inputs" / "d"
@@ -69,6 +68,14 @@ def test_a_cached_input_is_served_only_when_the_attempt_lists_it(server: Running
             agent.fetch(input_path(job_id, 1, name), tmp_path / "no")
     with pytest.raises(TransferError, match="HTTP 401"):  # another attempt's token
         Server(server.url, tokens.token(job_id, 2)).fetch(input_path(job_id, 1, digest("s3:x", obj)), tmp_path / "no")
+    (data / "a.bin").unlink()  # no longer the file that was staged: a link (to the server's database), or
+    (data / "a.bin").symlink_to(server.data_dir / "openarts.db")
+    with pytest.raises(TransferError, match="HTTP 404"):
+        agent.fetch(input_path(job_id, 1, digest("s3:x", obj)), tmp_path / "no")
+    (data / "a.bin").unlink()
+    (data / "a.bin").write_bytes(b"z" * 999)  # another size
+    with pytest.raises(TransferError, match="HTTP 404"):
+        agent.fetch(input_path(job_id, 1, digest("s3:x", obj)), tmp_path / "no")
 
 def _tar(path: Path, members: dict[str, bytes]) -> Path:
     with tarfile.open(path, "w") as tar:

@@ -81,6 +81,11 @@ def test_sign_in_with_an_access_key_pair_on_a_server_with_credentials(make_serve
         r = c.get(f"/console/{PROJECT}/jobs")
         assert r.status_code == 303 and r.headers["location"] == f"/console/signin?next=%2Fconsole%2F{PROJECT}%2Fjobs"
         assert c.get("/console/static/console.css").status_code == 200  # the form's own assets need no session
+        rows = c.get(f"/console/{PROJECT}/jobs/rows", headers={  # a poll of a signed-out page: the page goes
+            "HX-Request": "true", "HX-Current-URL": f"{server.url}/console/{PROJECT}/jobs?phase=Running"})
+        assert rows.status_code == 401 and not rows.text  # to the sign-in form; no form swapped into it
+        assert rows.headers["hx-redirect"] == \
+            f"/console/signin?next=%2Fconsole%2F{PROJECT}%2Fjobs%3Fphase%3DRunning"
         assert c.get("/console/signin").status_code == 200
         form = {"project": PROJECT, "access_key": alice.access_key, "secret_key": alice.secret_key + "x",
                 "next": f"/console/{PROJECT}/jobs"}
@@ -148,6 +153,9 @@ def test_submit_from_the_page_runs_the_job_and_refuses_a_bad_body_as_the_api_doe
         aliases = _submit(c, "kind: job\nmetadata: &m {name: x}\nspec: *m\n")
         assert aliases.status_code == 400 and "<code>ModelArts.2787</code>" in aliases.text
         assert "aliases" in aliases.text
+        for deep in ("- " * 3000 + "x", "a: " + "1" * 5000):  # PyYAML's own limits: a 400, never a 500
+            refused = _submit(c, deep)
+            assert refused.status_code == 400 and "<code>ModelArts.2787</code>" in refused.text
         empty = _submit(c, "  ")
         assert empty.status_code == 400 and "The request body is empty" in empty.text
 

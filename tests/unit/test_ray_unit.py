@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL
 from openarts.executors.bundles import INPUTS, SERVED, WORKSPACE, pack, unpack
-from openarts.executors.ray import namespace_of, node_of, pack_attempt, pool_of, server_url_of
+from openarts.executors.ray import earlier_inputs, namespace_of, node_of, pack_attempt, pool_of, server_url_of
 from openarts.security.attempt_tokens import AttemptTokens
 from openarts.storage.cache import CachedInputs, digest
 from openarts.storage.obs import ObjectInfo
@@ -151,4 +152,39 @@ def test_cached_inputs_are_listed_in_the_attempts_tar_not_packed(tmp_path: Path)
     assert "m0/inputs/data/sub" in names  # its directories still travel
     assert [(c.dir, c.objects) for c in listed] == [("m0/inputs/data", objs)]
     served = json.loads((where / SERVED).read_text())
-    assert served == {digest("s3:x", objs[0]): str(data / "a.bin"), digest("s3:x", objs[1]): str(data / "sub/b.txt")}
+    assert served == {digest("s3:x", objs[0]): [str(data / "a.bin"), 100],
+                      digest("s3:x", objs[1]): [str(data / "sub/b.txt"), 10]}
+
+
+def test_a_restart_in_place_lists_the_inputs_its_earlier_attempt_staged(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    data = job / "inputs" / "data"
+    data.mkdir(parents=True)
+    (data / "a.bin").write_bytes(b"x" * 100)
+    obj = ObjectInfo("a.bin", "obs://b/d/a.bin", 100, "e1")
+    attempts = tmp_path / "attempts"
+    pack_attempt(attempts / "1", [(str(job), "m0")], (CachedInputs(str(data), "obs://b/d/", "p", "s3:x", (obj,)),))
+    assert earlier_inputs(attempts, 1) == earlier_inputs(attempts, 3)  # its own (a restarted server), or later
+    assert [c.dir for c in earlier_inputs(attempts, 2)] == [str(data)]  # the server's directories, not m0/...
+    pack_attempt(attempts / "2", [(str(job), "m0")], earlier_inputs(attempts, 2))
+    with tarfile.open(attempts / "2" / WORKSPACE) as tar:
+        assert "m0/inputs/data/a.bin" not in tar.getnames()
+    assert earlier_inputs(tmp_path / "none", 1) == ()
+
+
+def test_a_file_left_out_under_one_name_goes_in_whole_under_another(tmp_path: Path) -> None:
+    """Two input directories holding the same cache entry (hard links of one inode): one is listed (its
+    file left out), the other changed since and travels in the tar: as a file, not a link to nothing."""
+    job = tmp_path / "job"
+    (job / "inputs" / "one").mkdir(parents=True)
+    (job / "inputs" / "two").mkdir(parents=True)
+    (job / "inputs" / "one" / "f").write_bytes(b"y" * 10)
+    os.link(job / "inputs" / "one" / "f", job / "inputs" / "two" / "f")
+    obj = ObjectInfo("f", "obs://b/d/f", 10, "e")
+    gone = ObjectInfo("g", "obs://b/d/g", 5, "e")  # listed, but not there: that directory travels whole
+    pack_attempt(tmp_path / "a", [(str(job), "m0")],
+                 (CachedInputs(str(job / "inputs" / "one"), "obs://b/d/", "p", "s", (obj,)),
+                  CachedInputs(str(job / "inputs" / "two"), "obs://b/d/", "p", "s", (obj, gone))))
+    unpack(tmp_path / "a" / WORKSPACE, tmp_path / "out")
+    assert (tmp_path / "out" / "m0" / "inputs" / "two" / "f").read_bytes() == b"y" * 10
+    assert not (tmp_path / "out" / "m0" / "inputs" / "one" / "f").exists()

@@ -100,6 +100,14 @@ def test_counts_follow_every_write_and_survive_a_restart(tmp_path: Path) -> None
     db.close()
     db = open_db(path)  # a restart: nothing recounted, the table and its triggers are in the database
     _check(db)
+    db.close()
+    raw = sqlite3.connect(path)  # counts that drifted (a row changed by hand, the triggers gone round)
+    raw.execute("UPDATE job_counts SET n = n + 7 WHERE (project_id, phase) IN "
+                "(SELECT project_id, phase FROM job_counts LIMIT 1)")
+    raw.commit()
+    raw.close()
+    db = open_db(path)  # counted again at the open
+    _check(db)
     walk.db = db
     for _ in range(100):
         walk.step()

@@ -63,9 +63,17 @@ def _cookie(header: str, name: str) -> str:
 
 
 async def _to_sign_in(scope: Scope, send: Send) -> None:
-    target = "/console/signin" + ("?" + urlencode({"next": scope["path"]}) if scope["path"].startswith(CONSOLE) else "")
-    await send({"type": "http.response.start", "status": 303,
-                "headers": [(b"location", target.encode()), (b"content-length", b"0")]})
+    """A console page to the sign-in form (303); a fragment or a chart's data (htmx's requests, fetch's
+    JSON) a 401 whose HX-Redirect sends the whole page there, so that no poll swaps the form into a page."""
+    headers = dict(scope.get("headers") or [])
+    fragment = headers.get(b"hx-request") == b"true" or b"application/json" in headers.get(b"accept", b"")
+    page = headers.get(b"hx-current-url", b"").decode("latin-1").split("://", 1)[-1].partition("/")[2]
+    back = "/" + page if fragment and page else scope["path"]
+    target = "/console/signin" + ("?" + urlencode({"next": back}) if back.startswith(CONSOLE) else "")
+    status = 401 if fragment else 303
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"location" if status == 303 else b"hx-redirect", target.encode()),
+                            (b"content-length", b"0")]})
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -72,6 +72,10 @@ def parse_text(text: str) -> Any:
             doc = yaml.load(text, Loader=_NoAliases)  # a SafeLoader, without aliases
         except yaml.YAMLError as exc:
             raise errors.InvalidJsonBody(f"The request body is neither JSON nor valid YAML: {exc}.") from None
+        except RecursionError:
+            raise errors.InvalidJsonBody("The YAML document is nested too deeply.") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise errors.InvalidJsonBody(f"The YAML document has a value that cannot be read: {exc}.") from None
         try:
             raw = orjson.dumps(doc)  # dates become strings, as JSON has none
         except TypeError as exc:
@@ -110,14 +114,20 @@ async def submit(request: Request) -> Response:
     if refused is not None:
         return refused
     project = request.path_params["project_id"]
-    form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    try:  # the form has one field; a body of many (a flood of '&') is refused, not parsed
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True,
+                        max_num_fields=8)
+    except ValueError:
+        exc = errors.InvalidJsonBody("The form has too many fields: send the job's body alone.")
+        status, code = modelarts_error(request, exc)
+        return _form(request, project, "", (code, exc.message), status)
     text = form.get("body", [""])[0]
     try:
         body = await asyncio.to_thread(parse_text, text)  # YAML parses in Python: off the event loop
         doc = await _jobs(request).create(project, str(request.scope.get("openarts.user", "")), body)
     except errors.OpenartsError as exc:
         status, code = modelarts_error(request, exc)
-        return _form(request, project, text, (code, exc.message), 400 if status == 204 else status)
+        return _form(request, project, text, (code, exc.message), status)
     where = f"/console/{project}/jobs/{doc['metadata']['id']}"
     return Response(status_code=201, headers={"HX-Redirect": where, "Location": where})
 

@@ -2,8 +2,8 @@
 the services, the fragments' templates, and the answer for a job that is gone.
 
 A fragment of a job that does not exist (deleted while its page was open, or another project's) is a
-small HTML message with status 404, which console.js lets htmx swap in: it takes the polling element's
-place, so the polling stops.
+small HTML message with status 404, which jobview.js (the job page's script) lets htmx swap in: it takes
+the polling element's place, so the polling stops.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from openarts.service.observe import ObserveService
 # the fragments' own environment over the same templates (autoescaped); pages.py's renders the pages,
 # which include some of these fragments: they use only Jinja's built-in filters
 FRAGMENTS = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
-MISSING = "X-Openarts-Missing"  # marks the 404 answer console.js lets htmx swap in
+MISSING = "X-Openarts-Missing"  # marks the 404 answer jobview.js lets htmx swap in
 
 Handler = Callable[[Request], Awaitable[Response]]
 

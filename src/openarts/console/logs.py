@@ -14,6 +14,7 @@ MAX_MATCHES lines, the log's first GiB).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from openarts.service.observe import LineQuery
 LOG_LINES = 200  # the tail shown
 FOLLOW_LINES = 1000  # lines one poll appends at most
 QUERY_CHARS = 200  # longest search text
+MAX_CHARS = 1 << 20  # of log text one answer carries at most: its end is kept
+SEARCHES = asyncio.Semaphore(1)  # the server's log searches, run one at a time
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,12 @@ async def log_view(request: Request, doc: dict[str, Any]) -> LogView:
     if path is None:
         return replace(view, attempts=0)
     if view.q:
-        found = await observe.off_loop(search, path, view.q)
+        async with SEARCHES:  # one at a time: a search may read a GiB, and shares the log readers' threads
+            found = await observe.off_loop(search, path, view.q)
         return replace(view, found=found)
     page = await observe.off_loop(observe.lines, path, LineQuery(None, LOG_LINES, "desc"))
     content, first, last = _whole(str(page["content"]), int(page["start_line"]), int(page["end_line"]), view.live)
+    content, first = _capped(content, first)
     return replace(view, content=content, first=first, last=last)
 
 
@@ -132,6 +137,15 @@ def _log_path(request: Request, view: LogView) -> Path | None:
         return observe_of(request).task_log(view.project, view.job_id, view.task, str(view.attempt))
     except (errors.LogNotReady, errors.QueryParamsError, errors.TaskNotFound):
         return None
+
+
+def _capped(content: str, first: int) -> tuple[str, int]:
+    """At most MAX_CHARS of `content` (whose first line is number `first`): its end, from a line's start
+    where there is one; and the number of the first line kept."""
+    if len(content) <= MAX_CHARS:
+        return content, first
+    cut = content.find("\n", len(content) - MAX_CHARS) + 1 or len(content) - MAX_CHARS
+    return content[cut:], first + content.count("\n", 0, cut)
 
 
 def _whole(content: str, first: int, last: int, live: bool) -> tuple[str, int, int]:
@@ -173,6 +187,9 @@ async def follow(request: Request) -> Response:
         content = ""
     elif first <= view.last:  # drop the lines the page has already
         content = "\n".join(content.split("\n")[view.last - first + 1:])
+        first = view.last + 1
+    content, kept = _capped(content, first)
+    skipped += kept - first if content else 0  # a few very long lines: only the end of them is brought
     view = replace(view, last=max(view.last, last))
     if not content and view.following:
         return Response(status_code=204)

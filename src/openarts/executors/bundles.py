@@ -42,7 +42,8 @@ from openarts.storage.obs import ObjectInfo, check_cancel, file_md5
 WORKSPACE = "workspace.tar"  # in the attempt's directory on the server
 IMAGE = "image.tar"  # there too, for a job with a custom image: a link to the image's tar (executors/images.py)
 INPUTS = "inputs.json"  # there too, and the tar's first member: the inputs left out of it (CachedInputs)
-SERVED = "inputs-served.json"  # there only: each of those inputs' digest -> the file the server sends
+SERVED = "inputs-served.json"  # there only: each of those inputs' digest -> [the file the server sends, size]
+STAGED = "inputs-staged.json"  # there only: those inputs as the server staged them (for a restart in place)
 FETCHES = 8  # a node's concurrent fetches of cache entries from the server
 TIMEOUT = 60.0  # seconds without progress on a transfer's connection
 CHUNK = 1 << 20
@@ -134,10 +135,14 @@ class ServerInputs:
             check_cancel(cancel)
             self.server.fetch(input_path(self.job_id, self.seq, digest(self.store_id, obj)), dest)
             if obj.md5 and file_md5(dest) != obj.md5:
+                dest.unlink(missing_ok=True)
                 raise OSError(f"{obj.source}: its checksum does not match after the fetch from the server")
 
-        with ThreadPoolExecutor(min(FETCHES, max(1, len(items)))) as pool:
+        pool = ThreadPoolExecutor(min(FETCHES, max(1, len(items))))
+        try:
             list(pool.map(one, items))
+        finally:  # the first failure ends the fetch: what was not started is not
+            pool.shutdown(wait=True, cancel_futures=True)
         return 0  # nothing resumed: a node's fetch from the server starts over
 
 
@@ -150,9 +155,16 @@ def pack(dest: Path, dirs: list[tuple[str, str]], wanted: Callable[[str, int, fl
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")  # unique: two threads may pack one dest
     try:
         def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+            if info.islnk() and wanted is not None and not wanted(info.name, info.size, info.mtime):
+                return None  # a second name of a file (a hard link), itself not wanted
             if not info.isfile():
                 return info
             if wanted is not None and not wanted(info.name, info.size, info.mtime):
+                # tarfile noted its inode just now (the last entry): forget it, so that another name of the
+                # same file that is wanted goes in as a file of its own, not as a link to this one
+                inodes: dict[tuple[int, int], str] = getattr(tar, "inodes", {})  # tarfile's, undocumented
+                if inodes and inodes[last := next(reversed(inodes))] == info.name:
+                    del inodes[last]
                 return None
             if packed is not None:
                 packed[info.name] = (info.size, info.mtime)

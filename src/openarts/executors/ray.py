@@ -49,9 +49,9 @@ from typing import Any
 from openarts.config import Settings
 from openarts.core.resources import DEFAULT_POOL, Catalog, Node
 from openarts.executors.base import Key, Mount, StartError, TaskHandle, TaskLaunch, TaskState, Usage
-from openarts.executors.bundles import IMAGE, INPUTS, SERVED, WORKSPACE, Server, pack
+from openarts.executors.bundles import IMAGE, INPUTS, SERVED, STAGED, WORKSPACE, Server, pack
 from openarts.executors.images import ImageStore
-from openarts.executors.ray_agent import LOG_CHUNK, RayNodeAgent
+from openarts.executors.ray_agent import LOG_CHUNK, PROTOCOL, RayNodeAgent
 from openarts.executors.sandbox import RootImage
 from openarts.storage.cache import CachedInputs, digest
 
@@ -123,19 +123,41 @@ def pack_attempt(where: Path, dirs: list[tuple[str, str]], inputs: tuple[CachedI
     for the route that serves them."""
     listed, served = _on_nodes(inputs, dirs)
     where.mkdir(parents=True, exist_ok=True)
-    (where / SERVED).write_text(json.dumps(served))
-    (where / INPUTS).write_text(CachedInputs.dumps(listed))
+    _write(where / STAGED, CachedInputs.dumps([c for c in inputs if any(c.url == x.url for x in listed)]))
+    _write(where / SERVED, json.dumps(served))
+    _write(where / INPUTS, CachedInputs.dumps(listed))
     left_out = {f"{c.dir}/{o.rel}" for c in listed for o in c.objects}
     pack(where / WORKSPACE, [(str(where / INPUTS), INPUTS), *dirs],
          (lambda name, size, mtime: name not in left_out) if left_out else None)
 
 
+def _write(path: Path, text: str) -> None:
+    """Replace a file whole: a reader sees the old or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def earlier_inputs(attempts: Path, seq: int) -> tuple[CachedInputs, ...]:
+    """For an attempt not prepared here (a restart in place: nothing was staged since; or a server that
+    restarted after the attempt's staging), the cached inputs of the job's latest attempt up to `seq` that
+    listed some; `_on_nodes` checks they are still as listed."""
+    with contextlib.suppress(OSError, ValueError):
+        for n in sorted((int(d.name) for d in attempts.iterdir() if d.name.isdigit() and int(d.name) <= seq),
+                        reverse=True):
+            path = attempts / str(n) / STAGED
+            if path.exists():
+                return tuple(CachedInputs.loads(path.read_text()))
+    return ()
+
+
 def _on_nodes(inputs: tuple[CachedInputs, ...], dirs: list[tuple[str, str]]
-              ) -> tuple[list[CachedInputs], dict[str, str]]:
+              ) -> tuple[list[CachedInputs], dict[str, tuple[str, int]]]:
     """The cached input directories as the nodes see them (`dir` below the tar's m<i>), and the server's
     file for each entry's digest. A directory outside the packed ones, or one whose files are no longer as
     listed, is left in the tar."""
-    listed, served = [], {}
+    listed: list[CachedInputs] = []
+    served: dict[str, tuple[str, int]] = {}
     for c in inputs:
         here = Path(c.dir)
         inside = [(name, here.relative_to(host)) for host, name in dirs if here.is_relative_to(host)]
@@ -143,7 +165,7 @@ def _on_nodes(inputs: tuple[CachedInputs, ...], dirs: list[tuple[str, str]]
             continue
         name, rel = min(inside, key=lambda x: len(x[1].parts))  # the deepest directory holding it
         listed.append(dataclasses.replace(c, dir=f"{name}/{rel}" if rel.parts else name))
-        served.update({digest(c.store_id, o): str(here / o.rel) for o in c.objects})
+        served.update({digest(c.store_id, o): (str(here / o.rel), o.size) for o in c.objects})
     return listed, served
 
 
@@ -258,6 +280,12 @@ class RayExecutor:
         except Exception as exc:
             log.warning("node %s: its agent did not start: %s", node_id, exc)
             return False
+        if info.get("protocol", 0) < PROTOCOL:  # an agent of an older openarts (detached: it outlived it)
+            log.warning("node %s: its agent is of an older version; replacing it (its workers are re-adopted)",
+                        node_id)
+            with contextlib.suppress(Exception):
+                self.ray.kill(agent, no_restart=True)
+            return False
         if info["sandbox"]:
             if self._refused.get(node_id) != info["sandbox"]:  # said once, not every second
                 log.warning("node %s takes no work: no sandbox there: %s", node_id, info["sandbox"])
@@ -332,13 +360,17 @@ class RayExecutor:
             raise StartError(f"cannot start {launch.task}: node {launch.node} is not in the Ray cluster")
         attempt = (launch.job_id, launch.seq)
         image = self._image_of(launch) if launch.image else None
+        timeout = CALL_SECONDS
         if attempt not in self._packed:  # once per attempt: what its nodes fetch from the server
-            await asyncio.to_thread(self._offer, launch.job_id, launch.seq, launch.mounts, image,
-                                    self._earlier_inputs(launch.job_id, launch.seq))
+            attempts = self.settings.attempts_dir(launch.job_id, launch.seq).parent
+            await asyncio.to_thread(lambda: self._offer(launch.job_id, launch.seq, launch.mounts, image,
+                                                        earlier_inputs(attempts, launch.seq)))
+            timeout = TRANSFER_SECONDS  # not prepared: its nodes fetch its files in the start
         if image is not None and self.images is not None:  # every node runs the very image pulled here
             launch = dataclasses.replace(launch, image=self.images.pinned(launch.image, image.digest))
         try:
-            handle: TaskHandle = await self._call(launch.node, "start", launch, self._server(launch.job_id, launch.seq))
+            handle: TaskHandle = await self._call(launch.node, "start", launch, self._server(launch.job_id, launch.seq),
+                                                  timeout=timeout)
         except StartError:
             raise
         except Exception as exc:
@@ -346,19 +378,6 @@ class RayExecutor:
                 raise StartError(f"cannot start {launch.task} on node {launch.node}: {exc}") from exc
             raise
         return handle
-
-    def _earlier_inputs(self, job_id: str, seq: int) -> tuple[CachedInputs, ...]:
-        """For an attempt not prepared (a restart in place: nothing was staged since), the cached inputs
-        its job's latest earlier attempt listed; `_on_nodes` checks they are still as listed."""
-        attempts = self.settings.attempts_dir(job_id, seq).parent
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            earlier = sorted((int(d.name) for d in attempts.iterdir() if d.name.isdigit() and int(d.name) < seq),
-                             reverse=True)
-            for n in earlier:
-                path = self.settings.attempts_dir(job_id, n) / INPUTS
-                if path.exists():
-                    return tuple(CachedInputs.loads(path.read_text()))
-        return ()
 
     def _image_of(self, launch: TaskLaunch) -> RootImage:
         """The job's image, pulled on this server before the start."""
@@ -574,7 +593,7 @@ class RayExecutor:
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:
         """The attempt's reservation and its files on its nodes; its processes were cleaned up before."""
         self._packed.discard((job_id, seq))
-        for name in (WORKSPACE, IMAGE):
+        for name in (WORKSPACE, IMAGE, SERVED):
             (self.settings.attempts_dir(job_id, seq) / name).unlink(missing_ok=True)
         self._ended = {k for k in self._ended if k[:2] != (job_id, seq)}
         await asyncio.to_thread(self._remove_pg, job_id, seq)

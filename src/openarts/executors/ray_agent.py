@@ -49,7 +49,9 @@ from openarts.executors.bundles import (
 from openarts.executors.images import ImageError, ImageStore
 from openarts.executors.sandbox import Sandbox, SandboxUnavailable
 from openarts.storage.cache import CachedInputs, Staged, StagingCache
+from openarts.storage.obs import TransferCancelled
 
+PROTOCOL = 2  # what the server expects of its agents (2: cached inputs); an agent of an older one is replaced
 LOG_CHUNK = 4 << 20  # most bytes of one task's log that one read returns
 READ_BYTES = 16 << 20  # most log bytes one read_logs call returns, all its tasks together
 
@@ -78,10 +80,12 @@ class RayNodeAgent:
         self._sent: dict[Key, dict[str, tuple[int, float]]] = {}  # per task: what send_outputs sent, by name
         self._cache_bytes = cache_bytes
         self._caches: dict[str, StagingCache] = {}  # the node's cache of inputs, per store the server names
-        self._cache_lock = threading.Lock()  # guards _caches
+        self._cache_lock = threading.Lock()  # guards _caches and _stagings
+        self._stagings: dict[tuple[str, int], threading.Event] = {}  # attempt -> set when it is released
 
     def info(self) -> dict[str, object]:
-        return {"node_id": self.node_id, "pid": os.getpid(), "root": str(self.root), "sandbox": self.why}
+        return {"node_id": self.node_id, "pid": os.getpid(), "root": str(self.root), "sandbox": self.why,
+                "protocol": PROTOCOL}
 
     # -- where things are --------------------------------------------------------------------------
     def _attempt_dir(self, job_id: str, seq: int) -> Path:
@@ -110,12 +114,20 @@ class RayNodeAgent:
             if image:
                 self._ensure_image(job_id, seq, image, server)
             shutil.rmtree(where / "inputs", ignore_errors=True)
-            staged = self._stage_inputs(job_id, seq, server, _listed(where / "ws.tar"), where / "inputs")
-        except (OSError, TransferError, ImageError, tarfile.TarError, ValueError) as exc:
+            with self._cache_lock:
+                released = self._stagings.setdefault((job_id, seq), threading.Event())
+            try:
+                staged = self._stage_inputs(job_id, seq, server, _listed(where / "ws.tar"), where / "inputs",
+                                            released)
+            finally:
+                if released.is_set():  # released meanwhile: what this fetch made is not left behind
+                    shutil.rmtree(where, ignore_errors=True)
+        except (OSError, TransferError, ImageError, tarfile.TarError, ValueError, TransferCancelled) as exc:
             raise StartError(f"node {self.node_id} cannot fetch the files of attempt {seq}: {exc}") from exc
         return staged.amounts() if staged.files else ""
 
-    def _stage_inputs(self, job_id: str, seq: int, server: Server, listed: list[CachedInputs], into: Path) -> Staged:
+    def _stage_inputs(self, job_id: str, seq: int, server: Server, listed: list[CachedInputs], into: Path,
+                      cancel: threading.Event | None = None) -> Staged:
         """Link each listed input directory's files under `into` (at its `dir`) from this node's cache,
         fetching from the server the entries the cache lacks; the amounts, all directories together."""
         total = Staged(0, 0, 0, 0)
@@ -126,9 +138,8 @@ class RayNodeAgent:
             with self._cache_lock:
                 cache = self._caches.setdefault(c.store_id, StagingCache(self.root / "cache", self._cache_bytes,
                                                                          c.store_id))
-            one = cache.stage(ServerInputs(server, job_id, seq, c.store_id, c.objects), c.url, dest, c.scope)
-            total = Staged(total.files + one.files, total.fetched + one.fetched, total.cached + one.cached,
-                           total.resumed + one.resumed)
+            total += cache.stage(ServerInputs(server, job_id, seq, c.store_id, c.objects), c.url, dest, c.scope,
+                                 cancel)
         return total
 
     def start(self, launch: TaskLaunch, server: Server) -> TaskHandle:
@@ -275,7 +286,10 @@ class RayNodeAgent:
             return []
 
     def release(self, job_id: str, seq: int) -> None:
-        """Forget an attempt: its files on this node (its processes were cleaned up before)."""
+        """Forget an attempt: its files on this node (its processes were cleaned up before), and a fetch of
+        its inputs still running is stopped."""
+        with self._cache_lock:
+            self._stagings.pop((job_id, seq), threading.Event()).set()
         try:
             self.exits.forget(job_id, seq)
             for key in [k for k in list(self._sent) if k[:2] == (job_id, seq)]:  # other threads add keys

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import stat
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from openarts.security.attempt_tokens import AttemptTokens
 JOB_RE = re.compile(r"[0-9a-f-]{1,64}")
 TASK_RE = re.compile(r"worker-(0|[1-9][0-9]{0,5})")
 DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+SERVED_KEPT = 64  # attempts whose served inputs are kept parsed
 PACKED = {"workspace": WORKSPACE, "image": IMAGE}
 NOT_OUTPUTS = ("attempts",)  # the server's records of the job's attempts; an agent sends outputs only
 
@@ -27,6 +29,7 @@ class AttemptFiles:
     def __init__(self, settings: Settings, tokens: AttemptTokens) -> None:
         self.settings = settings
         self.tokens = tokens
+        self._served_cache: dict[Path, tuple[int, dict[str, tuple[str, int]]]] = {}  # see _served
 
     def _attempt(self, job_id: str, seq: str, authorization: str) -> Path:
         token = authorization.removeprefix("Bearer ").strip()
@@ -46,16 +49,38 @@ class AttemptFiles:
 
     def cached_input(self, job_id: str, seq: str, name: str, authorization: str) -> Path:
         """One of the attempt's inputs a node's cache lacks, by its entry's digest: only those the attempt's
-        tar listed (executors/bundles.py)."""
+        tar listed (executors/bundles.py), and only while the file is as it was staged: a regular file
+        (no link, none on its way) of its size."""
         attempt = self._attempt(job_id, seq, authorization)
+        served = self._served(attempt / SERVED) if DIGEST_RE.fullmatch(name) else {}
+        path, size = served.get(name, ("", -1))
         try:
-            served = json.loads((attempt / SERVED).read_text()) if DIGEST_RE.fullmatch(name) else {}
-        except (OSError, ValueError):
-            served = {}
-        path = served.get(name) if isinstance(served, dict) else None
-        if not isinstance(path, str) or not os.path.isfile(path):
+            st = os.lstat(path) if path else None
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != size or os.path.realpath(path) != path:
             raise errors.AttemptFilesNotFound(f"No input {name[:64]!r} for attempt {seq} of job {job_id}.")
         return Path(path)
+
+    def _served(self, path: Path) -> dict[str, tuple[str, int]]:
+        """An attempt's served inputs (digest -> file, size), parsed once per version of the file: a node
+        asks for each of thousands of files in turn."""
+        try:
+            version = os.stat(path).st_mtime_ns
+        except OSError:
+            return {}
+        held = self._served_cache.get(path)
+        if held is not None and held[0] == version:
+            return held[1]
+        try:
+            doc = json.loads(path.read_text())
+            served = {str(k): (str(v[0]), int(v[1])) for k, v in doc.items()}
+        except (OSError, ValueError, TypeError, IndexError, AttributeError):
+            return {}
+        if len(self._served_cache) >= SERVED_KEPT:
+            self._served_cache.pop(next(iter(self._served_cache)))
+        self._served_cache[path] = (version, served)
+        return served
 
     async def receive_outputs(self, job_id: str, seq: str, task: str, authorization: str,
                               body: AsyncIterator[bytes]) -> None:

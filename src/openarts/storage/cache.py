@@ -56,6 +56,10 @@ class Staged:
     def line(self, name: str, url: str) -> str:
         return f"Input {name}: {self.files} file(s) from {url} ({self.amounts()})."
 
+    def __add__(self, other: Staged) -> Staged:
+        return Staged(self.files + other.files, self.fetched + other.fetched, self.cached + other.cached,
+                      self.resumed + other.resumed, self.objects + other.objects)
+
 
 class Source(Protocol):
     """Where a cache fetches what it lacks: an object store (storage/obs.py), or on a Ray node the server."""
@@ -82,8 +86,12 @@ class CachedInputs:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> CachedInputs:
-        objects = tuple(ObjectInfo(str(r), str(s), int(n), str(v), str(m)) for r, s, n, v, m in doc["objects"])
-        return cls(str(doc["dir"]), str(doc["url"]), str(doc["scope"]), str(doc["store_id"]), objects)
+        """ValueError for a document that is not one."""
+        try:
+            objects = tuple(ObjectInfo(str(r), str(s), int(n), str(v), str(m)) for r, s, n, v, m in doc["objects"])
+            return cls(str(doc["dir"]), str(doc["url"]), str(doc["scope"]), str(doc["store_id"]), objects)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a list of cached inputs: {exc}") from None
 
     @staticmethod
     def dumps(items: list[CachedInputs]) -> str:

@@ -13,6 +13,7 @@ can write between two statements of one synchronous read: reads need no transact
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence, Sized
 from functools import lru_cache
@@ -33,6 +34,8 @@ from openarts.store.schema import (
     outbox,
     schema_version,
 )
+
+log = logging.getLogger(__name__)
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -133,10 +136,26 @@ def _v5(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
     job_counts.create(conn, checkfirst=True)
     for trigger in COUNT_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger.split()[5]}")  # CREATE TRIGGER IF NOT EXISTS <name>
         conn.exec_driver_sql(trigger)
+    _recount(conn)
+
+
+_COUNTED = ("SELECT project_id, phase, count(*) FROM jobs WHERE delete_requested IS 0 "
+            "GROUP BY project_id, phase")
+
+
+def _recount(conn: Connection) -> bool:
+    """Make job_counts what the jobs table says (one walk of an index); True if it had to. Run at every
+    open: searches page from the end by these counts, so a count that drifted (a row changed by hand,
+    an `INSERT OR REPLACE` the triggers do not see) would show wrong rows, not only a wrong total."""
+    real = {(p, ph): n for p, ph, n in conn.exec_driver_sql(_COUNTED)}
+    kept = {(p, ph): n for p, ph, n in conn.exec_driver_sql("SELECT project_id, phase, n FROM job_counts WHERE n != 0")}
+    if real == kept:
+        return False
     conn.exec_driver_sql("DELETE FROM job_counts")
-    conn.exec_driver_sql("INSERT INTO job_counts (project_id, phase, n) SELECT project_id, phase, count(*) "
-                         "FROM jobs WHERE delete_requested IS 0 GROUP BY project_id, phase")
+    conn.exec_driver_sql(f"INSERT INTO job_counts (project_id, phase, n) {_COUNTED}")
+    return True
 
 
 # Ordered migrations; the index + 1 is the schema version it produces. Append, never edit (v2 was
@@ -157,6 +176,8 @@ def migrate(raw: sqlite3.Connection) -> int:
                     MIGRATIONS[version - 1](conn)
                     conn.execute(text("DELETE FROM schema_version"))
                     conn.execute(schema_version.insert().values(version=version))
+                if current >= 5 and _recount(conn):  # (a migration to v5 counted just now)
+                    log.warning("job counts did not match the jobs table; counted again")
             except BaseException:
                 conn.exec_driver_sql("ROLLBACK")
                 raise

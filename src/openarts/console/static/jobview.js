@@ -71,8 +71,13 @@ document.addEventListener("DOMContentLoaded", () => {
   if (data.final) return;
   const timer = setInterval(async () => {
     const r = await fetch(box.dataset.url, { headers: { Accept: "application/json" } }).catch(() => null);
-    if (!r || !r.ok) { if (r && r.status === 404) clearInterval(timer); return; }
-    data = await r.json();
+    if (!r) return;  // the network: asked again next time
+    if (!r.ok || !(r.headers.get("content-type") || "").includes("json")) {
+      clearInterval(timer);  // gone, refused, or signed out (HX-Redirect: the sign-in page)
+      if (r.headers.get("hx-redirect")) window.location.href = r.headers.get("hx-redirect");
+      return;
+    }
+    try { data = await r.json(); } catch (e) { clearInterval(timer); return; }
     showUsage(box, data, charts);
     if (data.final) clearInterval(timer);
   }, 20000);
