@@ -19,18 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from openarts.console.fragments import jobs_of
 from openarts.console.pages import PROJECT_COOKIE, TEMPLATES
 from openarts.core import errors
 from openarts.core.inputs import MAX_BODY, parse_json_body
 from openarts.core.resources import Catalog
-from openarts.service.jobs import JobService
 
 Translate = Callable[[errors.OpenartsError], tuple[int, str]]
-
-
-def _jobs(request: Request) -> JobService:
-    service: JobService = request.app.state.jobs
-    return service
 
 
 def modelarts_error(request: Request, exc: errors.OpenartsError) -> tuple[int, str]:
@@ -98,7 +93,7 @@ def _form(request: Request, project: str, text: str = "", error: tuple[str, str]
     return TEMPLATES.TemplateResponse(request, "submit.html" if not request.headers.get("hx-request") else
                                       "_submit_form.html", {
         "project": project, "text": text, "error": error, "max_body": MAX_BODY,
-        "example": example_body(_jobs(request).catalog)}, status_code=status)
+        "example": example_body(jobs_of(request).catalog)}, status_code=status)
 
 
 async def submit_form(request: Request) -> Response:
@@ -124,7 +119,7 @@ async def submit(request: Request) -> Response:
     text = form.get("body", [""])[0]
     try:
         body = await asyncio.to_thread(parse_text, text)  # YAML parses in Python: off the event loop
-        doc = await _jobs(request).create(project, str(request.scope.get("openarts.user", "")), body)
+        doc = await jobs_of(request).create(project, str(request.scope.get("openarts.user", "")), body)
     except errors.OpenartsError as exc:
         status, code = modelarts_error(request, exc)
         return _form(request, project, text, (code, exc.message), status)
@@ -140,7 +135,7 @@ async def delete(request: Request) -> Response:
         return refused
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
     try:
-        _jobs(request).delete(project, [job_id])
+        jobs_of(request).delete(project, [job_id])
     except errors.OpenartsError as exc:
         status, code = modelarts_error(request, exc)
         return TEMPLATES.TemplateResponse(request, "_error.html", {"error": (code, exc.message)},

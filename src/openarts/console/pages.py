@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from openarts.console.fragments import job_fragment
+from openarts.console.fragments import job_fragment, jobs_of, observe_of
 from openarts.console.logs import LOG_ROUTES, log_view
 from openarts.console.timeline import job_timeline
 from openarts.console.usage import USAGE_ROUTES, usage_columns
@@ -30,8 +30,6 @@ from openarts.core.inputs import MAX_SEARCH_OFFSET
 from openarts.core.phases import TERMINAL, Phase
 from openarts.security.credentials import PROJECT_RE
 from openarts.security.guard import Guard
-from openarts.service.jobs import JobService
-from openarts.service.observe import ObserveService
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescaped: every value a user gave is text
@@ -53,16 +51,6 @@ def ms_duration(ms: int) -> str:
 
 
 TEMPLATES.env.filters.update(ms_time=ms_time, ms_duration=ms_duration)
-
-
-def _jobs(request: Request) -> JobService:
-    service: JobService = request.app.state.jobs
-    return service
-
-
-def _observe(request: Request) -> ObserveService:
-    service: ObserveService = request.app.state.observe
-    return service
 
 
 SESSION_COOKIE = "openarts_session"  # api/auth.py reads it back as the request's X-Auth-Token
@@ -163,13 +151,13 @@ def list_context(request: Request, project: str) -> dict[str, Any]:
         filters.append({"key": "phase", "operator": "in", "value": phases})
     if name:
         filters.append({"key": "name", "operator": "like", "value": [name]})
-    found = _jobs(request).search(project, {"offset": (page - 1) * PAGE_SIZE, "limit": PAGE_SIZE, "sort_by": sort,
+    found = jobs_of(request).search(project, {"offset": (page - 1) * PAGE_SIZE, "limit": PAGE_SIZE, "sort_by": sort,
                                             "order": order, "filters": filters})
     params = {"phase": phases, "name": name, "sort": sort, "order": order}
     pages = max(1, -(-int(found["total"]) // PAGE_SIZE))
     return {
         "project": project, "jobs": found["items"], "total": found["total"],
-        "counts": _jobs(request).phase_counts(project),
+        "counts": jobs_of(request).phase_counts(project),
         "phases": PHASES, "chosen": set(phases), "name": name, "sort": sort, "order": order, "sorts": SORTS,
         "page": page, "pages": pages, "params": params, "query": _query}
 
@@ -178,15 +166,15 @@ async def job_page(request: Request) -> Response:
     """One job: its essentials, attempts, tasks and latest events."""
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
     try:
-        doc = _jobs(request).get(project, job_id)
+        doc = jobs_of(request).get(project, job_id)
     except errors.JobNotFound:
         return TEMPLATES.TemplateResponse(request, "missing.html", {"project": project, "job_id": job_id},
                                           status_code=404)
-    events = _observe(request).events(project, job_id, {"limit": "100", "order": "desc"})["events"]
+    events = observe_of(request).events(project, job_id, {"limit": "100", "order": "desc"})["events"]
     return TEMPLATES.TemplateResponse(request, "job.html", {
         "project": project, "job": doc, "events": events, "final": _final(doc),
         "logs": await log_view(request, doc),  # console/logs.py: a task's attempt, followed or searched
-        "timeline": job_timeline(doc, _observe(request).stages(project, job_id), int(time.time() * 1000)),
+        "timeline": job_timeline(doc, observe_of(request).stages(project, job_id), int(time.time() * 1000)),
         "node_counts": json.dumps(_node_counts(doc)), "usage": json.dumps(usage_columns(request, doc))})
 
 
@@ -210,7 +198,7 @@ def _live(request: Request, project: str, doc: dict[str, Any]) -> Response:
 async def live(request: Request) -> Response:
     """The parts of a job's page that change while it runs (phase, tasks), polled every 2 s until it ends."""
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
-    return _live(request, project, _jobs(request).get(project, job_id))
+    return _live(request, project, jobs_of(request).get(project, job_id))
 
 
 @job_fragment
@@ -221,7 +209,7 @@ async def terminate(request: Request) -> Response:
     if request.headers.get("hx-request") != "true":
         return Response("Terminate from the console's page.", status_code=403)
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
-    return _live(request, project, _jobs(request).terminate(project, job_id, {"action_type": "terminate"}))
+    return _live(request, project, jobs_of(request).terminate(project, job_id, {"action_type": "terminate"}))
 
 
 CONSOLE_ROUTES = [
