@@ -3,7 +3,7 @@ project's waiting jobs in the scheduler's order with why each waits.
 
 Read from the store, as the supervisor's pass reads it: a node's free capacity is its capacity less what
 the jobs holding capacity hold (running and terminating jobs, and pending ones whose attempt is being
-staged: supervisor/snapshot.py's `free_capacity`, which this layer may not import); a fenced node offers
+staged), counted by the scheduler's own `free_capacity` (scheduler/capacity.py); a fenced node offers
 nothing. Why a job waits is what the scheduler last recorded for it: its "Job is waiting: ..." event
 (supervisor/loop.py), written when the reason changes, and ignored once an attempt ended after it (a job
 sent back to the queue waits for a new verdict).
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 from openarts.core.phases import Phase
 from openarts.core.resources import Catalog, Flavor
+from openarts.scheduler.capacity import HOLDING, free_capacity, holds
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
 from openarts.store.rows import AttemptRow, JobRow, TaskRow
 
 WAITING_EVENT = "Job is waiting: "  # the scheduler's event (supervisor/loop.py)
-HOLDING = (Phase.RUNNING, Phase.TERMINATING)
 WAITING_SHOWN = 200  # a project's waiting jobs listed; the rest are counted
 
 
@@ -78,39 +78,23 @@ class QueueView:
     pools: dict[str, int] = field(default_factory=dict)  # pool -> jobs queued in it (every project)
 
 
-def _gpus(text: str) -> set[int]:
-    return {int(g) for g in text.split(",") if g}
-
-
 def node_use(catalog: Catalog, rows: list[JobRow], tasks: Mapping[str, list[TaskRow]],
              attempts: Mapping[str, AttemptRow], fenced: Mapping[str, int]) -> list[NodeUse]:
     """Each node of the catalog, less what the jobs holding capacity hold of it."""
-    nodes = {n.name: NodeUse(n.name, n.pool, n.ip, n.labels, n.cpu_milli, n.memory_mb, n.gpus, n.cpu_milli,
-                             n.memory_mb, list(n.gpus)) for n in catalog.nodes}
-    for row in rows:
-        if not holds(row, attempts.get(row.id)):
-            continue
-        flavor = catalog.flavors.get(row.flavor_id)
-        for t in tasks.get(row.id, []):
-            node = nodes.get(t.node)
-            if node is None:
-                continue
-            node.workers += 1
-            if flavor is not None:
-                node.free_cpu_milli -= flavor.cpu_milli
-                node.free_memory_mb -= flavor.memory_mb
-            used = _gpus(t.gpus)
-            node.free_gpus = [g for g in node.free_gpus if g not in used]
-    for name, until in fenced.items():
-        if (node := nodes.get(name)) is not None:
-            node.fenced_until_ms = until
-            node.free_cpu_milli, node.free_memory_mb, node.free_gpus = 0, 0, []
-    return list(nodes.values())
+    holding = {r.id for r in rows if holds_capacity(r, attempts.get(r.id))}
+    workers: dict[str, int] = {}
+    for job_id in holding:
+        for t in tasks.get(job_id, []):
+            workers[t.node] = workers.get(t.node, 0) + 1
+    free = {n.name: n for n in free_capacity(catalog, rows, tasks, fenced, holding)}
+    return [NodeUse(n.name, n.pool, n.ip, n.labels, n.cpu_milli, n.memory_mb, n.gpus, free[n.name].cpu_milli,
+                    free[n.name].memory_mb, free[n.name].gpus, workers.get(n.name, 0), fenced.get(n.name, 0))
+            for n in catalog.nodes]
 
 
-def holds(row: JobRow, attempt: AttemptRow | None) -> bool:
-    """Whether a job's tasks hold capacity: running or terminating, or pending with its attempt staged."""
-    return row.phase in HOLDING or (row.phase == Phase.PENDING and attempt is not None and not attempt.end_ms)
+def holds_capacity(row: JobRow, attempt: AttemptRow | None) -> bool:
+    """Whether a job's tasks hold capacity (scheduler/capacity.py `holds`)."""
+    return holds(row.phase, attempt is not None and not attempt.end_ms)
 
 
 def queue_view(db: Database, catalog: Catalog, project_id: str) -> QueueView:
@@ -123,7 +107,7 @@ def queue_view(db: Database, catalog: Catalog, project_id: str) -> QueueView:
         tasks = q.current_tasks(conn, placed)
         attempts = q.current_attempts(conn, placed)
         nodes = node_use(catalog, rows, tasks, attempts, q.fenced_nodes(conn, now))
-        queued = sorted((r for r in rows if r.phase == Phase.PENDING and not holds(r, attempts.get(r.id))),
+        queued = sorted((r for r in rows if r.phase == Phase.PENDING and not holds_capacity(r, attempts.get(r.id))),
                         key=lambda r: (-r.priority, r.queue_seq))
         positions: dict[str, int] = {}
         pools: dict[str, int] = {}

@@ -42,6 +42,7 @@ from openarts.core.resources import Catalog
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.base import Executor, TaskHandle
 from openarts.executors.images import ImageStore
+from openarts.scheduler.capacity import free_capacity, holds
 from openarts.scheduler.ledger import Ledger
 from openarts.scheduler.plan import Affinity, PendingJob, demand_of, plan
 from openarts.storage.obs import Manifest, ObjectStore
@@ -153,9 +154,8 @@ class Supervisor(AttemptStarts):
             attempts = q.current_attempts(conn, placed)
             fenced = q.fenced_nodes(conn, now)
         # a Pending job whose attempt is open (being staged) holds its placement, as a running one does
-        holding = {r.id for r in rows if r.phase in snap.HOLDING or (
-            r.phase == Phase.PENDING and (a := attempts.get(r.id)) is not None and not a.end_ms)}
-        ps = Pass(rows, tasks, Ledger(snap.free_capacity(self.catalog, rows, tasks, fenced, holding)), holding)
+        holding = {r.id for r in rows if holds(r.phase, (a := attempts.get(r.id)) is not None and not a.end_ms)}
+        ps = Pass(rows, tasks, Ledger(free_capacity(self.catalog, rows, tasks, fenced, holding)), holding)
         pending: list[JobRow] = []
         steps = []
         for row in rows:
