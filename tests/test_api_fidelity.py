@@ -111,7 +111,17 @@ def _implemented_calls(jobs: dict[str, str]) -> dict[str, list[Callable[[], Any]
         "show_training_quotas": [lambda: m.ShowTrainingQuotasRequest()],
         "modify_training_quotas": [lambda: m.ModifyTrainingQuotasRequest(
             body={"quotas": [{"resource": "gpus", "quota": 4}]})],
+        "show_search_algorithms": [lambda: m.ShowSearchAlgorithmsRequest()],
+        "show_auto_search_yaml_templates_info": [lambda: m.ShowAutoSearchYamlTemplatesInfoRequest()],
+        "show_auto_search_yaml_template_content": [lambda: m.ShowAutoSearchYamlTemplateContentRequest(
+            algorithm_type="search_algorithm", algorithm_name="tpe_search")],
     }
+
+
+# Served, and checked against their models the same way where a search with trials exists to ask about
+# (tests/test_autosearch_api.py seeds one): the operations on a search's trials.
+TESTED_ELSEWHERE = {"show_auto_search_trials", "show_auto_search_per_trial", "show_auto_search_trial_early_stop",
+                    "show_auto_search_params_analysis", "show_auto_search_param_analysis_result_path"}
 
 
 def _placeholder_request(operation: str) -> Any:
@@ -132,6 +142,8 @@ def test_every_training_operation_answers_its_response_or_501(server: Server, sd
     for op in operations:
         name = op["sdk_operation"]
         call = getattr(sdk, name)
+        if name in TESTED_ELSEWHERE:
+            continue
         if name in implemented:
             for make in implemented[name]:
                 resp = call(make())

@@ -116,7 +116,8 @@ def test_counts_follow_every_write_and_survive_a_restart(tmp_path: Path) -> None
 
 
 def _as_v4(path: Path) -> None:
-    """Turn a current database back into what v4 left: the three old search indexes, no counts."""
+    """Turn a current database back into what v4 left: the three old search indexes, no counts, no
+    trials (v6: jobs.parent_id, the trials table)."""
     raw = sqlite3.connect(path)
     for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         raw.execute(f"DROP TRIGGER {name}")
@@ -126,6 +127,9 @@ def _as_v4(path: Path) -> None:
     raw.executescript("CREATE INDEX ix_jobs_project_create ON jobs (project_id, create_ms); "
                       "CREATE INDEX ix_jobs_project_phase_create ON jobs (project_id, phase, create_ms); "
                       "CREATE INDEX ix_jobs_search ON jobs (project_id, delete_requested, phase, create_ms); "
+                      "DROP INDEX uq_jobs_project_name; DROP TABLE trials; ALTER TABLE jobs DROP COLUMN parent_id; "
+                      "CREATE UNIQUE INDEX uq_jobs_project_name ON jobs (project_id, name) "
+                      "WHERE delete_requested IS 0; "
                       "UPDATE schema_version SET version = 4;")
     raw.commit()
     raw.close()
@@ -140,7 +144,7 @@ def test_a_database_migrated_from_v4_counts_its_jobs(tmp_path: Path) -> None:
     db.close()
     _as_v4(path)
     db = open_db(path)
-    assert len(MIGRATIONS) == 5 and db.version == 5
+    assert len(MIGRATIONS) == 6 and db.version == 6
     with db.connect() as conn:
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert set(SEARCH_INDEXES) <= indexes

@@ -19,8 +19,8 @@ from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import open_db
 
-Row = namedtuple("Row", "id attempt")
-ROWS = [Row("a", 3), Row("b", 1)]
+Row = namedtuple("Row", "id attempt kind")
+ROWS = [Row("a", 3, "job"), Row("b", 1, "autosearch_job")]  # a search's details read its trials too
 
 CALLS: dict[str, Callable[[sqlite3.Connection], Any]] = {
     "job_details": lambda c: q.job_details(c, ROWS),

@@ -44,8 +44,9 @@ from openarts.security.log_links import LogLinks
 from openarts.security.secretbox import load_master_key
 from openarts.service.attempt_files import AttemptFiles
 from openarts.service.catalog import CatalogService
-from openarts.service.jobs import JobService
+from openarts.service.jobs import JobService, static_renderer
 from openarts.service.observe import ObserveService
+from openarts.service.search import SearchService
 from openarts.service.telemetry import StoredJobs
 from openarts.storage.obs import LocalObjectStore, ObjectStore
 from openarts.storage.s3 import S3ObjectStore, S3Options
@@ -160,12 +161,14 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         executor = await executor_of(settings, cat, box, images, tokens)
         store = store_of(settings)
         sampler = MetricsSampler(settings, db, cat, executor, settings.metrics_interval_seconds)
-        supervisor = Supervisor(settings, db, cat, executor, store, sampler, images)
+        supervisor = Supervisor(settings, db, cat, executor, store, sampler, images,
+                                render=static_renderer(settings, cat))
         notifier = Notifier(settings, db)
         await supervisor.adopt()  # before serving
         app.state.supervisor = supervisor
         app.state.jobs = JobService(settings, db, cat, supervisor.poke, store)
         app.state.observe = ObserveService(settings, db, LogLinks(master_key), store)
+        app.state.search = SearchService(settings, db, supervisor.poke)
         app.state.catalog = CatalogService(cat)
         app.state.attempt_files = AttemptFiles(settings, tokens)
         app.state.stored_jobs = StoredJobs(db)

@@ -31,6 +31,8 @@ TABLE: list[tuple[type[errors.OpenartsError], int, str]] = [
     (errors.DuplicateJobName, 400, "ModelArts.2751"),
     (errors.JobNotFound, 400, "ModelArts.2775"),
     (errors.TaskNotFound, 400, "ModelArts.2775"),
+    (errors.TrialNotFound, 400, "ModelArts.2775"),  # a thing of the job not found, as a task
+    (errors.SearchAlgorithmNotFound, 400, "ModelArts.2755"),  # the reference's "algorithm not found."
     (errors.NotAllowedToTerminate, 409, "ModelArts.2796"),
     (errors.JobStatusChanged, 409, "ModelArts.2878"),
     (errors.LogNotReady, 204, "ModelArts.2776"),  # the reference's status: no body can follow

@@ -14,6 +14,7 @@ from openarts.core.inputs import parse_json_body
 from openarts.service.catalog import CatalogService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
+from openarts.service.search import SearchService
 
 
 def ok(data: Any, status: int = 200) -> Response:
@@ -55,6 +56,11 @@ def _observe(request: Request) -> ObserveService:
 
 def _catalog(request: Request) -> CatalogService:
     svc: CatalogService = request.app.state.catalog
+    return svc
+
+
+def _search(request: Request) -> SearchService:
+    svc: SearchService = request.app.state.search
     return svc
 
 
@@ -184,6 +190,50 @@ async def modify_quotas(request: Request) -> Response:
     return ok(_jobs(request).set_quotas(request.path_params["project_id"], await body_json(request)))
 
 
+async def search_algorithms(request: Request) -> Response:
+    return ok(_search(request).algorithms())
+
+
+async def autosearch_templates(request: Request) -> Response:
+    return ok(_search(request).templates())
+
+
+async def autosearch_template(request: Request) -> Response:
+    p = request.path_params
+    return ok(_search(request).template(p["algorithm_type"], p["algorithm_name"]))
+
+
+async def autosearch_trials(request: Request) -> Response:
+    p, qp = request.path_params, request.query_params
+    return ok(_search(request).trials(p["project_id"], p["job_id"], qp.get("limit"), qp.get("offset")))
+
+
+async def autosearch_trial(request: Request) -> Response:
+    p = request.path_params
+    return ok(_search(request).trial(p["project_id"], p["job_id"], p["trial_id"]))
+
+
+async def autosearch_early_stop(request: Request) -> Response:
+    p = request.path_params
+    return ok(_search(request).early_stop(p["project_id"], p["job_id"], p["trial_id"]))
+
+
+async def autosearch_analysis(request: Request) -> Response:
+    p = request.path_params
+    return ok(await _search(request).analysis(p["project_id"], p["job_id"]))
+
+
+async def autosearch_analysis_plot(request: Request) -> Response:
+    p = request.path_params
+    return ok(_search(request).analysis_plot(p["project_id"], p["job_id"], p["parameter_name"]))
+
+
+async def autosearch_plot(request: Request) -> Response:
+    p = request.path_params
+    return FileResponse(_search(request).plot(p["project_id"], p["job_id"], p["parameter_name"]),
+                        media_type="image/svg+xml")
+
+
 async def health(request: Request) -> Response:
     return ok({"status": "ok", "version": request.app.state.version})
 
@@ -198,6 +248,10 @@ ROUTES = [
     Route("/openapi.json", openapi, methods=["GET"]),
     Route(f"{P}/training-jobs", create_job, methods=["POST"]),
     Route(f"{P}/training-jobs/batch-delete", batch_delete, methods=["POST"]),
+    # literal paths under /training-jobs/ before /training-jobs/{job_id}/...: routes match in this order
+    Route(f"{P}/training-jobs/autosearch/yaml-templates", autosearch_templates, methods=["GET"]),
+    Route(f"{P}/training-jobs/autosearch/yaml-templates/{{algorithm_type}}/{{algorithm_name}}", autosearch_template,
+          methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}", show_job, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}", update_job, methods=["PUT"]),
     Route(f"{P}/training-jobs/{{job_id}}", delete_job, methods=["DELETE"]),
@@ -210,10 +264,20 @@ ROUTES = [
     Route(f"{P}/training-jobs/{{job_id}}/events", job_events, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/metrics/{{task_id}}", job_metrics, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/stages", job_stages, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/autosearch-trials", autosearch_trials, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/autosearch-trials/{{trial_id}}", autosearch_trial, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/autosearch-trial-earlystop/{{trial_id}}", autosearch_early_stop,
+          methods=["POST"]),
+    Route(f"{P}/training-jobs/{{job_id}}/autosearch-parameter-analysis", autosearch_analysis, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/autosearch-parameter-analysis/{{parameter_name}}", autosearch_analysis_plot,
+          methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/autosearch-parameter-analysis/{{parameter_name}}/plot.svg", autosearch_plot,
+          methods=["GET"]),
     Route(f"{P}/training-job-searches", search_jobs, methods=["POST"]),
     Route(f"{P}/training-job-flavors", flavors, methods=["GET"]),
     Route(f"{P}/training-job-engines", engines, methods=["GET"]),
     Route(f"{P}/training-job-names", job_names, methods=["GET"]),
     Route(f"{P}/training-quotas", show_quotas, methods=["GET"]),
     Route(f"{P}/training-quotas", modify_quotas, methods=["PUT"]),
+    Route(f"{P}/search-algorithms", search_algorithms, methods=["GET"]),
 ]

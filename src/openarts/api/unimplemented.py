@@ -49,19 +49,6 @@ NOT_IMPLEMENTED: list[tuple[str, str, str]] = [
     ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-metrics", "show_ft_metrics"),
     ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-artifacts", "list_ft_artifacts"),
     ("POST", f"{P}/training-jobs/{{training_job_id}}/ft-artifacts/publish", "publish_ft_artifacts"),
-    # auto search
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/autosearch-trials", "show_auto_search_trials"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/autosearch-trials/{{trial_id}}", "show_auto_search_per_trial"),
-    ("POST", f"{P}/training-jobs/{{training_job_id}}/autosearch-trial-earlystop/{{trial_id}}",
-     "show_auto_search_trial_early_stop"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/autosearch-parameter-analysis",
-     "show_auto_search_params_analysis"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/autosearch-parameter-analysis/{{parameter_name}}",
-     "show_auto_search_param_analysis_result_path"),
-    ("GET", f"{P}/training-jobs/autosearch/yaml-templates", "show_auto_search_yaml_templates_info"),
-    ("GET", f"{P}/training-jobs/autosearch/yaml-templates/{{algorithm_type}}/{{algorithm_name}}",
-     "show_auto_search_yaml_template_content"),
-    ("GET", f"{P}/search-algorithms", "show_search_algorithms"),
 ]
 
 

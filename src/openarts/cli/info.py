@@ -1,5 +1,5 @@
-"""Client commands that show what otherwise needs curl: a job's events (why is it waiting?), the
-flavors, the engines and the project's quotas. Each prints a table, or the server's JSON with --json."""
+"""Client commands that show what otherwise needs curl: a job's events (why is it waiting?), a search's
+trials, the flavors, the engines and the project's quotas. Each prints a table, or the server's JSON with --json."""
 
 from __future__ import annotations
 
@@ -43,6 +43,27 @@ def cmd_events(api: Api, args: argparse.Namespace) -> int:
     for e in events:
         table.add_row(cell(event_time(e.get("time"))), cell(e.get("level")), cell(e.get("source")),
                       clipped(e.get("message")))
+    show(out_console(), table)
+    return 0
+
+
+def cmd_trials(api: Api, args: argparse.Namespace) -> int:
+    """A hyperparameter search's trials: one row per trial, its values, rewards and outcome."""
+    page = api.call("GET", job_path(args.id, "autosearch-trials"), params={"limit": 1000, "offset": 0})
+    if args.json:
+        print_json(page)
+        return 0
+    items = page.get("items") or {}
+    header: list[str] = list(items.get("header") or [])
+    shown = [h for h in header if h not in ("job_id", "create_time", "end_time")]
+    status = api.job(args.id).get("status", {})
+    table = Table(caption=f"{page.get('total', 0)} trial(s); the search is {phase_text(status)}",
+                  caption_justify="left")
+    for name in shown:
+        table.add_column(name, no_wrap=name != "message")
+    for row in items.get("data") or []:
+        values = dict(zip(header, row, strict=False))
+        table.add_row(*(clipped(values.get(h)) if h == "message" else cell(values.get(h)) for h in shown))
     show(out_console(), table)
     return 0
 
@@ -118,6 +139,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("id")
     p.add_argument("--limit", type=limited, default=50, help=f"the latest N events (default 50, at most {EVENTS_MAX})")
     p.add_argument("--level", type=level_arg, help=f"only events of this level ({', '.join(EVENT_LEVELS)})")
+    p = add_command(sub, "trials", cmd_trials, "show a hyperparameter search's trials (kind autosearch_job)")
+    p.add_argument("id")
     p = add_command(sub, "flavors", cmd_flavors, "list the flavors jobs can use")
     p.add_argument("--type", choices=("CPU", "GPU", "Ascend"), help="only flavors of this type")
     add_command(sub, "engines", cmd_engines, "list the engines jobs can use")

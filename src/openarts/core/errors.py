@@ -15,10 +15,13 @@
     │   ├── AlgorithmNotFound   algorithm.id / a subscription: none here     (400 ModelArts.2755)
     │   ├── CodeDirError        code_dir missing or malformed                (400 ModelArts.2757)
     │   ├── BootFileError       boot_file outside code_dir                   (400 ModelArts.2758)
-    │   └── CommandRequired     neither a command nor a boot file            (400 ModelArts.2806)
+    │   ├── CommandRequired     neither a command nor a boot file            (400 ModelArts.2806)
+    │   └── NotAutoSearchJob    an auto-search operation on a job that is no search (400 ModelArts.2788)
     ├── DuplicateJobName        the name is taken in this project            (400 ModelArts.2751)
     ├── JobNotFound             no such job in this project                  (400 ModelArts.2775)
     ├── TaskNotFound            no such task in this job                     (400 ModelArts.2775)
+    ├── TrialNotFound           no such trial in this search                 (400 ModelArts.2775)
+    ├── SearchAlgorithmNotFound no such search algorithm or template type    (400 ModelArts.2755)
     ├── NotAllowedToTerminate   the job is already final                     (409 ModelArts.2796)
     ├── JobStatusChanged        the change needs another phase               (409 ModelArts.2878)
     ├── LogNotReady             a task has no log yet                        (204, ModelArts.2776)
@@ -101,6 +104,12 @@ class CommandRequired(InvalidRequest):
     pass
 
 
+class NotAutoSearchJob(InvalidRequest):
+    def __init__(self, job_id: str, kind: str) -> None:
+        super().__init__(f"Training job (ID: {job_id}) is not an auto-search job (its kind is {kind!r}, not "
+                         "'autosearch_job'): it has no trials or parameter analysis.")
+
+
 class DuplicateJobName(OpenartsError):
     pass
 
@@ -113,6 +122,16 @@ class JobNotFound(OpenartsError):
 class TaskNotFound(OpenartsError):
     def __init__(self, job_id: str, task_id: str) -> None:
         super().__init__(f"Task {task_id!r} of training job (ID: {job_id}) not found.")
+
+
+class TrialNotFound(OpenartsError):
+    def __init__(self, job_id: str, trial_id: str, count: int) -> None:
+        have = f"its trial ids are 0 to {count - 1}" if count else "it has no trial yet"
+        super().__init__(f"Trial {trial_id[:64]!r} of auto-search job (ID: {job_id}) not found: {have}.")
+
+
+class SearchAlgorithmNotFound(OpenartsError):
+    """An auto-search YAML template of an unknown type or algorithm (ModelArts' "algorithm not found")."""
 
 
 class NotAllowedToTerminate(OpenartsError):

@@ -75,3 +75,6 @@ def outcome(t: Termination) -> tuple[Phase, Secondary]:
     if t.kind is EndKind.LOST:
         return Phase.FAILED, Secondary.LOST
     return Phase.FAILED, Secondary.FAILED
+
+
+AUTO_STOPPED = "auto stopped"  # how a termination by spec.auto_stop's reason begins (supervisor/attempts.py)

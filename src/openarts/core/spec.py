@@ -17,6 +17,7 @@ from typing import Any
 
 from openarts.core import arglimits, errors, faults
 from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
+from openarts.core.search import SEARCH_KIND, SearchSpec, parse_search
 from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -88,6 +89,11 @@ class JobSpec:
     log_export_url: str | None = None  # spec.log_export_path.obs_url: every attempt's task logs go there
     volumes: tuple[Volume, ...] = ()  # spec.volumes: NFS shares bound at their local_path (core/volumes.py)
     summary: Channel | None = None  # algorithm.summary.log_dir.pfs.pfs_path: synced like a periodic output
+    search: SearchSpec | None = None  # kind autosearch_job: its algorithm.policies.auto_search
+
+    @property
+    def kind(self) -> str:
+        return SEARCH_KIND if self.search is not None else "job"
 
 
 def exported_log_name(job_id: str, task: str, seq: int) -> str:
@@ -374,9 +380,10 @@ def _auto_stop(req: dict[str, Any]) -> int | None:
 def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | None = None) -> JobSpec:
     if not isinstance(body, dict):
         raise errors.InvalidJsonBody("The request body must be a JSON object.")
-    kind = body.get("kind", "job")
-    if kind != "job":
-        raise _bad("kind", f"{kind!r} is not supported; use 'job'")
+    kind = body.get("kind", "job") or "job"
+    if kind not in ("job", SEARCH_KIND):
+        raise _bad("kind", f"{kind!r} is not supported; use 'job', or {SEARCH_KIND!r} for a hyperparameter "
+                   "search")
     if body.get("tasks") is not None and body.get("spec") is not None:
         raise _bad("tasks", "use either spec or tasks, not both")
     if body.get("tasks") is not None:
@@ -452,6 +459,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
             raise _bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
         parameters.append((pname, _scalar_str(p.get("value", ""), f"{path}.value")))
 
+    search = _search(algorithm, kind, parameters)
     inputs = _channels(algorithm, "inputs", "algorithm", datasets)
     outputs = _channels(algorithm, "outputs", "algorithm")
 
@@ -526,7 +534,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
 
     endpoints = _obj(body, "endpoints", "")
     request = {
-        "kind": "job",
+        "kind": kind,
         "metadata": {**metadata, "name": name, "description": description, "workspace_id": workspace_id,
                      "annotations": annotations},
         "algorithm": algorithm,
@@ -540,8 +548,20 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
-        log_export_url=log_export_url or None, volumes=volumes, summary=summary,
+        log_export_url=log_export_url or None, volumes=volumes, summary=summary, search=search,
     )
+
+
+def _search(algorithm: dict[str, Any], kind: str, parameters: list[tuple[str, str]]) -> SearchSpec | None:
+    """algorithm.policies.auto_search: the search of a job of kind autosearch_job (core/search.py)."""
+    policies = _obj(algorithm, "policies", "algorithm")
+    auto_search = policies.get("auto_search")
+    if kind != SEARCH_KIND:
+        if auto_search:
+            raise _bad("kind", f"a job with algorithm.policies.auto_search is a hyperparameter search: "
+                       f"create it with kind {SEARCH_KIND!r}")
+        return None
+    return parse_search(auto_search, parameters)
 
 
 SUMMARY_TYPES = ("tensorboard", "mindstudio-insight")

@@ -19,6 +19,7 @@ import orjson
 from openarts.core.layout import Layout, document_algorithm
 from openarts.core.resources import Catalog, Engine, Flavor
 from openarts.core.spec import JobSpec
+from openarts.service.search import search_status
 from openarts.store.queries import Details
 from openarts.store.rows import AttemptRow, JobRow
 
@@ -132,6 +133,9 @@ def job_document(row: JobRow, details: Details, now_ms: int) -> dict[str, Any]:
     }
     if tasks:  # host_ip is left out: the local executor knows one address per worker, not a host behind it
         status["task_ips"] = [{"task": t.task, "ip": t.ip, "schedule_count": t.seq} for t in tasks]
+    notes: dict[str, str] = {}
+    if "trials" in details:  # a search: its tasks are its trials (service/search.py)
+        status["tasks"], status["task_statuses"], notes = search_status(row, details["trials"])
     metadata: dict[str, Any] = {
         "id": row.id,
         "name": row.name,
@@ -140,8 +144,8 @@ def job_document(row: JobRow, details: Details, now_ms: int) -> dict[str, Any]:
         "create_time": row.create_ms,
         "user_name": row.user_name,
     }
-    if doc["annotations"]:
-        metadata["annotations"] = doc["annotations"]
+    if doc["annotations"] or notes:
+        metadata["annotations"] = {**doc["annotations"], **notes}
     out: dict[str, Any] = {
         "kind": row.kind,
         "metadata": metadata,

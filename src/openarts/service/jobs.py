@@ -17,6 +17,7 @@ from openarts.core.layout import layout
 from openarts.core.notify import parse_notification
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import Catalog
+from openarts.core.search import SEARCH_KIND
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.images import ImageError, parse_ref, registries_of
 from openarts.executors.volumes import VolumeError, host_dirs, nfs_shares
@@ -33,6 +34,14 @@ from openarts.store.rows import JobRow
 
 SEARCH_LIMIT_MAX = 50
 ENDED_DOCUMENTS = 2048  # documents of ended jobs kept rendered (least recently read dropped first)
+
+
+def static_renderer(settings: Settings, catalog: Catalog) -> Callable[[JobSpec, str], dict[str, Any]]:
+    """A new job's static document (service/document.py): the API's, and a search's trials' (the
+    supervisor gets it from api/app.py)."""
+    def render(spec: JobSpec, job_id: str) -> dict[str, Any]:
+        return static_document(spec, job_id, catalog, layout(spec, settings.job_dir(job_id), settings.sandboxed))
+    return render
 
 
 class JobService:
@@ -57,8 +66,7 @@ class JobService:
             self._check_volumes(spec)
         await self.buckets.check(spec)  # a missing bucket or refused credentials: refused now (service/buckets.py)
         job_id = str(uuid.uuid4())
-        doc = static_document(spec, job_id, self.catalog,
-                              layout(spec, self.settings.job_dir(job_id), self.settings.sandboxed))
+        doc = static_renderer(self.settings, self.catalog)(spec, job_id)
         now = w.now_ms()
         with self.db.begin() as conn:
             w.create_job(conn, job_id, project_id, user_name, spec, doc, now, notification)
@@ -112,7 +120,7 @@ class JobService:
         by then."""
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
-            ended = is_terminal(Phase(row.phase))
+            ended = is_terminal(Phase(row.phase)) and row.kind != SEARCH_KIND  # a search's: its trials' rows too
             cached = self._ended.get(row.id) if ended else None
             if cached is not None and cached[0] == row:
                 self._ended.move_to_end(row.id)
@@ -202,8 +210,8 @@ class JobService:
     def quotas(self, project_id: str, resource: str | None = None) -> dict[str, Any]:
         with self.db.connect() as conn:
             limits = q.project_quotas(conn, project_id).get(project_id, {})
-            rows = [r for r in q.active_jobs(conn) if r.project_id == project_id and r.phase in
-                    (Phase.RUNNING, Phase.TERMINATING)]
+            rows = [r for r in q.active_jobs(conn) if r.project_id == project_id and r.kind != SEARCH_KIND
+                    and r.phase in (Phase.RUNNING, Phase.TERMINATING)]  # a search holds nothing: its trials do
         used = {"running_jobs": len(rows), "cpu_cores": 0, "gpus": 0}
         for r in rows:
             flavor = self.catalog.flavors.get(r.flavor_id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from openarts.core.phases import Phase
 from openarts.core.resources import Catalog, Flavor
+from openarts.core.search import SEARCH_KIND
 from openarts.scheduler.capacity import HOLDING, free_capacity, holds
 from openarts.store import jobs as w
 from openarts.store import queries as q
@@ -102,7 +103,7 @@ def queue_view(db: Database, catalog: Catalog, project_id: str) -> QueueView:
     the scheduler's order (priority, then submission), each with why it waits."""
     now = w.now_ms()
     with db.connect() as conn:
-        rows = [r for r in q.active_jobs(conn) if not r.delete_requested]
+        rows = [r for r in q.active_jobs(conn) if not r.delete_requested and r.kind != SEARCH_KIND]
         placed = [r for r in rows if r.phase in (*HOLDING, Phase.PENDING) and r.attempt]
         tasks = q.current_tasks(conn, placed)
         attempts = q.current_attempts(conn, placed)

@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from openarts.store.schema import (
     COUNT_TRIGGERS,
+    LIVE_SQL,
     RETIRED_INDEXES,
     SEARCH_INDEXES,
     job_counts,
@@ -33,6 +34,7 @@ from openarts.store.schema import (
     notifications,
     outbox,
     schema_version,
+    trials,
 )
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,9 @@ def _v4(conn: Connection) -> None:
 
 def _v5(conn: Connection) -> None:
     """The search indexes (store/schema.py SEARCH_INDEXES) in place of the three they replace, and the
-    per-project phase counts (job_counts) with the triggers that keep them, counted once here."""
+    per-project phase counts (job_counts) with the triggers that keep them, counted once here. They are
+    made as store/schema.py declares them now, which names v6's jobs.parent_id: added first."""
+    _add_parent_id(conn)
     for name in RETIRED_INDEXES:
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
     for index in jobs.indexes:
@@ -141,7 +145,29 @@ def _v5(conn: Connection) -> None:
     _recount(conn)
 
 
-_COUNTED = ("SELECT project_id, phase, count(*) FROM jobs WHERE delete_requested IS 0 "
+def _add_parent_id(conn: Connection) -> None:
+    if "parent_id" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
+        conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN parent_id VARCHAR(36) NOT NULL DEFAULT ''")
+
+
+def _v6(conn: Connection) -> None:
+    """Hyperparameter search: jobs.parent_id (a trial's search), the trials table, and the listed jobs
+    (store/schema.py LIVE) without trials: the partial indexes and count triggers made again with it."""
+    _add_parent_id(conn)
+    for index in jobs.indexes:
+        if index.name == "uq_jobs_project_name" or index.name in SEARCH_INDEXES:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+            index.create(conn)
+    for trigger in COUNT_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger.split()[5]}")
+        conn.exec_driver_sql(trigger)
+    trials.create(conn, checkfirst=True)
+    for index in trials.indexes:
+        index.create(conn, checkfirst=True)
+    _recount(conn)
+
+
+_COUNTED = (f"SELECT project_id, phase, count(*) FROM jobs WHERE {LIVE_SQL} "
             "GROUP BY project_id, phase")
 
 
@@ -160,7 +186,7 @@ def _recount(conn: Connection) -> bool:
 
 # Ordered migrations; the index + 1 is the schema version it produces. Append, never edit (v2 was
 # narrowed when v5 retired an index it made: the schema they end at is the same).
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 def migrate(raw: sqlite3.Connection) -> int:
@@ -176,7 +202,7 @@ def migrate(raw: sqlite3.Connection) -> int:
                     MIGRATIONS[version - 1](conn)
                     conn.execute(text("DELETE FROM schema_version"))
                     conn.execute(schema_version.insert().values(version=version))
-                if current >= 5 and _recount(conn):  # (a migration to v5 counted just now)
+                if current >= len(MIGRATIONS) and _recount(conn):  # (a migration counted just now)
                     log.warning("job counts did not match the jobs table; counted again")
             except BaseException:
                 conn.exec_driver_sql("ROLLBACK")

@@ -36,12 +36,14 @@ LostRace = errors.LostRace
 
 
 def create_job(conn: Conn, job_id: str, project_id: str, user_name: str, spec: JobSpec,
-               doc: dict[str, Any], at_ms: int, notification: Notification | None = None) -> None:
-    """Insert a new job in phase Creating, with its 'created' event (and its notification)."""
+               doc: dict[str, Any], at_ms: int, notification: Notification | None = None,
+               parent_id: str = "") -> None:
+    """Insert a new job in phase Creating, with its 'created' event (and its notification). `parent_id`:
+    the search a trial belongs to."""
     try:
         insert(conn, jobs, dict(
             id=job_id, project_id=project_id, workspace_id=spec.workspace_id, name=spec.name,
-            kind="job", description=spec.description, user_name=user_name, create_ms=at_ms,
+            kind=spec.kind, parent_id=parent_id, description=spec.description, user_name=user_name, create_ms=at_ms,
             update_ms=at_ms, phase=Phase.CREATING.value, secondary_phase=Secondary.CREATING.value,
             flavor_id=spec.flavor.flavor_id, node_count=spec.node_count, pool_id=spec.pool_id,
             priority=spec.priority, preemptible=spec.preemptible, engine_id=spec.engine.engine_id,

@@ -5,13 +5,25 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, TypedDict, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from openarts.core import errors
 from openarts.core.phases import TERMINAL, Phase, Secondary
+from openarts.core.search import SEARCH_KIND
 from openarts.store.db import chunks, placeholders
-from openarts.store.rows import AttemptRow, EventRow, JobRow, MetricRow, NodeCountRow, TaskRow, typed, typed_one
-from openarts.store.schema import jobs
+from openarts.store.rows import (
+    AttemptRow,
+    EventRow,
+    JobRow,
+    MetricRow,
+    NodeCountRow,
+    TaskRow,
+    TrialRow,
+    typed,
+    typed_one,
+)
+from openarts.store.schema import LIGHT_COLUMNS, LIVE_SQL, jobs
+from openarts.store.trials import trials_of
 
 Conn = sqlite3.Connection
 
@@ -31,10 +43,12 @@ class Details(TypedDict):
     attempts: list[AttemptRow]  # started ones, in order
     tasks: list[TaskRow]  # of the latest attempt
     node_counts: list[NodeCountRow]
+    trials: NotRequired[list[TrialRow]]  # a search's (kind autosearch_job) only, by number
 
 
 def job_details(conn: Conn, job_rows: Sequence[JobRow]) -> dict[str, Details]:
-    """Started attempts, latest-attempt tasks and node counts of several jobs, in three queries."""
+    """Started attempts, latest-attempt tasks and node counts of several jobs, in three queries; and the
+    trials of those that are searches, in a fourth."""
     ids = [r.id for r in job_rows]
     out: dict[str, Details] = {i: {"attempts": [], "tasks": [], "node_counts": []} for i in ids}
     if not ids:
@@ -48,6 +62,12 @@ def job_details(conn: Conn, job_rows: Sequence[JobRow]) -> dict[str, Details]:
     for n in typed(conn.execute(f"SELECT * FROM node_counts WHERE job_id IN ({marks}) ORDER BY job_id, id", ids),
                    NodeCountRow):
         out[n.job_id]["node_counts"].append(n)
+    searches = [r.id for r in job_rows if r.kind == SEARCH_KIND]
+    for search_id in searches:
+        out[search_id]["trials"] = []
+    if searches:
+        for search_id, trials in trials_of(conn, searches).items():
+            out[search_id]["trials"] = trials
     return out
 
 
@@ -68,7 +88,7 @@ def _like_pattern(value: Any) -> str:
 def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], sort_by: str,
                 order: str, offset: int, limit: int, workspace_id: str | None = None
                 ) -> tuple[int, list[JobRow]]:
-    conds = ["project_id = ?", "delete_requested IS 0"]
+    conds = ["project_id = ?", LIVE_SQL]
     params: list[Any] = [project_id]
     split: tuple[int, int, list[Any]] | None = None  # a multi-value phase IN: its cond, its params, values
     if workspace_id:
@@ -167,7 +187,7 @@ def _page(conn: Conn, where: str, params: list[Any], column: str, order: str, of
 
 
 def name_exists(conn: Conn, project_id: str, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM jobs WHERE project_id = ? AND name = ? AND delete_requested IS 0",
+    return conn.execute(f"SELECT 1 FROM jobs WHERE project_id = ? AND name = ? AND {LIVE_SQL}",
                         (project_id, name)).fetchone() is not None
 
 
@@ -205,18 +225,15 @@ def task_metrics(conn: Conn, job_id: str, task: str) -> list[MetricRow]:
                               (job_id, task)), MetricRow)
 
 
-# the supervisor's columns: all but the large JSON ones (request, doc), which read as ''
-_LIGHT = ", ".join(f"'' AS {c.name}" if c.name in ("request", "doc") else c.name for c in jobs.c)
-
 
 def active_jobs(conn: Conn) -> list[JobRow]:
     """Jobs the supervisor must look at: every non-terminal one, and terminal ones awaiting deletion,
     in queue order. Without the request and document JSON (see `job_request`)."""
     # two index lookups (phase IN ..., and the partial index on delete_requested) instead of a table scan
-    live = typed(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE phase IN ({placeholders(_ACTIVE)})", _ACTIVE),
+    live = typed(conn.execute(f"SELECT {LIGHT_COLUMNS} FROM jobs WHERE phase IN ({placeholders(_ACTIVE)})", _ACTIVE),
                  JobRow)
     seen = {r.id for r in live}
-    doomed = [r for r in typed(conn.execute(f"SELECT {_LIGHT} FROM jobs WHERE delete_requested IS 1"), JobRow)
+    doomed = [r for r in typed(conn.execute(f"SELECT {LIGHT_COLUMNS} FROM jobs WHERE delete_requested IS 1"), JobRow)
               if r.id not in seen]
     return sorted([*live, *doomed], key=lambda r: r.queue_seq)
 

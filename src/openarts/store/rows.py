@@ -49,6 +49,7 @@ class JobRow(NamedTuple):
     hang_restarts: int
     recover_tier: int
     pod_retries_used: int
+    parent_id: str
 
 
 class AttemptRow(NamedTuple):
@@ -112,6 +113,22 @@ class MetricRow(NamedTuple):
     cpu_sum: float
     mem_sum: float
     samples: int
+
+
+class TrialRow(NamedTuple):
+    search_id: str
+    number: int
+    job_id: str
+    params: str  # JSON {name: value}
+    state: str  # core/search.py TrialState
+    value: float | None
+    rewards: str  # JSON {name: value}
+    history: str  # JSON [[line, name, value], ...]
+    message: str
+    exit_code: int | None
+    create_ms: int
+    end_ms: int
+    stop_reason: str
 
 
 R = TypeVar("R", bound=tuple)

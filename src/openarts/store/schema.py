@@ -12,6 +12,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    literal_column,
 )
 
 metadata = MetaData()
@@ -55,9 +57,17 @@ jobs = Table(
     Column("hang_restarts", Integer, nullable=False, default=0),
     Column("recover_tier", Integer, nullable=False, default=-1),
     Column("pod_retries_used", Integer, nullable=False, default=0),
+    # a trial's search job (core/search.py, v6); '' for every other job. Trials are real jobs, kept out
+    # of the project's list, counts and names (LIVE): a search's document and trial operations show them
+    Column("parent_id", String(36), nullable=False, default=""),
 )
-LIVE = jobs.c.delete_requested.is_(False)  # renders `delete_requested IS 0`, as every search says it
-# A name is unique among a project's jobs that are not being deleted.
+# the supervisor's columns: all but the large JSON ones (request, doc), which read as '' (store/queries.py)
+LIGHT_COLUMNS = ", ".join(f"'' AS {c.name}" if c.name in ("request", "doc") else c.name for c in jobs.c)
+# The jobs a project's list shows: not being deleted, not a search's trial. Every query that wants the
+# partial indexes below repeats LIVE_SQL word for word (SQLite matches a partial index's WHERE by its terms).
+LIVE_SQL = "delete_requested IS 0 AND parent_id = ''"
+LIVE = and_(jobs.c.delete_requested.is_(False), jobs.c.parent_id == literal_column("''"))
+# A name is unique among a project's listed jobs (a trial's name is its search's, with a suffix).
 Index("uq_jobs_project_name", jobs.c.project_id, jobs.c.name, unique=True, sqlite_where=LIVE)
 Index("ix_jobs_phase", jobs.c.phase)
 Index("ix_jobs_queue_seq", jobs.c.queue_seq)
@@ -91,15 +101,17 @@ job_counts = Table(
 # (so a rollback takes it back): store/jobs.py's transition(), create_job(), request_delete() and
 # purge_job(), and any bulk copy of rows. "Live" is the searches' `delete_requested IS 0`.
 _ADD = ("INSERT INTO job_counts (project_id, phase, n) SELECT NEW.project_id, NEW.phase, 1 "
-        "WHERE NEW.delete_requested IS 0 ON CONFLICT (project_id, phase) DO UPDATE SET n = n + 1;")
-_SUBTRACT = ("UPDATE job_counts SET n = n - 1 "
-             "WHERE OLD.delete_requested IS 0 AND (project_id, phase) = (OLD.project_id, OLD.phase);")
+        "WHERE NEW.delete_requested IS 0 AND NEW.parent_id = '' "
+        "ON CONFLICT (project_id, phase) DO UPDATE SET n = n + 1;")
+_SUBTRACT = ("UPDATE job_counts SET n = n - 1 WHERE OLD.delete_requested IS 0 AND OLD.parent_id = '' "
+             "AND (project_id, phase) = (OLD.project_id, OLD.phase);")
 COUNT_TRIGGERS = (
     f"CREATE TRIGGER IF NOT EXISTS tr_job_counts_insert AFTER INSERT ON jobs BEGIN {_ADD} END",
     f"CREATE TRIGGER IF NOT EXISTS tr_job_counts_delete AFTER DELETE ON jobs BEGIN {_SUBTRACT} END",
-    "CREATE TRIGGER IF NOT EXISTS tr_job_counts_update AFTER UPDATE OF project_id, phase, delete_requested ON jobs "
-    "WHEN OLD.project_id IS NOT NEW.project_id OR OLD.phase IS NOT NEW.phase "
-    f"OR OLD.delete_requested IS NOT NEW.delete_requested BEGIN {_SUBTRACT} {_ADD} END",
+    "CREATE TRIGGER IF NOT EXISTS tr_job_counts_update AFTER UPDATE OF project_id, phase, delete_requested, parent_id "
+    "ON jobs WHEN OLD.project_id IS NOT NEW.project_id OR OLD.phase IS NOT NEW.phase "
+    "OR OLD.delete_requested IS NOT NEW.delete_requested OR OLD.parent_id IS NOT NEW.parent_id "
+    f"BEGIN {_SUBTRACT} {_ADD} END",
 )
 
 attempts = Table(
@@ -208,6 +220,25 @@ outbox = Table(
     Column("last_error", Text, nullable=False, default=""),
 )
 Index("ix_outbox_next", outbox.c.next_ms)
+
+trials = Table(
+    "trials", metadata,  # a search's trials (core/search.py, supervisor/search.py; v6): one row per trial,
+    # written with its job in one transaction, so a trial exists exactly once whatever the server does
+    Column("search_id", String(36), primary_key=True),
+    Column("number", Integer, primary_key=True),  # 0, 1, ...: its trial_id
+    Column("job_id", String(36), nullable=False),  # the trial's own job (jobs.parent_id = search_id)
+    Column("params", Text, nullable=False),  # JSON {name: value}: what its program got as --name=value
+    Column("state", String(16), nullable=False, default="running"),  # core/search.py TrialState
+    Column("value", Float),  # the objective's last value read; NULL: none yet
+    Column("rewards", Text, nullable=False, default="{}"),  # JSON {reward name: last value}
+    Column("history", Text, nullable=False, default="[]"),  # JSON [[log line, reward name, value], ...]
+    Column("message", Text, nullable=False, default=""),  # unmatched rewards, bad captures, why it ended
+    Column("exit_code", Integer),
+    Column("create_ms", Integer, nullable=False),
+    Column("end_ms", Integer, nullable=False, default=0),
+    Column("stop_reason", Text, nullable=False, default=""),  # why the platform ends it early; '': it is not
+)
+Index("ix_trials_job", trials.c.job_id)
 
 schema_version = Table(
     "schema_version", metadata,

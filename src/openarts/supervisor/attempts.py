@@ -28,7 +28,7 @@ from openarts.config import Settings
 from openarts.core import faults, notify
 from openarts.core.errors import OpenartsError
 from openarts.core.phases import Phase, Secondary
-from openarts.core.reasons import EndKind, Termination, outcome, preempted_reason
+from openarts.core.reasons import AUTO_STOPPED, EndKind, Termination, outcome, preempted_reason
 from openarts.core.spec import JobSpec, exported_log_name
 from openarts.executors.base import Executor, TaskHandle
 from openarts.scheduler.ledger import Ledger
@@ -235,7 +235,7 @@ class AttemptSupervision:
             return
         if limit is not None and self._run_ms(row, now) >= limit * 1000:
             with self.db.begin() as conn:
-                w.request_terminate(conn, row.id, now, f"auto stopped: ran longer than {limit} s (spec.auto_stop)")
+                w.request_terminate(conn, row.id, now, f"{AUTO_STOPPED}: ran longer than {limit} s (spec.auto_stop)")
             self._wake.set()
 
     async def _observe(self, row: JobRow, tasks: list[TaskRow], poll: bool, now: int) -> list[TaskView]:

@@ -30,6 +30,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -39,6 +40,7 @@ from openarts.core.errors import LostRace, OpenartsError
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination
 from openarts.core.resources import Catalog
+from openarts.core.search import SEARCH_KIND
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.base import Executor, TaskHandle
 from openarts.executors.images import ImageStore
@@ -56,16 +58,22 @@ from openarts.supervisor import workspace as ws
 from openarts.supervisor.attempts import INIT, Pass
 from openarts.supervisor.metrics import MetricsSampler, handle_of
 from openarts.supervisor.pulls import Pulls, PullState
+from openarts.supervisor.search import Searches
 from openarts.supervisor.starting import AttemptStarts, Claims, placement_of, staging_cache
 from openarts.supervisor.steps import AttemptState, JobState, Staging, Step, next_step
 from openarts.supervisor.transfers import Kind, Transfers
 
 log = logging.getLogger("openarts.supervisor")
 
+def _no_trials(spec: JobSpec, job_id: str) -> dict[str, Any]:
+    raise OpenartsError("this supervisor was built without a document renderer: it cannot create trials")
+
+
 class Supervisor(AttemptStarts):
     def __init__(self, settings: Settings, db: Database, catalog: Catalog, executor: Executor,
                  store: ObjectStore, sampler: MetricsSampler | None = None,
-                 images: ImageStore | None = None) -> None:
+                 images: ImageStore | None = None,
+                 render: Callable[[JobSpec, str], dict[str, Any]] | None = None) -> None:
         self.settings = settings
         self.db = db
         self.catalog = catalog
@@ -91,6 +99,8 @@ class Supervisor(AttemptStarts):
             tuple(Path(os.path.realpath(p)) for p in own),
             tuple(Path(os.path.realpath(p)) for p in settings.sandbox_read_only) if executor.sandboxed else None)
         self.passes = 0
+        self.searches = Searches(settings, db, catalog, render or _no_trials, self._wake.set,
+                                 lambda spec: ws.check_code(spec, self.store, self._code_rules))
 
     # -- waking --------------------------------------------------------------------------------
     def poke(self, job_id: str | None = None) -> None:
@@ -149,6 +159,9 @@ class Supervisor(AttemptStarts):
         now = w.now_ms()
         with self.db.connect() as conn:
             rows = q.active_jobs(conn)
+            searches = [r for r in rows if r.kind == SEARCH_KIND]  # they run nothing themselves: their trials do
+            if searches:
+                rows = [r for r in rows if r.kind != SEARCH_KIND]
             placed = [r for r in rows if r.phase in (Phase.RUNNING, Phase.TERMINATING, Phase.PENDING) and r.attempt]
             tasks = q.current_tasks(conn, placed)
             attempts = q.current_attempts(conn, placed)
@@ -171,8 +184,12 @@ class Supervisor(AttemptStarts):
         await asyncio.gather(*steps)
         if pending:
             await self._schedule(pending, ps)
+        if searches:
+            await asyncio.gather(*(self._guarded(v.row.id, self.searches.step, v)
+                                   for v in self.searches.load(searches)))
         if full:
             self._prune({r.id for r in rows})
+            self.searches.prune({r.id for r in searches}, {r.id for r in rows if r.parent_id})
 
     def _state(self, row: JobRow, attempt: AttemptRow | None, now: int) -> JobState:
         a = None if attempt is None else AttemptState(bool(attempt.started), bool(attempt.end_ms),

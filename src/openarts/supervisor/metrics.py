@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from openarts.config import Settings
 from openarts.core.reasons import oom_reason
 from openarts.core.resources import Catalog
+from openarts.core.search import SEARCH_KIND
 from openarts.executors.base import Executor, Key, TaskHandle, Usage
 from openarts.store import jobs as w
 from openarts.store import queries as q
@@ -79,7 +80,7 @@ class MetricsSampler:
     def _tasks(self) -> dict[Key, tuple[TaskHandle, str]]:
         """Every task of a Running job that has not ended, with its flavor."""
         with self.db.connect() as conn:
-            rows = [r for r in q.active_jobs(conn) if r.phase == "Running"]
+            rows = [r for r in q.active_jobs(conn) if r.phase == "Running" and r.kind != SEARCH_KIND]
             tasks = q.current_tasks(conn, rows)
         return {(row.id, t.seq, t.task): (handle_of(self.settings, row, t), row.flavor_id)
                 for row in rows for t in tasks.get(row.id, []) if t.exit_code is None}
