@@ -4,6 +4,7 @@ trial; early stopping; a server kill -9 in the middle; terminate and delete; bad
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import statistics
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, job_body, wait_for
+from conftest import PROJECT, Server, job_body, wait_for
 
 TRAIN_PY = """\
 import argparse, math, sys, time
@@ -23,7 +24,15 @@ p.add_argument("--epochs", type=int, default=3)
 p.add_argument("--sleep", type=float, default=0.0)
 p.add_argument("--crash_above", type=float, default=None)
 p.add_argument("--gate", default="")
+p.add_argument("--ignore_term", default="")
+p.add_argument("--bare_last", default="")
 a, _ = p.parse_known_args()
+if a.ignore_term:
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if a.bare_last:  # the last line without a newline: counts once the trial has ended
+    sys.stdout.write(f"accuracy={1 - (a.lr - 0.3) ** 2:.6f}")
+    sys.exit(0)
 if a.crash_above is not None and a.lr > a.crash_above:
     print(f"lr={a.lr} diverged", flush=True)
     sys.exit(3)
@@ -129,6 +138,14 @@ def test_grid_search_runs_every_point_and_goes_on_past_a_crashing_trial(sdk: Any
     # trials are jobs of their own, but not in the project's list
     listed = httpx.post(f"{server.api}/training-job-searches", json={"limit": 50}).json()
     assert [i["metadata"]["id"] for i in listed["items"]] == [job_id] and listed["total"] == 1
+    # the console: the search's page lists its trials, each a link to its own job's page (log, usage)
+    with httpx.Client(base_url=server.url, timeout=10) as console:
+        page = console.get(f"/console/{PROJECT}/jobs/{job_id}")
+        assert page.status_code == 200, page.text[:500]
+        links = re.findall(rf'href="/console/{PROJECT}/jobs/([0-9a-f-]+)">trial (\d+)</a>', page.text)
+        assert [(j, int(n)) for j, n in links] == [(r["job_id"], i) for i, r in enumerate(rows)]
+        trial_page = console.get(f"/console/{PROJECT}/jobs/{rows[0]['job_id']}")
+        assert trial_page.status_code == 200 and "epoch 2" in trial_page.text
 
 
 def test_model_based_search_is_at_least_as_good_as_the_median_random_search(sdk: Any, code: Path) -> None:
@@ -230,11 +247,15 @@ def test_terminate_then_delete_a_search_ends_and_removes_its_trials(sdk: Any, se
     from huaweicloudsdkmodelarts.v1 import DeleteTrainingJobRequest, StopTrainingJobRequest
 
     body = search_body("stopme", code, "random_search", {"num_samples": 4, "max_concurrent_num": 2},
-                       fixed={"gate": str(tmp_path / "never")})
+                       fixed={"gate": str(tmp_path / "never"), "ignore_term": "1"})
     job_id = create(sdk, body)
     wait_for(lambda: show(sdk, job_id).status.phase == "Running", timeout=30)
+    passes = _passes(server)
     sdk.stop_training_job(StopTrainingJobRequest(training_job_id=job_id, body={"action_type": "terminate"}))
-    job = wait_end(sdk, job_id)
+    job = wait_end(sdk, job_id)  # the trials ignore SIGTERM: SIGKILL after the grace period (3 s here)
+    # while the search waited for its trials to stop, the supervisor's passes came at their usual pace (every
+    # 0.5 s, and when something happened), not in a loop of its own making
+    assert _passes(server) - passes < 60
     assert job.status.phase == "Terminated"
     rows = trials(sdk, job_id)
     assert len(rows) == 2 and all(r["status"] == "terminated" for r in rows), rows
@@ -244,6 +265,31 @@ def test_terminate_then_delete_a_search_ends_and_removes_its_trials(sdk: Any, se
     wait_for(lambda: httpx.get(f"{server.api}/training-jobs/{job_id}").status_code == 400, timeout=30)
     wait_for(lambda: not _trial_jobs(server, job_id) and not _db_trials(server, job_id), timeout=30,
              message="the trials' jobs and records purged")
+
+
+def _passes(server: Server) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    return float(next(line.split()[-1] for line in text.splitlines()
+                      if line.startswith("openarts_scheduling_pass_seconds_count")))
+
+
+def test_a_last_line_without_newline_counts_and_auto_stop_bounds_the_search(sdk: Any, code: Path,
+                                                                           tmp_path: Path) -> None:
+    body = search_body("bare", code, "grid_search",
+                       params=[{"name": "lr", "param_type": "discrete", "discrete_values": ["0.3", "0.5"]}],
+                       fixed={"bare_last": "1"})
+    job_id = create(sdk, body)
+    assert wait_end(sdk, job_id).status.phase == "Completed"
+    assert [r["accuracy"] for r in trials(sdk, job_id)] == ["1", "0.96"]
+    # spec.auto_stop of a search stops the search (its trials with it), not each trial
+    body = search_body("bounded", code, "random_search", {"num_samples": 3, "max_concurrent_num": 3},
+                       fixed={"gate": str(tmp_path / "never")})
+    body["spec"]["auto_stop"] = {"time_unit": "SECONDS", "duration": 2}
+    job_id = create(sdk, body)
+    job = wait_end(sdk, job_id)
+    assert job.status.phase == "Terminated"
+    rows = trials(sdk, job_id)
+    assert len(rows) == 3 and all(r["status"] == "terminated" for r in rows), rows
 
 
 BAD = [

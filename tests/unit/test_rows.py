@@ -9,10 +9,10 @@ import pytest
 
 from openarts.store import rows
 from openarts.store.db import open_db
-from openarts.store.schema import attempts, events, jobs, metrics, node_counts, tasks
+from openarts.store.schema import attempts, events, jobs, log_metrics, metrics, node_counts, tasks
 
 PAIRS = [(rows.JobRow, jobs), (rows.AttemptRow, attempts), (rows.TaskRow, tasks), (rows.EventRow, events),
-         (rows.NodeCountRow, node_counts), (rows.MetricRow, metrics)]
+         (rows.NodeCountRow, node_counts), (rows.MetricRow, metrics), (rows.LogMetricRow, log_metrics)]
 
 
 @pytest.mark.parametrize(("row", "table"), PAIRS, ids=[t.name for _, t in PAIRS])

@@ -109,6 +109,8 @@ _ATTEMPT = {"type": "integer", "minimum": 1,
             "description": "openarts extension: read this attempt's log (its number, as the task list's "
                            "schedule_count; 1 is the first) instead of the latest attempt's."}
 
+_TABLE = _obj({"header": _arr(_STR), "data": _arr(_arr(_STR))}, ["header", "data"])
+
 _SCHEMAS: dict[str, dict[str, Any]] = {
     # operation -> {"body": request schema, "ok": (status, response schema or None), "query": [...]}
     "create_job": {"body": JOB_REQUEST, "ok": ("201", JOB)},
@@ -157,6 +159,23 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "resource": {"type": "string", "enum": list(_QUOTA_RESOURCES)},
         "quota": {"type": "integer", "minimum": -1, "maximum": 10**9}}, ["resource", "quota"]), 3)}, ["quotas"]),
         "ok": ("200", _QUOTAS)},
+    # hyperparameter search (service/search.py, docs/AUTOSEARCH.md): a table is {header, data} of strings
+    "search_algorithms": {"ok": ("200", _obj({"search_algo_count": _INT, "search_algo_list": _arr(_obj(
+        {"name": _STR, "description": _STR, "params": _arr(_obj({"key": _STR, "value": _STR, "type": _STR}))},
+        ["name", "params"]))}, ["search_algo_count", "search_algo_list"]))},
+    "autosearch_templates": {"ok": ("200", _obj({"yaml_templates": _arr(_obj(
+        {"algorithm_type_en": _STR, "algorithm_type_zh": _STR, "algorithm_names": _arr(_STR)}))},
+        ["yaml_templates"]))},
+    "autosearch_template": {"ok": ("200", _obj({"file_name": _STR, "content": _STR}, ["file_name", "content"]))},
+    "autosearch_trials": {"query": [("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False),
+                                    ("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, False)],
+                          "ok": ("200", _obj({"total": _INT, "count": _INT, "limit": _INT, "offset": _INT,
+                                              "group_by": _STR, "items": _TABLE}, ["total", "items"]))},
+    "autosearch_trial": {"ok": ("200", _TABLE)},
+    "autosearch_early_stop": {"ok": ("200", _obj({"earlystop_trial": _STR}, ["earlystop_trial"]))},
+    "autosearch_analysis": {"ok": ("200", _TABLE)},
+    "autosearch_analysis_plot": {"ok": ("200", _obj({"file_path": _STR}, ["file_path"]))},
+    "autosearch_plot": {"ok": ("200", None)},
     "health": {"ok": ("200", _obj({"status": _STR, "version": _STR}, ["status"]))},
     "openapi": {"ok": ("200", _obj({"openapi": _STR, "paths": {"type": "object"}}, ["openapi", "paths"]))},
     "create_token": {"body": _obj({"auth": _obj({
@@ -188,6 +207,15 @@ _SUMMARY = {
     "job_names": "Check whether a job name is taken",
     "show_quotas": "Show the project's training quotas",
     "modify_quotas": "Modify the project's training quotas",
+    "search_algorithms": "List the hyperparameter search algorithms and their parameters",
+    "autosearch_templates": "List the auto-search YAML templates",
+    "autosearch_template": "Get an auto-search YAML template: a complete search job for one algorithm",
+    "autosearch_trials": "List the trials of a search job (offset counts pages)",
+    "autosearch_trial": "The metric history of one trial",
+    "autosearch_early_stop": "Stop a running trial early",
+    "autosearch_analysis": "Each searched parameter's importance to the objective",
+    "autosearch_analysis_plot": "Draw the plot of one parameter against the objective; its path",
+    "autosearch_plot": "openarts extension: the SVG plot of one parameter against the objective",
     "health": "Service health",
     "openapi": "This document",
     "create_token": "Get a token (IAM v3): AK/SK-signed, or a user name and password",

@@ -13,6 +13,7 @@ from openarts.cli.client import Api, add_command, job_path, positive_int
 from openarts.cli.output import cell, clipped, fmt_time_ms, out_console, phase_text, print_json, show
 
 EVENTS_MAX = 1000  # the most events the server returns in one page
+TRIALS_PAGE = 1000  # the most trials the server returns in one page
 EVENT_LEVELS = ("Info", "Warning", "Error")
 
 
@@ -49,11 +50,16 @@ def cmd_events(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_trials(api: Api, args: argparse.Namespace) -> int:
     """A hyperparameter search's trials: one row per trial, its values, rewards and outcome."""
-    page = api.call("GET", job_path(args.id, "autosearch-trials"), params={"limit": 1000, "offset": 0})
-    if args.json:
-        print_json(page)
-        return 0
+    page = api.call("GET", job_path(args.id, "autosearch-trials"), params={"limit": TRIALS_PAGE, "offset": 0})
     items = page.get("items") or {}
+    rows = list(items.get("data") or [])
+    while len(rows) < int(page.get("total") or 0) and page.get("count"):  # offset counts pages
+        page = api.call("GET", job_path(args.id, "autosearch-trials"),
+                        params={"limit": TRIALS_PAGE, "offset": len(rows) // TRIALS_PAGE})
+        rows += (page.get("items") or {}).get("data") or []
+    if args.json:
+        print_json({**page, "count": len(rows), "offset": 0, "limit": len(rows), "items": {**items, "data": rows}})
+        return 0
     header: list[str] = list(items.get("header") or [])
     shown = [h for h in header if h not in ("job_id", "create_time", "end_time")]
     status = api.job(args.id).get("status", {})
@@ -61,7 +67,7 @@ def cmd_trials(api: Api, args: argparse.Namespace) -> int:
                   caption_justify="left")
     for name in shown:
         table.add_column(name, no_wrap=name != "message")
-    for row in items.get("data") or []:
+    for row in rows:
         values = dict(zip(header, row, strict=False))
         table.add_row(*(clipped(values.get(h)) if h == "message" else cell(values.get(h)) for h in shown))
     show(out_console(), table)

@@ -21,6 +21,7 @@ from openarts.core import errors
 from openarts.core.phases import TERMINAL, Phase
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
+from openarts.service.search import SearchService
 
 # the fragments' own environment over the same templates (autoescaped); pages.py's renders the pages,
 # which include some of these fragments: they use only Jinja's built-in filters
@@ -37,6 +38,11 @@ def jobs_of(request: Request) -> JobService:
 
 def observe_of(request: Request) -> ObserveService:
     service: ObserveService = request.app.state.observe
+    return service
+
+
+def search_of(request: Request) -> SearchService:
+    service: SearchService = request.app.state.search
     return service
 
 

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from openarts.console.fragments import FRAGMENTS, is_final, job_fragment, jobs_of, observe_of
 from openarts.core import errors
+from openarts.core.search import SEARCH_KIND
 from openarts.service.logsearch import MAX_SCAN, Found, search
 from openarts.service.observe import LineQuery
 
@@ -161,6 +162,8 @@ async def log_fragment(request: Request) -> Response:
     """The log part of a job's page (`_log_view.html`), for the form's task, attempt, search and follow."""
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
     doc = jobs_of(request).get(project, job_id)
+    if doc["kind"] == SEARCH_KIND:
+        return _no_log()
     return FRAGMENTS.TemplateResponse(request, "_log_view.html", {"logs": await log_view(request, doc)})
 
 
@@ -171,6 +174,8 @@ async def follow(request: Request) -> Response:
     The poller stops once the attempt has ended (its log is then all shown)."""
     project, job_id = request.path_params["project_id"], request.path_params["job_id"]
     doc = jobs_of(request).get(project, job_id)  # the phase before the lines: a final job's log is whole
+    if doc["kind"] == SEARCH_KIND:
+        return _no_log()
     view = replace(_choice(request, doc, _latest_attempt(request, project, job_id)), q="")
     after = request.query_params.get("after", "")
     view = replace(view, last=int(after) if after.isdigit() and len(after) < 16 else 0)
@@ -200,6 +205,11 @@ def _poller(request: Request, view: LogView, chunk: str, skipped: int = 0) -> Re
     return FRAGMENTS.TemplateResponse(request, "_log_follow.html", {"logs": view, "chunk": chunk,
                                                                      "skipped": skipped})
 
+
+# a hyperparameter search runs no task of its own: its trials have the logs (its page links to them)
+def _no_log() -> Response:
+    return Response("A search has no log of its own: each of its trials has, on the trial's page.",
+                    status_code=404, media_type="text/plain")
 
 LOG_ROUTES = [
     Route("/console/{project_id}/jobs/{job_id}/log", log_fragment, methods=["GET"]),

@@ -21,13 +21,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from openarts.console.fragments import job_fragment, jobs_of, observe_of
+from openarts.console.fragments import job_fragment, jobs_of, observe_of, search_of
 from openarts.console.logs import LOG_ROUTES, log_view
 from openarts.console.timeline import job_timeline
 from openarts.console.usage import USAGE_ROUTES, usage_columns
 from openarts.core import errors
 from openarts.core.inputs import MAX_SEARCH_OFFSET
 from openarts.core.phases import TERMINAL, Phase
+from openarts.core.search import SEARCH_KIND
 from openarts.security.credentials import PROJECT_RE
 from openarts.security.guard import Guard
 
@@ -171,6 +172,12 @@ async def job_page(request: Request) -> Response:
         return TEMPLATES.TemplateResponse(request, "missing.html", {"project": project, "job_id": job_id},
                                           status_code=404)
     events = observe_of(request).events(project, job_id, {"limit": "100", "order": "desc"})["events"]
+    if doc["kind"] == SEARCH_KIND:  # a search runs no task of its own: its trials, each a job with its own page
+        trials = search_of(request).trials(project, job_id, "1000", "0")["items"]
+        return TEMPLATES.TemplateResponse(request, "job.html", {
+            "project": project, "job": doc, "events": events, "final": _final(doc), "trials": trials,
+            "timeline": job_timeline(doc, observe_of(request).stages(project, job_id), int(time.time() * 1000)),
+            "node_counts": json.dumps(_node_counts(doc))})
     return TEMPLATES.TemplateResponse(request, "job.html", {
         "project": project, "job": doc, "events": events, "final": _final(doc),
         "logs": await log_view(request, doc),  # console/logs.py: a task's attempt, followed or searched

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from openarts.console.fragments import is_final, job_fragment, jobs_of, observe_of
 from openarts.core import errors
+from openarts.core.search import SEARCH_KIND
 
 MAX_TASKS = 16  # tasks charted
 REFRESH_SECONDS = 20  # the page asks again while the job runs (the values are per minute)
@@ -27,7 +28,7 @@ def usage_columns(request: Request, doc: dict[str, Any]) -> dict[str, Any]:
     minute from the job's first start (null where the minute has no sample)."""
     project, job_id = request.path_params["project_id"], doc["metadata"]["id"]
     status = doc["status"]
-    tasks = list(status["tasks"])[:MAX_TASKS]
+    tasks = list(status["tasks"])[:MAX_TASKS] if doc["kind"] != SEARCH_KIND else []  # a search's: its trials
     series: dict[str, list[list[float | None]]] = {"cpuUsage": [], "memUsage": []}
     observe = observe_of(request)
     for task in tasks if status["start_time"] else []:

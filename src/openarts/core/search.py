@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex as rx
+
 from openarts.core import errors
 
 SEARCH_KIND = "autosearch_job"
@@ -77,21 +79,23 @@ class SearchParam:
 @dataclass(frozen=True)
 class Reward:
     """A metric read from a trial's log: the last match of `regex` (its first group if it has groups,
-    else the whole match) read as a number. `mode` max or min."""
+    else the whole match) read as a number. `mode` max or min. The pattern is compiled by the `regex`
+    package (the `re` syntax), whose matching takes a timeout: a user's pattern that backtracks
+    catastrophically on some line is stopped, not left to hold a thread."""
     name: str
     mode: str
     regex: str
-    pattern: re.Pattern[str] = field(compare=False, repr=False)
+    pattern: rx.Pattern[str] = field(compare=False, repr=False)
 
     @property
     def maximize(self) -> bool:
         return self.mode == "max"
 
-    def read(self, line: str) -> tuple[str, float | None] | None:
+    def read(self, line: str, timeout: float | None = None) -> tuple[str, float | None] | None:
         """The last match on `line`: (the text captured, its value or None when it is not a finite
-        number); None when the line does not match."""
+        number); None when the line does not match. TimeoutError past `timeout` seconds."""
         last = None
-        for m in self.pattern.finditer(line):
+        for m in self.pattern.finditer(line, timeout=timeout, concurrent=True):  # the GIL released while it runs
             last = m
         if last is None:
             return None
@@ -284,16 +288,16 @@ def _reward(item: Any, path: str) -> Reward:
     mode = item.get("mode", "max") or "max"
     if mode not in ("max", "min"):
         raise _bad(f"{path}.mode", "must be 'max' or 'min'")
-    regex = item.get("regex")
-    if not isinstance(regex, str) or not regex:
+    text = item.get("regex")
+    if not isinstance(text, str) or not text:
         raise _bad(f"{path}.regex", f"reward {name!r} needs a regular expression that finds its value in the log")
-    if len(regex) > MAX_REGEX:
+    if len(text) > MAX_REGEX:
         raise _bad(f"{path}.regex", f"must be at most {MAX_REGEX} characters")
     try:
-        pattern = re.compile(regex)
-    except re.error as exc:
-        raise _bad(f"{path}.regex", f"{regex!r} does not compile: {exc}") from None
-    return Reward(name, mode, regex, pattern)
+        pattern = rx.compile(text)
+    except (rx.error, ValueError) as exc:
+        raise _bad(f"{path}.regex", f"{text!r} does not compile: {exc}") from None
+    return Reward(name, mode, text, pattern)
 
 
 def _option(spec: AlgoParam, value: Any, path: str) -> int | float | str:
@@ -328,6 +332,53 @@ def _skip(raw: Any) -> tuple[str, ...]:
     return names
 
 
+def parse_rewards(raw: Any, path: str) -> tuple[Reward, ...]:
+    """`reward_attrs` (at `path`): a search's rewards, or a plain job's custom metrics."""
+    if not isinstance(raw, list) or not raw:
+        raise _bad(path, "give at least one reward: {name, mode, regex}")
+    if len(raw) > MAX_REWARDS:
+        raise _bad(path, f"at most {MAX_REWARDS} rewards are allowed")
+    rewards = tuple(_reward(r, f"{path}[{i}]") for i, r in enumerate(raw))
+    if len({r.name for r in rewards}) != len(rewards):
+        raise _bad(path, "reward names must be distinct")
+    return rewards
+
+
+SEARCH_KEYS = ("search_params", "algo_configs", "skip_search_params")  # what makes auto_search a search
+
+
+def parse_metrics(auto_search: Any) -> tuple[Reward, ...]:
+    """`algorithm.policies.auto_search` of a plain job (kind `job`): `reward_attrs` alone, its custom
+    metrics, read from its tasks' logs like a search's rewards (supervisor/log_metrics.py); () without
+    them. A search's other keys make it a search, which needs its kind."""
+    base = "algorithm.policies.auto_search"
+    if not auto_search:
+        return ()
+    if not isinstance(auto_search, dict):
+        raise _bad(base, "must be an object")
+    if any(auto_search.get(k) not in (None, "", []) for k in SEARCH_KEYS):
+        raise _bad("kind", f"a job with algorithm.policies.auto_search is a hyperparameter search: create it "
+                   f"with kind {SEARCH_KIND!r} (a plain job may give reward_attrs alone: its custom metrics)")
+    if auto_search.get("reward_attrs") is None:
+        return ()
+    return parse_rewards(auto_search["reward_attrs"], f"{base}.reward_attrs")
+
+
+def request_metrics(request: Mapping[str, Any]) -> tuple[Reward, ...]:
+    """The custom metrics of a stored (validated) request: its reward_attrs, a plain job's metrics or a
+    search's rewards; () when it has none (or, a request of an older version, they do not parse)."""
+    algorithm = request.get("algorithm")
+    policies = algorithm.get("policies") if isinstance(algorithm, dict) else None
+    auto_search = policies.get("auto_search") if isinstance(policies, dict) else None
+    raw = auto_search.get("reward_attrs") if isinstance(auto_search, dict) else None
+    if not raw:
+        return ()
+    try:
+        return parse_rewards(raw, "algorithm.policies.auto_search.reward_attrs")
+    except errors.InvalidRequest:
+        return ()
+
+
 def parse_search(auto_search: Any, parameters: list[tuple[str, str]]) -> SearchSpec:
     """`algorithm.policies.auto_search` of a search job; `parameters` are the job's own (name, value)."""
     base = "algorithm.policies.auto_search"
@@ -352,14 +403,7 @@ def parse_search(auto_search: Any, parameters: list[tuple[str, str]]) -> SearchS
     if not params:
         raise _bad(f"{base}.search_params", "the search space is empty: every parameter is skipped")
 
-    raw_rewards = auto_search.get("reward_attrs")
-    if not isinstance(raw_rewards, list) or not raw_rewards:
-        raise _bad(f"{base}.reward_attrs", "give at least one reward: {name, mode, regex}")
-    if len(raw_rewards) > MAX_REWARDS:
-        raise _bad(f"{base}.reward_attrs", f"at most {MAX_REWARDS} rewards are allowed")
-    rewards = tuple(_reward(r, f"{base}.reward_attrs[{i}]") for i, r in enumerate(raw_rewards))
-    if len({r.name for r in rewards}) != len(rewards):
-        raise _bad(f"{base}.reward_attrs", "reward names must be distinct")
+    rewards = parse_rewards(auto_search.get("reward_attrs"), f"{base}.reward_attrs")
 
     configs = auto_search.get("algo_configs")
     if not isinstance(configs, list) or len(configs) != 1 or not isinstance(configs[0], dict):
@@ -455,9 +499,10 @@ def trial_name(search_name: str, number: int) -> str:
 def trial_request(search: Mapping[str, Any], number: int, values: Mapping[str, str],
                   timeout_s: int) -> dict[str, Any]:
     """The create body of trial `number` of a search (its normalised request): a plain job with the same
-    code, data and resources, the trial's values among its parameters, no search of its own and no
-    notification (the search announces itself). Its outputs and summary go to `trial-<n>/` under the
-    search's, so trials do not overwrite each other; `timeout_s` (trial_timeout) is its auto_stop."""
+    code, data and resources, the trial's values among its parameters, no search of its own (the search's
+    rewards alone, as its custom metrics) and no notification (the search announces itself). Its outputs
+    and summary go to `trial-<n>/` under the search's, so trials do not overwrite each other; `timeout_s`
+    (trial_timeout) is its auto_stop (the search's own auto_stop is the search's)."""
     import copy
 
     req = copy.deepcopy(dict(search))
@@ -465,7 +510,9 @@ def trial_request(search: Mapping[str, Any], number: int, values: Mapping[str, s
     meta = req["metadata"]
     meta["name"] = trial_name(str(meta["name"]), number)
     algorithm = req["algorithm"]
-    algorithm.pop("policies", None)
+    rewards = ((algorithm.pop("policies", None) or {}).get("auto_search") or {}).get("reward_attrs")
+    if rewards:  # the search's rewards are the trial's custom metrics (its metrics endpoint shows them)
+        algorithm["policies"] = {"auto_search": {"reward_attrs": rewards}}
     given = [p for p in algorithm.get("parameters") or [] if isinstance(p, dict)]
     have = {p.get("name") for p in given}
     algorithm["parameters"] = ([{**p, "value": values[p["name"]]} if p.get("name") in values else p for p in given]
@@ -479,6 +526,7 @@ def trial_request(search: Mapping[str, Any], number: int, values: Mapping[str, s
         pfs["pfs_path"] = f"{pfs['pfs_path'].rstrip('/')}/trial-{number}/"
     spec = req["spec"]
     spec.pop("notification", None)
+    spec.pop("auto_stop", None)  # the search's bounds the search (supervisor/search.py), not each trial
     if timeout_s:
         spec["auto_stop"] = {"time_unit": "SECONDS", "duration": timeout_s}
     return req

@@ -17,7 +17,7 @@ from typing import Any
 
 from openarts.core import arglimits, errors, faults
 from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
-from openarts.core.search import SEARCH_KIND, SearchSpec, parse_search
+from openarts.core.search import SEARCH_KIND, Reward, SearchSpec, parse_metrics, parse_search
 from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -90,6 +90,9 @@ class JobSpec:
     volumes: tuple[Volume, ...] = ()  # spec.volumes: NFS shares bound at their local_path (core/volumes.py)
     summary: Channel | None = None  # algorithm.summary.log_dir.pfs.pfs_path: synced like a periodic output
     search: SearchSpec | None = None  # kind autosearch_job: its algorithm.policies.auto_search
+    # read from its tasks' logs by regex: a plain job's custom metrics (auto_search.reward_attrs alone), a
+    # search's rewards (docs/AUTOSEARCH.md)
+    metrics: tuple[Reward, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -459,7 +462,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
             raise _bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
         parameters.append((pname, _scalar_str(p.get("value", ""), f"{path}.value")))
 
-    search = _search(algorithm, kind, parameters)
+    search, metrics = _search(algorithm, kind, parameters)
     inputs = _channels(algorithm, "inputs", "algorithm", datasets)
     outputs = _channels(algorithm, "outputs", "algorithm")
 
@@ -548,20 +551,20 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         inputs=inputs, outputs=outputs, environments=environments, working_dir=working_dir,
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
-        log_export_url=log_export_url or None, volumes=volumes, summary=summary, search=search,
+        log_export_url=log_export_url or None, volumes=volumes, summary=summary, search=search, metrics=metrics,
     )
 
 
-def _search(algorithm: dict[str, Any], kind: str, parameters: list[tuple[str, str]]) -> SearchSpec | None:
-    """algorithm.policies.auto_search: the search of a job of kind autosearch_job (core/search.py)."""
+def _search(algorithm: dict[str, Any], kind: str,
+            parameters: list[tuple[str, str]]) -> tuple[SearchSpec | None, tuple[Reward, ...]]:
+    """algorithm.policies.auto_search: the search of a job of kind autosearch_job, and the metrics read
+    from the job's logs: the search's rewards, or a plain job's reward_attrs alone (core/search.py)."""
     policies = _obj(algorithm, "policies", "algorithm")
     auto_search = policies.get("auto_search")
     if kind != SEARCH_KIND:
-        if auto_search:
-            raise _bad("kind", f"a job with algorithm.policies.auto_search is a hyperparameter search: "
-                       f"create it with kind {SEARCH_KIND!r}")
-        return None
-    return parse_search(auto_search, parameters)
+        return None, parse_metrics(auto_search)
+    search = parse_search(auto_search, parameters)
+    return search, search.rewards
 
 
 SUMMARY_TYPES = ("tensorboard", "mindstudio-insight")

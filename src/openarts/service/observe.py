@@ -18,10 +18,12 @@ from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.inputs import INT64_MAX, INT64_MIN, query_int
 from openarts.core.phases import is_terminal
+from openarts.core.search import request_metrics
 from openarts.core.spec import exported_log_url
 from openarts.security.log_links import VALID_SECONDS, LogLinks
 from openarts.service.logs import LogReader
 from openarts.storage.obs import ObjectStore
+from openarts.store import log_metrics as lm
 from openarts.store import queries as q
 from openarts.store.db import Database
 from openarts.store.rows import JobRow
@@ -219,6 +221,7 @@ class ObserveService:
             if not m or int(m.group(1)) >= row.node_count:
                 raise errors.TaskNotFound(job_id, task_id)
             samples = q.task_metrics(conn, job_id, task_id)
+            logged = {r.name: r for r in lm.of_task(conn, job_id, task_id)}
         if not row.start_ms:
             raise errors.MetricsNotReady(f"Training job (ID: {job_id}) has not run yet; no metrics.")
         cpu: list[float] = []
@@ -230,5 +233,11 @@ class ObserveService:
             s = by_minute.get(minute)
             cpu.append(round(s.cpu_sum / s.samples, 2) if s else -1.0)
             mem.append(round(s.mem_sum / s.samples, 2) if s else -1.0)
-        return {"metrics": [{"metric": "cpuUsage", "value": cpu}, {"metric": "memUsage", "value": mem}]}
+        custom = []  # its custom metrics (reward_attrs), as read from the task's log: every value, in log order
+        for r in request_metrics(orjson.loads(row.request)) if row.kind == "job" else ():
+            if r.name in ("cpuUsage", "memUsage"):
+                continue  # the platform's own, shown above
+            got = logged.get(r.name)
+            custom.append({"metric": r.name, "value": [float(v) for _, v in orjson.loads(got.values)] if got else []})
+        return {"metrics": [{"metric": "cpuUsage", "value": cpu}, {"metric": "memUsage", "value": mem}, *custom]}
 

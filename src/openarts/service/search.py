@@ -62,7 +62,7 @@ STATE_ORDER = (TrialState.RUNNING, TrialState.COMPLETED, TrialState.FAILED, Tria
 # -- a search's spec and its trials as rows --------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=32)
 def _spec_of_request(request: str) -> SearchSpec:
     algorithm = orjson.loads(request).get("algorithm") or {}
     parameters = [(str(p.get("name")), str(p.get("value", ""))) for p in algorithm.get("parameters") or []
@@ -348,6 +348,7 @@ class SearchService:
         self.db = db
         self.wake = wake
         self.importance = importance
+        self._analyses = asyncio.Semaphore(1)
 
     # the catalogue
     def algorithms(self) -> dict[str, Any]:
@@ -379,14 +380,14 @@ class SearchService:
     def _loaded(self, project_id: str, job_id: str) -> tuple[JobRow, SearchSpec, list[TrialRow]]:
         with self.db.connect() as conn:
             row = self._search(conn, project_id, job_id)
-            trials = st.trials_of(conn, [row.id])[row.id]
+            trials = st.trials_of(conn, [row.id], histories=False)[row.id]
         return row, search_spec(row), trials
 
     @staticmethod
     def _trial(conn: Conn, row: JobRow, trial_id: str) -> TrialRow:
         found = st.trial(conn, row.id, int(trial_id)) if re.fullmatch(r"[0-9]{1,9}", trial_id) else None
         if found is None:
-            raise errors.TrialNotFound(row.id, trial_id, len(st.trials_of(conn, [row.id])[row.id]))
+            raise errors.TrialNotFound(row.id, trial_id, len(st.trials_of(conn, [row.id], histories=False)[row.id]))
         return found
 
     def trials(self, project_id: str, job_id: str, limit_raw: str | None, offset_raw: str | None) -> dict[str, Any]:
@@ -395,7 +396,7 @@ class SearchService:
         offset = query_int("offset", offset_raw, 0, 0, 10**9) or 0
         with self.db.connect() as conn:
             row = self._search(conn, project_id, job_id)
-            trials = st.trials_of(conn, [row.id])[row.id]
+            trials = st.trials_of(conn, [row.id], histories=False)[row.id]
             page = trials[offset * limit:offset * limit + limit]
             jobs = st.jobs_of_trials(conn, [t.job_id for t in page if t.state == TrialState.RUNNING])
         spec = search_spec(row)
@@ -430,7 +431,8 @@ class SearchService:
     # analysis
     async def analysis(self, project_id: str, job_id: str) -> dict[str, Any]:
         _row, spec, trials = self._loaded(project_id, job_id)
-        found = await asyncio.to_thread(self.importance, spec, observations(spec, trials))  # about a second
+        async with self._analyses:  # one at a time: fANOVA takes up to a second or so, in a thread
+            found = await asyncio.to_thread(self.importance, spec, observations(spec, trials))
         return {"header": list(ANALYSIS_HEADER), "data": analysis_rows(spec, trials, found)}
 
     def _param(self, spec: SearchSpec, job_id: str, name: str) -> SearchParam:

@@ -30,6 +30,7 @@ from openarts.store.schema import (
     SEARCH_INDEXES,
     job_counts,
     jobs,
+    log_metrics,
     metadata,
     notifications,
     outbox,
@@ -152,7 +153,8 @@ def _add_parent_id(conn: Connection) -> None:
 
 def _v6(conn: Connection) -> None:
     """Hyperparameter search: jobs.parent_id (a trial's search), the trials table, and the listed jobs
-    (store/schema.py LIVE) without trials: the partial indexes and count triggers made again with it."""
+    (store/schema.py LIVE) without trials: the partial indexes and count triggers made again with it;
+    log_metrics (any job's custom metrics, read from its logs)."""
     _add_parent_id(conn)
     for index in jobs.indexes:
         if index.name == "uq_jobs_project_name" or index.name in SEARCH_INDEXES:
@@ -164,6 +166,7 @@ def _v6(conn: Connection) -> None:
     trials.create(conn, checkfirst=True)
     for index in trials.indexes:
         index.create(conn, checkfirst=True)
+    log_metrics.create(conn, checkfirst=True)  # custom metrics of any job (reward_attrs), read from its logs
     _recount(conn)
 
 
@@ -185,7 +188,8 @@ def _recount(conn: Connection) -> bool:
 
 
 # Ordered migrations; the index + 1 is the schema version it produces. Append, never edit (v2 was
-# narrowed when v5 retired an index it made: the schema they end at is the same).
+# narrowed when v5 retired an index it made, and v5 adds v6's jobs.parent_id first, since it makes the
+# indexes and triggers as they are declared now: the schema they end at is the same).
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 

@@ -173,7 +173,7 @@ def request_delete(conn: Conn, job_ids: Iterable[str], at_ms: int) -> None:
 
 def purge_job(conn: Conn, job_id: str) -> None:
     """Remove every row of a job; its files are removed by the caller, outside the transaction."""
-    for table in ("events", "node_counts", "metrics", "tasks", "attempts", "notifications"):  # not its
+    for table in ("events", "node_counts", "metrics", "log_metrics", "tasks", "attempts", "notifications"):  # not its
         # queued messages: a job deleted right after it ended still has its end announced
         conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
     conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))

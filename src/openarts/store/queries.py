@@ -66,7 +66,7 @@ def job_details(conn: Conn, job_rows: Sequence[JobRow]) -> dict[str, Details]:
     for search_id in searches:
         out[search_id]["trials"] = []
     if searches:
-        for search_id, trials in trials_of(conn, searches).items():
+        for search_id, trials in trials_of(conn, searches, histories=False).items():
             out[search_id]["trials"] = trials
     return out
 
@@ -311,9 +311,9 @@ def phase_counts(conn: Conn) -> dict[str, int]:
 
 
 def queue_depth(conn: Conn) -> int:
-    """Jobs waiting in the queue (Pending/Queuing)."""
-    row = conn.execute("SELECT count(*) FROM jobs WHERE phase = ? AND secondary_phase = ? AND NOT delete_requested",
-                       (Phase.PENDING.value, Secondary.QUEUING.value)).fetchone()
+    """Jobs waiting in the queue (Pending/Queuing); a pending search holds no place in it (its trials do)."""
+    row = conn.execute("SELECT count(*) FROM jobs WHERE phase = ? AND secondary_phase = ? AND NOT delete_requested "
+                       "AND kind != ?", (Phase.PENDING.value, Secondary.QUEUING.value, SEARCH_KIND)).fetchone()
     return int(row[0])
 
 

@@ -131,6 +131,15 @@ class TrialRow(NamedTuple):
     stop_reason: str
 
 
+class LogMetricRow(NamedTuple):
+    job_id: str
+    task: str
+    name: str  # the custom metric's (reward's) name
+    last: float | None
+    values: str  # JSON [[log line, value], ...]
+    message: str
+
+
 R = TypeVar("R", bound=tuple)
 
 

@@ -240,6 +240,17 @@ trials = Table(
 )
 Index("ix_trials_job", trials.c.job_id)
 
+log_metrics = Table(
+    "log_metrics", metadata,  # a job's custom metrics (v6): what its reward_attrs' regexes read from each
+    # task's log of its current attempt (supervisor/log_metrics.py); replaced whole at every write
+    Column("job_id", String(36), primary_key=True),
+    Column("task", String(64), primary_key=True),
+    Column("name", String(128), primary_key=True),  # the reward's name
+    Column("last", Float),  # the last value read; NULL: none yet
+    Column("values", Text, nullable=False, default="[]"),  # JSON [[log line, value], ...], in log order (capped)
+    Column("message", Text, nullable=False, default=""),  # why a value could not be read (RewardScan's note)
+)
+
 schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, primary_key=True),

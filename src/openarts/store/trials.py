@@ -26,13 +26,27 @@ def create_trial(conn: Conn, search_id: str, number: int, job_id: str, params: M
                           "params": orjson.dumps(dict(params)).decode(), "create_ms": at_ms})
 
 
-def trials_of(conn: Conn, search_ids: Sequence[str]) -> dict[str, list[TrialRow]]:
-    """Each search's trials, by number."""
+_NO_HISTORY = ", ".join("'[]' AS history" if c.name == "history" else c.name for c in trials.c)
+
+
+def trials_of(conn: Conn, search_ids: Sequence[str], histories: bool = True) -> dict[str, list[TrialRow]]:
+    """Each search's trials, by number; `histories` False: without their metric histories (read as [];
+    the largest column, which only the per-trial operation and early stopping need)."""
+    columns = "*" if histories else _NO_HISTORY
     out: dict[str, list[TrialRow]] = {s: [] for s in search_ids}
     for chunk in chunks(list(search_ids)):
-        for r in typed(conn.execute(f"SELECT * FROM trials WHERE search_id IN ({placeholders(chunk)}) "
+        for r in typed(conn.execute(f"SELECT {columns} FROM trials WHERE search_id IN ({placeholders(chunk)}) "
                                     "ORDER BY search_id, number", chunk), TrialRow):
             out[r.search_id].append(r)
+    return out
+
+
+def histories(conn: Conn, search_id: str, numbers: Sequence[int]) -> list[tuple[int, str]]:
+    """(number, history JSON) of some trials of a search."""
+    out: list[tuple[int, str]] = []
+    for chunk in chunks(list(numbers)):
+        out.extend(conn.execute(f"SELECT number, history FROM trials WHERE search_id = ? AND number IN "
+                                f"({placeholders(chunk)})", (search_id, *chunk)).fetchall())
     return out
 
 

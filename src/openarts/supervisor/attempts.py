@@ -349,6 +349,8 @@ class AttemptSupervision:
         tm.FINISHED.labels(phase.value).inc()
         if term.kind not in (EndKind.COMPLETED, EndKind.TERMINATED):
             tm.FAILURES.labels(term.kind.value).inc()
+        if self.sampler is not None:  # its custom metrics: read to the end of its logs (supervisor/log_metrics.py)
+            self.sampler.ended(row.id, attempt.seq, [t.task for t in tasks])
         self._forget(row.id)
 
     async def _final_uploads(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> list[Note] | None:

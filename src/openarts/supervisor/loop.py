@@ -109,6 +109,7 @@ class Supervisor(AttemptStarts):
         if job_id:
             self._dirty.add(job_id)
             self._specs.pop(job_id, None)
+            self.searches.forget(job_id)
         self._wake.set()
 
     def stop(self) -> None:

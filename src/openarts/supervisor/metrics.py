@@ -6,6 +6,8 @@ averages in the store. A task makes *progress* when its log grew or its processe
 last sample; `last_progress()` is what the supervisor's hang detection reads. Progress times live in
 memory: after a server restart every task's hang window starts afresh (never a false hang).
 The numbers come from the executor (`Executor.usage`: one scan of each node's processes per sample).
+Each round also reads the custom metrics of jobs that have them from their tasks' logs
+(supervisor/log_metrics.py).
 
 Memory limit: a task whose processes (its process group and session) hold more than its flavor's
 memory is marked out of memory in the store (`tasks.oom_ms`, durable), told so in its log, and
@@ -31,6 +33,7 @@ from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
 from openarts.store.rows import JobRow, TaskRow
+from openarts.supervisor.log_metrics import LogMetrics
 
 log = logging.getLogger("openarts.metrics")
 
@@ -60,9 +63,15 @@ class MetricsSampler:
         self.interval = interval
         self._seen: dict[Key, _Seen] = {}
         self._stopping = asyncio.Event()
+        self.logs = LogMetrics(settings, db)
+        self._loaded: tuple[list[JobRow], dict[str, list[TaskRow]]] = ([], {})  # this round's, for self.logs
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def ended(self, job_id: str, seq: int, tasks: list[str]) -> None:
+        """The supervisor ended a job: its custom metrics are read to the end of its logs next round."""
+        self.logs.ended(job_id, seq, tasks)
 
     def last_progress(self, key: Key) -> float | None:
         seen = self._seen.get(key)
@@ -80,8 +89,10 @@ class MetricsSampler:
     def _tasks(self) -> dict[Key, tuple[TaskHandle, str]]:
         """Every task of a Running job that has not ended, with its flavor."""
         with self.db.connect() as conn:
-            rows = [r for r in q.active_jobs(conn) if r.phase == "Running" and r.kind != SEARCH_KIND]
+            active = [r for r in q.active_jobs(conn) if r.kind != SEARCH_KIND]
+            rows = [r for r in active if r.phase == "Running"]
             tasks = q.current_tasks(conn, rows)
+        self._loaded = (active, tasks)
         return {(row.id, t.seq, t.task): (handle_of(self.settings, row, t), row.flavor_id)
                 for row in rows for t in tasks.get(row.id, []) if t.exit_code is None}
 
@@ -117,6 +128,7 @@ class MetricsSampler:
         if samples:
             with self.db.begin() as conn:
                 w.add_metric_samples(conn, samples)
+        await self.logs.read(*self._loaded)
         return len(samples)
 
     async def _enforce_memory(self, tasks: dict[Key, tuple[TaskHandle, str]], used: dict[Key, Usage]) -> None:

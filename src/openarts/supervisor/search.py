@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -38,83 +36,21 @@ from openarts.core.errors import LostRace, OpenartsError
 from openarts.core.phases import Phase, is_terminal
 from openarts.core.reasons import AUTO_STOPPED
 from openarts.core.resources import Catalog
-from openarts.core.search import Observation, Reward, SearchSpec, TrialState, trial_request
+from openarts.core.search import Observation, SearchSpec, TrialState, parse_search, trial_request
 from openarts.core.spec import JobSpec, parse_job
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store import trials as st
 from openarts.store.db import Database
 from openarts.store.rows import JobRow, TrialRow
+from openarts.supervisor.rewards import READ_MAX, RewardScan
 
 log = logging.getLogger("openarts.supervisor.search")
 
-READ_MAX = 4 << 20  # log bytes read per trial per pass: a trial printing faster is read over several passes
-HISTORY_MAX = 5000  # values kept per trial (the last value of every reward is always kept)
 EARLY_STOP = "stopped early by the search's median rule (early_stop=median)"
+END_READ_MAX = 64 << 20  # bytes of an ended trial's log read in one pass (the rest in the next ones)
 ENDED_BY_SEARCH = "the search it belongs to was terminated"
 SEARCH_FAILED = "search failed"  # a search's terminate_reason when it stops its trials because it failed
-
-
-@dataclass
-class RewardScan:
-    """How far one attempt's log has been read, and what the rewards' regexes found in it."""
-    seq: int
-    offset: int = 0
-    line: int = 0
-    partial: bytes = b""
-    last: dict[str, float] = field(default_factory=dict)
-    history: list[list[Any]] = field(default_factory=list)  # [line, reward, value]
-    objective: list[float] = field(default_factory=list)
-    notes: dict[str, str] = field(default_factory=dict)  # reward -> its first unreadable capture
-
-    def read(self, path: Path, rewards: tuple[Reward, ...], limit: int | None = READ_MAX) -> bool:
-        """Read what the log gained since the last call (at most `limit` bytes; None: to its end); True if
-        a reward changed."""
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:  # a new file (the log was replaced): from the start
-                    self.offset, self.line, self.partial = 0, 0, b""
-                if size == self.offset:
-                    return False
-                f.seek(self.offset)
-                data = f.read(size - self.offset if limit is None else min(limit, size - self.offset))
-        except FileNotFoundError:
-            return False
-        self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        if len(self.partial) > 1 << 20:  # a line of more than 1 MiB is read as it stands, not kept whole
-            lines.append(self.partial)
-            self.partial = b""
-        changed = False
-        for raw in lines:
-            self.line += 1
-            text = raw.decode("utf-8", "replace")
-            for r in rewards:
-                found = r.read(text)
-                if found is None:
-                    continue
-                captured, value = found
-                if value is None:
-                    self.notes.setdefault(r.name, f"reward {r.name!r}: {captured!r} on log line {self.line} is "
-                                                  "not a number")
-                    continue
-                changed = True
-                self.last[r.name] = value
-                if len(self.history) < HISTORY_MAX:
-                    self.history.append([self.line, r.name, value])
-                if r is rewards[0]:
-                    self.objective.append(value)
-        return changed
-
-    def message(self, rewards: tuple[Reward, ...], ended: bool) -> str:
-        """What went wrong reading the rewards: unreadable captures; once the trial ended, rewards never found."""
-        notes = list(self.notes.values())
-        if ended:
-            notes += [f"reward {r.name!r} not found in the log (regex {r.regex!r})" for r in rewards
-                      if r.name not in self.last and r.name not in self.notes]
-        return "; ".join(notes)
 
 
 @dataclass
@@ -133,11 +69,8 @@ def _counts(trials: list[TrialRow]) -> list[tuple[str, int]]:
     return sorted(out.items())
 
 
-def observation(t: TrialRow, spec: SearchSpec, scan: RewardScan | None = None) -> Observation:
-    """A trial as the algorithm sees it; its objective's history from this pass's scan when there is one."""
-    history = tuple(scan.objective) if scan is not None else tuple(
-        v for _, name, v in orjson.loads(t.history) if name == spec.objective.name)
-    return Observation(t.number, orjson.loads(t.params), t.state, t.value, history)
+def objective_history(history_json: str, spec: SearchSpec) -> tuple[float, ...]:
+    return tuple(v for _, name, v in orjson.loads(history_json) if name == spec.objective.name)
 
 
 class Searches:
@@ -152,14 +85,15 @@ class Searches:
         self.render = render  # a trial's static document (service/document.py, handed over by api/app.py)
         self.wake = wake
         self.check_code = check_code
-        self._specs: dict[str, tuple[JobSpec, SearchSpec]] = {}
+        self._specs: dict[str, tuple[JobSpec | OpenartsError, SearchSpec]] = {}
         self._scans: dict[str, RewardScan] = {}  # trial job id -> its latest attempt's scan
         self._nodes: dict[str, int] = {}  # search id -> the node count last recorded
+        self._histories: dict[tuple[str, int], tuple[float, ...]] = {}  # an ended trial's objective history
 
     # -- load --------------------------------------------------------------------------------------
     def load(self, rows: list[JobRow]) -> list[SearchView]:
         with self.db.connect() as conn:
-            trials = st.trials_of(conn, [r.id for r in rows])
+            trials = st.trials_of(conn, [r.id for r in rows], histories=False)
             jobs = st.jobs_of_trials(conn, [t.job_id for ts in trials.values() for t in ts])
             ended = [j for j in jobs.values() if is_terminal(j.phase) and j.attempt]
             tasks = q.current_tasks(conn, ended)
@@ -172,17 +106,30 @@ class Searches:
         for d in (self._specs, self._nodes):
             for k in [k for k in d if k not in active]:
                 del d[k]
+        self._histories = {k: h for k, h in self._histories.items() if k[0] in active}
         for k in [k for k in self._scans if k not in trial_jobs]:
             del self._scans[k]
 
-    def spec(self, row: JobRow) -> tuple[JobSpec, SearchSpec]:
+    def spec(self, row: JobRow) -> tuple[JobSpec | OpenartsError, SearchSpec]:
+        """The search's job spec (or why it no longer parses: a flavor or engine gone from the catalog) and
+        its search spec, which needs no catalog (so its trials can always be read and ended)."""
         cached = self._specs.get(row.id)
         if cached is None:
             with self.db.connect() as conn:
-                job = parse_job(orjson.loads(q.job_request(conn, row.id)), self.catalog)
-            assert job.search is not None
-            cached = self._specs[row.id] = (job, job.search)
+                request = orjson.loads(q.job_request(conn, row.id))
+            algorithm = request["algorithm"]
+            search = parse_search(algorithm["policies"]["auto_search"],
+                                  [(p["name"], str(p.get("value", ""))) for p in algorithm.get("parameters") or []])
+            try:
+                job: JobSpec | OpenartsError = parse_job(request, self.catalog)
+            except OpenartsError as exc:
+                job = exc
+            cached = self._specs[row.id] = (job, search)
         return cached
+
+    def forget(self, search_id: str) -> None:
+        """Read the search's request again at its next step (a PUT changed it)."""
+        self._specs.pop(search_id, None)
 
     # -- one search --------------------------------------------------------------------------------
     async def step(self, v: SearchView) -> None:
@@ -191,25 +138,33 @@ class Searches:
             if row.delete_requested:
                 await self._purge(v)
             return
-        try:
-            job, spec = self.spec(row)
-        except OpenartsError as exc:
-            if row.terminate_requested or row.delete_requested:
-                self._wind_down(v)
-            else:
-                self._fail(v, f"The search cannot be read again: {exc.message}")
-            return
-        if row.phase == Phase.CREATING and not (row.terminate_requested or row.delete_requested):
+        job, spec = self.spec(row)
+        stopping = bool(row.terminate_requested or row.delete_requested)
+        if row.phase == Phase.CREATING and not stopping and isinstance(job, JobSpec):
             await self._prepare(row, job)
             return
         await self._read_rewards(v, spec)
         self._end_trials(v, spec)
-        if row.terminate_requested or row.delete_requested:
+        if stopping:
             self._wind_down(v)
-            return
-        await self._early_stop(v, spec)
-        await self._ask(v, job, spec)
-        self._advance(v, spec)
+        elif isinstance(job, OpenartsError):
+            self._fail(v, f"The search cannot be read again: {job.message}")
+        elif not self._auto_stop(row, job):
+            await self._early_stop(v, spec)
+            await self._ask(v, job, spec)
+            self._advance(v, spec)
+
+    def _auto_stop(self, row: JobRow, job: JobSpec) -> bool:
+        """spec.auto_stop of a search stops the search (its trials with it) once it has run that long."""
+        limit = job.auto_stop_seconds
+        now = w.now_ms()
+        if not limit or not row.running_since_ms or row.run_ms + now - row.running_since_ms < limit * 1000:
+            return False
+        with self.db.begin() as conn:
+            w.transition(conn, row.id, Phase(row.phase), Phase(row.phase), at_ms=now, event="")
+            w.request_terminate(conn, row.id, now, f"{AUTO_STOPPED}: ran longer than {limit} s (spec.auto_stop)")
+        self.wake()
+        return True
 
     async def _prepare(self, row: JobRow, job: JobSpec) -> None:
         """Creating -> Pending once the code is there (every trial runs it)."""
@@ -245,12 +200,23 @@ class Searches:
             scan = self._scan_of(t, job)
             if scan is not None:
                 work.append((t, scan, self.settings.attempt_dir(job.id, job.attempt, "worker-0") / "log",
-                             None if is_terminal(job.phase) else READ_MAX))  # an ended trial: read to the end
+                             is_terminal(job.phase)))
         if not work:
             return
 
         def read_all() -> list[tuple[TrialRow, RewardScan]]:
-            return [(t, scan) for t, scan, path, limit in work if scan.read(path, spec.rewards, limit)]
+            """A running trial's log: READ_MAX more; an ended one's: on to its end, at most END_READ_MAX a
+            pass (the trial ends once its log is read through: _end_trials)."""
+            out = []
+            for t, scan, path, ended in work:
+                changed = scan.read(path, spec.rewards, READ_MAX, final=ended)
+                budget = END_READ_MAX - READ_MAX
+                while ended and not scan.at_end and budget > 0:
+                    changed |= scan.read(path, spec.rewards, READ_MAX, final=True)
+                    budget -= READ_MAX
+                if changed:
+                    out.append((t, scan))
+            return out
 
         changed = await asyncio.to_thread(read_all)
         if not changed:
@@ -280,6 +246,9 @@ class Searches:
                 continue
             t = t._replace(stop_reason=stops.get(t.number, t.stop_reason))
             scan = self._scans.get(t.job_id)
+            if scan is not None and not scan.at_end:  # its log is still being read (a long one): next pass
+                self.wake()
+                continue
             state, why = self._outcome(t, job, spec)
             ran = job is not None and bool(job.start_ms)  # rewards missing from a trial that never ran: no news
             notes = "" if not ran else scan.message(spec.rewards, True) if scan is not None else (
@@ -323,14 +292,15 @@ class Searches:
         """Terminate (or delete) the search: its trials first; the search ends once none is running."""
         row, now = v.row, w.now_ms()
         live = [j for j in v.jobs.values() if not is_terminal(j.phase)]
-        with self.db.begin() as conn:
-            for j in live:
-                if not j.terminate_requested:
-                    w.request_terminate(conn, j.id, now, ENDED_BY_SEARCH)
-            if row.delete_requested:
-                w.request_delete(conn, [j.id for j in v.jobs.values() if not j.delete_requested], now)
+        asked = [j.id for j in live if not j.terminate_requested]
+        doomed = [j.id for j in v.jobs.values() if row.delete_requested and not j.delete_requested]
+        if asked or doomed:
+            with self.db.begin() as conn:
+                for job_id in asked:
+                    w.request_terminate(conn, job_id, now, ENDED_BY_SEARCH)
+                w.request_delete(conn, doomed, now)
+            self.wake()  # the trials' jobs act on it; this search is looked at again when they end
         if live:
-            self.wake()
             return
         if row.terminate_reason.startswith(SEARCH_FAILED):
             self._end(row, Phase.FAILED, row.terminate_reason[len(SEARCH_FAILED):].lstrip(": "))
@@ -362,6 +332,23 @@ class Searches:
         await asyncio.to_thread(shutil.rmtree, self.settings.job_dir(v.row.id), True)
 
     # -- early stopping and new trials ---------------------------------------------------------------
+    def _observations(self, v: SearchView, spec: SearchSpec) -> list[Observation]:
+        """Every trial as the algorithm sees it. Objective histories: a running trial's from its scan; an
+        ended one's from the store, read once (it no longer changes; the pass loads trials without them)."""
+        missing = [t.number for t in v.trials if t.state != TrialState.RUNNING
+                   and (t.search_id, t.number) not in self._histories]
+        if missing:
+            with self.db.connect() as conn:
+                for number, stored in st.histories(conn, v.row.id, missing):
+                    self._histories[(v.row.id, number)] = objective_history(stored, spec)
+        out = []
+        for t in v.trials:
+            scan = self._scans.get(t.job_id)
+            history = (self._histories.get((t.search_id, t.number), ()) if t.state != TrialState.RUNNING
+                       else tuple(scan.objective) if scan is not None else ())
+            out.append(Observation(t.number, orjson.loads(t.params), t.state, t.value, history))
+        return out
+
     async def _early_stop(self, v: SearchView, spec: SearchSpec) -> None:
         if spec.early_stop == "none":
             return
@@ -370,11 +357,18 @@ class Searches:
                       and t.job_id in self._scans]
         if not candidates:
             return
-        history = [observation(t, spec, self._scans.get(t.job_id)) for t in v.trials]
+        history = self._observations(v, spec)
         mine = {o.number: o for o in history}
 
         def judge() -> list[TrialRow]:
-            return [t for t in candidates if searchers.should_stop(spec, history, mine[t.number])]
+            doomed = []
+            for t in candidates:
+                try:
+                    if searchers.should_stop(spec, history, mine[t.number]):
+                        doomed.append(t)
+                except Exception:  # the rule failing is no reason to stop a trial, nor the search
+                    log.exception("search %s: the early-stopping rule failed on trial %d", t.search_id, t.number)
+            return doomed
 
         doomed = await asyncio.to_thread(judge)
         if not doomed:
@@ -382,6 +376,9 @@ class Searches:
         now = w.now_ms()
         with self.db.begin() as conn:
             for t in doomed:
+                phase = conn.execute("SELECT phase FROM jobs WHERE id = ?", (t.job_id,)).fetchone()
+                if phase is None or is_terminal(phase[0]):  # it ended while the rule was asked
+                    continue
                 if st.request_stop(conn, t.search_id, t.number, EARLY_STOP):
                     w.request_terminate(conn, t.job_id, now, f"trial {t.number} {EARLY_STOP}")
                     w.add_event(conn, v.row.id, f"Trial {t.number} is stopped early: its {spec.objective.name} "
@@ -395,7 +392,7 @@ class Searches:
             return
         row = v.row
         seed = spec.seed_for(row.id)
-        history = [observation(t, spec, self._scans.get(t.job_id)) for t in v.trials]
+        history = self._observations(v, spec)
         first = len(v.trials)
 
         def ask() -> list[dict[str, str]]:
@@ -411,8 +408,10 @@ class Searches:
             made = []
             for i, values in enumerate(asked):
                 number = first + i
-                trial_job = parse_job(trial_request(job.request, number, values, spec.trial_timeout_s),
-                                      self.catalog)
+                request = trial_request(job.request, number, values, spec.trial_timeout_s)
+                policy = request["spec"].setdefault("schedule_policy", {})  # as the search is now (a PUT)
+                policy.update(priority=row.priority, preemptible=bool(row.preemptible))
+                trial_job = parse_job(request, self.catalog)
                 job_id = str(uuid.uuid4())
                 made.append((number, values, trial_job, job_id, self.render(trial_job, job_id)))
         except Exception as exc:  # deterministic: asking again would fail again, every pass
@@ -474,6 +473,9 @@ class Searches:
         run = row.run_ms + (now - row.running_since_ms if row.running_since_ms else 0)
         with self.db.begin() as conn:
             phase = Phase(row.phase)
+            if to is Phase.COMPLETED and phase is Phase.PENDING:  # every trial came and went between passes
+                w.transition(conn, row.id, phase, Phase.RUNNING, at_ms=now, start_ms=now, event="")
+                phase = Phase.RUNNING
             if to is Phase.TERMINATED and phase is Phase.RUNNING:
                 w.transition(conn, row.id, phase, Phase.TERMINATING, at_ms=now, event="")
                 phase = Phase.TERMINATING
