@@ -93,9 +93,8 @@ def by_hand(values: list[str], work: float) -> dict[str, Any]:
 def ask_costs() -> dict[str, float]:
     """One suggest() per algorithm with 100 earlier completed trials, in ms (median of 5)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from openarts.core.searchers import suggest
-
     from openarts.core.search import Observation, parse_search
+    from openarts.core.searchers import suggest
 
     out = {}
     for algo in ("random_search", "tpe_search", "bayes_opt_search", "anneal_search", "grid_search"):
