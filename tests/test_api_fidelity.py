@@ -2,7 +2,8 @@
 
 - Every training operation of the SDK (tests/data/training-operations.tsv, from the reference) answers
   either its real response, deserialized by the SDK with nothing lost and every value of the type its
-  response model declares, or 501 ModelArts.0501 naming the operation: never a gateway 404.
+  response model declares, or 501 ModelArts.0501 naming the operation, or, for an operation this deployment
+  has no service for (api/unimplemented.py NOT_SUPPORTED), 501 ModelArts.4204 naming it: never a gateway 404.
 - The job document holds no invented values: each field comes from the request, the catalog or the
   store, or is left out; the engine block comes from the catalog however the request named the engine.
 - Gateway errors carry the APIGW prefix (the "not ready" 204s: tests/test_api_observe.py).
@@ -22,11 +23,12 @@ from huaweicloudsdkcore.exceptions.exceptions import ServerResponseException
 
 from conftest import Server, job_body, wait_for
 from helpers import create_id, run_to_end, show_json, wait_phase
+from openarts.api.unimplemented import NOT_SUPPORTED
 from sdk_types import round_trip_losses, type_errors
 
 OPERATIONS = Path(__file__).parent / "data" / "training-operations.tsv"
 SUCCESS = {"create_training_job": 201, "delete_training_job": 202, "batch_delete_training_job": 202,
-           "stop_training_job": 202}
+           "stop_training_job": 202, "create_train_job_tags": 204, "delete_train_job_tags": 204}
 RETRY_ONCE = {"fault-tolerance/job-retry-num": "1", "fault-tolerance/job-unconditional-retry": "true"}
 FAIL_FIRST = 'f="$MA_JOB_DIR/.tried"; if [ -e "$f" ]; then echo second; exit 0; fi; touch "$f"; exit 3'
 
@@ -104,6 +106,16 @@ def _implemented_calls(jobs: dict[str, str]) -> dict[str, list[Callable[[], Any]
             lambda: m.ShowTrainingJobLogsFromAomRequest(training_job_id=done, task_id="worker-0", lines=1)],
         "show_training_job_metrics": [
             lambda: m.ShowTrainingJobMetricsRequest(training_job_id=running, task_id="worker-1")],
+        # the smaller operations (tests/test_small_operations.py)
+        "list_event_categories": [lambda: m.ListEventCategoriesRequest(),
+                                  lambda: m.ListEventCategoriesRequest(flavor_type="CPU")],
+        "notify_training_job_information": [lambda: m.NotifyTrainingJobInformationRequest(
+            training_job_id=done, task_id="worker-0", report_type="training-event",
+            body=m.ReportEventBody(type="ProfilingRunning"))],
+        "show_training_job_route_plan": [lambda: m.ShowTrainingJobRoutePlanRequest(training_job_id=done),
+                                         lambda: m.ShowTrainingJobRoutePlanRequest(training_job_id=running)],
+        "show_training_flavor_max_available_resource": [lambda: m.ShowTrainingFlavorMaxAvailableResourceRequest(
+            flavor_id="modelarts.local.cpu.1u")],
         "show_training_job_flavors": [lambda: m.ShowTrainingJobFlavorsRequest(),
                                       lambda: m.ShowTrainingJobFlavorsRequest(flavor_type="CPU")],
         "show_training_job_engines": [lambda: m.ShowTrainingJobEnginesRequest()],
@@ -115,6 +127,19 @@ def _implemented_calls(jobs: dict[str, str]) -> dict[str, list[Callable[[], Any]
         "show_auto_search_yaml_templates_info": [lambda: m.ShowAutoSearchYamlTemplatesInfoRequest()],
         "show_auto_search_yaml_template_content": [lambda: m.ShowAutoSearchYamlTemplateContentRequest(
             algorithm_type="search_algorithm", algorithm_name="tpe_search")],
+        # tags (in the table's order: create two, delete one, then the reads see the other)
+        "create_train_job_tags": [lambda: m.CreateTrainJobTagsRequest(training_job_id=done, body=m.CreateTmsTagsRequest(
+            tags=[m.TmsTag(key="fidelity", value="kept"), m.TmsTag(key="gone", value="")]))],
+        "delete_train_job_tags": [lambda: m.DeleteTrainJobTagsRequest(training_job_id=done, body=m.DeleteTmsTagsRequest(
+            tags=[m.TmsTag(key="gone")]))],
+        "show_train_job_tags": [lambda: m.ShowTrainJobTagsRequest(training_job_id=done)],
+        "list_training_job_tags": [lambda: m.ListTrainingJobTagsRequest(limit=10, offset=0)],
+        "list_training_jobs_by_tags": [
+            lambda: m.ListTrainingJobsByTagsRequest(body=m.ResourceInstancesFilterReq(
+                tags=[m.MutiValueTag(key="fidelity", values=["kept"])])),
+            lambda: m.ListTrainingJobsByTagsRequest(limit=2, body=m.ResourceInstancesFilterReq(without_any_tag=True))],
+        "count_training_jobs_by_tags": [lambda: m.CountTrainingJobsByTagsRequest(body=m.CountResourceInstancesReq(
+            matches=[m.CountResourceInstancesReqMatches(key="resource_name", value="fidelity")]))],
     }
 
 
@@ -122,12 +147,15 @@ def _implemented_calls(jobs: dict[str, str]) -> dict[str, list[Callable[[], Any]
 # (tests/test_autosearch_api.py seeds one): the operations on a search's trials.
 TESTED_ELSEWHERE = {"show_auto_search_trials", "show_auto_search_per_trial", "show_auto_search_trial_early_stop",
                     "show_auto_search_params_analysis", "show_auto_search_param_analysis_result_path"}
+# The training experiments' operations: tests/test_experiments.py checks each against its model the same way.
+TESTED_ELSEWHERE |= {"create_training_experiment", "list_training_experiments", "show_training_experiment_details",
+                     "change_training_experiment", "delete_training_experiment", "check_training_experiment"}
 
 
-def _placeholder_request(operation: str) -> Any:
+def _placeholder_request(operation: str, job_id: str = "a-job") -> Any:
     """An SDK request for an operation openarts does not implement: every path parameter filled."""
     cls = getattr(models, _camel(operation) + "Request")
-    values = {"training_job_id": "a-job", "task_id": "worker-0", "experiment_id": "an-experiment",
+    values = {"training_job_id": job_id, "task_id": "worker-0", "experiment_id": "an-experiment",
               "trial_id": "1", "parameter_name": "lr", "report_type": "progress", "algorithm_type": "t",
               "algorithm_name": "n", "body": {}}
     return cls(**{k: v for k, v in values.items() if k in cls.openapi_types})
@@ -152,10 +180,12 @@ def test_every_training_operation_answers_its_response_or_501(server: Server, sd
                     problems.append(f"{name}: status {resp.status_code}, expected {expected}")
                 problems += _check_response(name, resp)
             continue
+        refused = name in {n for _method, _path, n, _why in NOT_SUPPORTED}  # asked of a job that exists
         with pytest.raises(ServerResponseException) as info:
-            call(_placeholder_request(name))
+            call(_placeholder_request(name, jobs["done"]) if refused else _placeholder_request(name))
         exc = info.value
-        if (exc.status_code, exc.error_code) != (501, "ModelArts.0501") or name not in exc.error_msg:
+        code = "ModelArts.4204" if refused else "ModelArts.0501"
+        if (exc.status_code, exc.error_code) != (501, code) or name not in exc.error_msg:
             problems.append(f"{name} ({op['method']} {op['path']}): {exc.status_code} {exc.error_code} "
                             f"{exc.error_msg}")
         assert exc.request_id

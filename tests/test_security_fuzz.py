@@ -192,6 +192,9 @@ def _baselines(job_ids: list[str]) -> dict[str, tuple[str, str, dict[str, Any]]]
     create["spec"].update(schedule_policy={"priority": 1, "preemptible": False},
                           auto_stop={"time_unit": "HOURS", "duration": 1})
     done = job_ids[0]
+    one_tag = {"tags": [{"key": "k", "value": "v"}]}
+    tag_filter = {"workspace_id": "0", "without_any_tag": False, "tags": [{"key": "k", "values": ["v"]}],
+                  "matches": [{"key": "resource_name", "value": "seed"}]}
     return {
         "create_job": ("POST", "/training-jobs", create),
         "search_jobs": ("POST", "/training-job-searches", {
@@ -203,6 +206,10 @@ def _baselines(job_ids: list[str]) -> dict[str, tuple[str, str, dict[str, Any]]]
         "batch_delete": ("POST", "/training-jobs/batch-delete", {"jobs": [{"metadata": {"id": "no-such-job"}}]}),
         "job_action": ("POST", f"/training-jobs/{done}/actions", {"action_type": "terminate"}),
         "modify_quotas": ("PUT", "/training-quotas", {"quotas": [{"resource": "gpus", "quota": -1}]}),
+        "create_job_tags": ("POST", f"/modelarts-training-job/{done}/tags/create", one_tag),
+        "delete_job_tags": ("DELETE", f"/modelarts-training-job/{done}/tags/delete", one_tag),
+        "filter_tagged_jobs": ("POST", "/modelarts-training-job/resource-instances/filter", tag_filter),
+        "count_tagged_jobs": ("POST", "/modelarts-training-job/resource-instances/count", tag_filter),
         "create_token": ("POST", "/v3/auth/tokens", {"auth": {"identity": {"methods": ["hw_ak_sk"]},
                                                                "scope": {"project": {"id": PROJECT}}}}),
     }
@@ -301,15 +308,15 @@ def test_hostile_values_in_every_field(make_server: Callable[..., Server], tmp_p
         params = [p for p in op.get("parameters", []) if p["in"] == "query"]
         if not params:
             continue
-        route = next(p for p, o in doc["paths"].items() if op in o.values())
+        route, method = next((p, m.upper()) for p, o in doc["paths"].items() for m, x in o.items() if x is op)
         url = server.url + route.format(project_id=PROJECT, job_id=job_ids[0], task_id="worker-0")
         for p in params:
             for value in HOSTILE_QUERY:
-                r = client.get(url, params={p["name"]: value})
+                r = client.request(method, url, params={p["name"]: value})  # a POST's optional body left out
                 statuses[r.status_code] += 1
                 overflow = (p["name"] in INT_QUERY and re.fullmatch(r"-?[0-9]+", value) is not None
                             and (len(value) > 20 or abs(int(value)) >= 2**63))
-                _check(f"GET {route}?{p['name']}={value[:30]!r}", r, (400, "ModelArts.2764") if overflow else None,
+                _check(f"{method} {route}?{p['name']}={value[:30]!r}", r, (400, "ModelArts.2764") if overflow else None,
                        problems)
     if REPORT:
         Path(REPORT).with_suffix(".hostile.json").write_text(json.dumps(

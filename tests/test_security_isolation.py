@@ -42,6 +42,9 @@ JOB_REQUESTS: list[tuple[str, str, object]] = [
     ("GET", "/training-jobs/{id}/metrics/worker-0", None),
     ("GET", "/training-jobs/{id}/events", None),
     ("GET", "/training-jobs/{id}/stages", None),
+    ("GET", "/modelarts-training-job/{id}/tags", None),
+    ("POST", "/modelarts-training-job/{id}/tags/create", {"tags": [{"key": "k", "value": "v"}]}),
+    ("DELETE", "/modelarts-training-job/{id}/tags/delete", {"tags": [{"key": "k"}]}),
     ("DELETE", "/training-jobs/{id}", None),
     ("POST", "/training-jobs/batch-delete", {"jobs": [{"kind": "job", "metadata": {"id": "{id}"}}]}),
 ]

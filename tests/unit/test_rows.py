@@ -9,10 +9,23 @@ import pytest
 
 from openarts.store import rows
 from openarts.store.db import open_db
-from openarts.store.schema import attempts, events, jobs, log_metrics, metrics, node_counts, tasks
+from openarts.store.schema import (
+    algorithm_versions,
+    algorithms,
+    attempts,
+    events,
+    experiments,
+    jobs,
+    log_metrics,
+    metrics,
+    node_counts,
+    tasks,
+)
 
 PAIRS = [(rows.JobRow, jobs), (rows.AttemptRow, attempts), (rows.TaskRow, tasks), (rows.EventRow, events),
-         (rows.NodeCountRow, node_counts), (rows.MetricRow, metrics), (rows.LogMetricRow, log_metrics)]
+         (rows.NodeCountRow, node_counts), (rows.MetricRow, metrics), (rows.LogMetricRow, log_metrics),
+         (rows.ExperimentRow, experiments), (rows.AlgorithmRow, algorithms),
+         (rows.AlgorithmVersionRow, algorithm_versions)]
 
 
 @pytest.mark.parametrize(("row", "table"), PAIRS, ids=[t.name for _, t in PAIRS])
@@ -36,6 +49,26 @@ def test_a_database_migrated_from_v2_reads_as_typed_rows(tmp_path: Path) -> None
     with db.connect() as conn:
         got = rows.typed(conn.execute("SELECT * FROM tasks"), rows.TaskRow)
     assert got[0].task == "worker-0" and got[0].oom_ms == 0 and got[0].cpus == ""
+
+
+def test_a_database_from_before_experiments_reads_jobs_as_typed_rows(tmp_path: Path) -> None:
+    """v6 adds jobs.experiment_id after parent_id (and the experiments table) to a database without them."""
+    path = tmp_path / "old.db"
+    open_db(path).close()
+    raw = sqlite3.connect(path)
+    raw.executescript("DROP INDEX ix_jobs_experiment; ALTER TABLE jobs DROP COLUMN algorithm_id; "
+                      "ALTER TABLE jobs DROP COLUMN experiment_id; DROP TABLE experiments; DROP TABLE algorithms; "
+                      "DROP TABLE algorithm_versions; UPDATE schema_version SET version = 5;")
+    raw.close()
+    db = open_db(path)
+    with db.connect() as conn:
+        got = rows.typed(conn.execute("SELECT * FROM jobs"), rows.JobRow)
+        assert got == []
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
+        assert columns == list(rows.JobRow._fields)
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"ix_jobs_experiment", "uq_experiments_project_name", "uq_algorithms_project_name",
+                "ix_algorithm_versions_subscription"} <= indexes
 
 
 def test_a_query_that_drifts_from_its_row_type_is_refused() -> None:

@@ -117,7 +117,7 @@ def test_counts_follow_every_write_and_survive_a_restart(tmp_path: Path) -> None
 
 def _as_v4(path: Path) -> None:
     """Turn a current database back into what v4 left: the three old search indexes, no counts, no
-    trials (v6: jobs.parent_id, the trials table)."""
+    trials (v6: jobs.parent_id, the trials table), no experiments (v6: jobs.experiment_id, the table)."""
     raw = sqlite3.connect(path)
     for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         raw.execute(f"DROP TRIGGER {name}")
@@ -127,6 +127,10 @@ def _as_v4(path: Path) -> None:
     raw.executescript("CREATE INDEX ix_jobs_project_create ON jobs (project_id, create_ms); "
                       "CREATE INDEX ix_jobs_project_phase_create ON jobs (project_id, phase, create_ms); "
                       "CREATE INDEX ix_jobs_search ON jobs (project_id, delete_requested, phase, create_ms); "
+                      "DROP INDEX ix_jobs_experiment; ALTER TABLE jobs DROP COLUMN algorithm_id; "
+                      "ALTER TABLE jobs DROP COLUMN experiment_id; "
+                      "DROP TABLE algorithms; DROP TABLE algorithm_versions; "
+                      "DROP TABLE experiments; "
                       "DROP INDEX uq_jobs_project_name; DROP TABLE trials; ALTER TABLE jobs DROP COLUMN parent_id; "
                       "CREATE UNIQUE INDEX uq_jobs_project_name ON jobs (project_id, name) "
                       "WHERE delete_requested IS 0; "

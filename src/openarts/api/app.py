@@ -42,11 +42,14 @@ from openarts.security.config import SecurityConfig
 from openarts.security.guard import Guard
 from openarts.security.log_links import LogLinks
 from openarts.security.secretbox import load_master_key
+from openarts.service.algorithms import AlgorithmService
 from openarts.service.attempt_files import AttemptFiles
 from openarts.service.catalog import CatalogService
+from openarts.service.experiments import ExperimentService
 from openarts.service.jobs import JobService, static_renderer
 from openarts.service.observe import ObserveService
 from openarts.service.search import SearchService
+from openarts.service.tags import TagService
 from openarts.service.telemetry import StoredJobs
 from openarts.storage.obs import LocalObjectStore, ObjectStore
 from openarts.storage.s3 import S3ObjectStore, S3Options
@@ -170,6 +173,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         app.state.observe = ObserveService(settings, db, LogLinks(master_key), store)
         app.state.search = SearchService(settings, db, supervisor.poke)
         app.state.catalog = CatalogService(cat)
+        app.state.experiments = ExperimentService(db)
+        app.state.algorithms = AlgorithmService(db, cat)
+        app.state.tags = TagService(db)
         app.state.attempt_files = AttemptFiles(settings, tokens)
         app.state.stored_jobs = StoredJobs(db)
         app.state.metrics = registry_of([*telemetry.ALL, app.state.stored_jobs])

@@ -33,11 +33,17 @@ TABLE: list[tuple[type[errors.OpenartsError], int, str]] = [
     (errors.TaskNotFound, 400, "ModelArts.2775"),
     (errors.TrialNotFound, 400, "ModelArts.2775"),  # a thing of the job not found, as a task
     (errors.SearchAlgorithmNotFound, 400, "ModelArts.2755"),  # the reference's "algorithm not found."
+    (errors.ExperimentNotFound, 400, "ModelArts.2775"),  # ModelArts documents no experiment codes: a job's
+    (errors.DuplicateExperimentName, 400, "ModelArts.2751"),  # not-found and duplicate-name codes
+    (errors.ExperimentInUse, 409, "ModelArts.0409"),  # no documented code: the status's, as 501 is 0501
+    (errors.DuplicateAlgorithmName, 400, "ModelArts.2751"),  # no documented algorithm codes: as a job's name
+    (errors.AlgorithmInUse, 409, "ModelArts.0409"),  # as ExperimentInUse
     (errors.NotAllowedToTerminate, 409, "ModelArts.2796"),
     (errors.JobStatusChanged, 409, "ModelArts.2878"),
     (errors.LogNotReady, 204, "ModelArts.2776"),  # the reference's status: no body can follow
     (errors.MetricsNotReady, 204, "ModelArts.2777"),
     (errors.NotImplementedOperation, 501, "ModelArts.0501"),
+    (errors.NotSupportedHere, 501, "ModelArts.4204"),  # ModelArts' "the API is not subscribed": no service here
     (errors.AttemptFilesNotFound, 404, "ModelArts.2775"),
     (errors.PreparationError, 400, "ModelArts.2788"),
     (errors.AuthenticationFailed, 401, "APIGW.0301"),

@@ -44,11 +44,18 @@ _CHANNEL = _obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                  "remote": _obj({"obs": _obj({"obs_url": {"type": "string", "pattern": "^obs://[a-z0-9-]+/"}},
                                              ["obs_url"])}, ["obs"])}, ["name", "remote"])
 
+# a training experiment's name and description (core/experiments.py)
+_EXPERIMENT_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+_EXPERIMENT_DESCRIPTION = {"type": "string", "maxLength": 256, "pattern": "^[^!<>=&\"']*$"}
+
 JOB_REQUEST = _obj({
     "kind": {"type": "string", "enum": ["job"]},
     "metadata": _obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                       "description": {"type": "string", "maxLength": 256},
-                      "workspace_id": _STR, "annotations": _STR_MAP}, ["name"]),
+                      "workspace_id": _STR, "annotations": _STR_MAP,
+                      "training_experiment_reference": _obj({"id": {"type": "string", "maxLength": 64},
+                                                             "name": _EXPERIMENT_NAME,
+                                                             "description": _EXPERIMENT_DESCRIPTION})}, ["name"]),
     "algorithm": _obj({
         "command": {"type": "string", "minLength": 1, "maxLength": 4096},
         "parameters": _arr(_obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"},
@@ -111,6 +118,23 @@ _ATTEMPT = {"type": "integer", "minimum": 1,
 
 _TABLE = _obj({"header": _arr(_STR), "data": _arr(_arr(_STR))}, ["header", "data"])
 
+_TAG = _obj({"key": _STR, "value": _STR}, ["key", "value"])
+_TAG_KEY = {"type": "string", "minLength": 1, "maxLength": 128}
+_TAG_IN = _obj({"key": _TAG_KEY, "value": {"type": "string", "maxLength": 255}}, ["key"])
+_TAG_PAGE = [("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False),
+             ("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, False)]
+_TAG_FILTER = _obj({
+    "workspace_id": _STR, "without_any_tag": {"type": "boolean"},
+    "tags": _arr(_obj({"key": _TAG_KEY, "values": _arr({"type": "string", "maxLength": 255}, 10)}, ["key"]), 20),
+    "matches": _arr(_obj({"key": {"type": "string", "enum": ["resource_name"]},
+                          "value": {"type": "string", "minLength": 1, "maxLength": 255}}, ["key", "value"]), 1)})
+
+# training experiments (core/experiments.py)
+_EXPERIMENT = _obj({
+    "metadata": _obj({"id": _STR, "name": _STR, "description": _STR, "workspace_id": _STR, "create_time": _INT,
+                      "update_time": _INT}, ["id", "name", "create_time", "update_time"]),
+    "statistic": _obj({"job_count": _INT}, ["job_count"])}, ["metadata", "statistic"])
+
 _SCHEMAS: dict[str, dict[str, Any]] = {
     # operation -> {"body": request schema, "ok": (status, response schema or None), "query": [...]}
     "create_job": {"body": JOB_REQUEST, "ok": ("201", JOB)},
@@ -146,6 +170,16 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "job_metrics": {"ok": ("200", _obj({"metrics": _arr(_obj({"metric": _STR, "value": _arr({"type": "number"})}))},
                                        ["metrics"]))},
     "job_stages": {"ok": ("200", _obj({"total_count": _INT, "running_records": _arr({"type": "object"})}))},
+    "route_plan": {"ok": ("200", _obj({"job_id": _STR, "status": {"type": "string", "enum": ["success", "failed"]},
+                                       "rank_mapping": _STR}, ["job_id", "status", "rank_mapping"]))},
+    "task_report": {"body": _obj({"type": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}},
+                                 ["type"]), "ok": ("200", None)},
+    "event_categories": {"query": [("flavor_type", {"type": "string", "enum": ["CPU", "GPU", "Ascend"]}, False)],
+                         "ok": ("200", _obj({"event-categories": _arr(_obj(
+                             {"id": _STR, "name": _STR, "description": _STR, "notification": {"type": "boolean"}},
+                             ["id", "name", "notification"]))}, ["event-categories"]))},
+    "flavor_resources": {"query": [("flavor_id", {"type": "string", "minLength": 1}, True), ("pool_id", _STR, False)],
+                         "ok": ("200", _obj({"cpu_core_num": _INT, "mem_size": _INT}, ["cpu_core_num", "mem_size"]))},
     "flavors": {"query": [("flavor_type", {"type": "string", "enum": ["CPU", "GPU", "Ascend"]}, False)],
                 "ok": ("200", _obj({"total_count": _INT, "flavors": _arr(_obj(
                     {"flavor_id": _STR, "support_engines": _STR, "max_num": _INT}, ["flavor_id"]))}, ["flavors"]))},
@@ -176,6 +210,39 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "autosearch_analysis": {"ok": ("200", _TABLE)},
     "autosearch_analysis_plot": {"ok": ("200", _obj({"file_path": _STR}, ["file_path"]))},
     "autosearch_plot": {"ok": ("200", None)},
+    # tags (TMS, core/tags.py): limit and offset page the keys / the jobs
+    "show_job_tags": {"ok": ("200", _obj({"tags": _arr(_TAG)}, ["tags"]))},
+    "create_job_tags": {"body": _obj({"tags": _arr(_TAG_IN, 20)}, ["tags"]), "ok": ("204", None)},
+    "delete_job_tags": {"body": _obj({"tags": _arr(_obj({"key": _STR, "value": _STR}, ["key"]), 20)}, ["tags"]),
+                        "ok": ("204", None)},
+    "project_tags": {"query": _TAG_PAGE, "ok": ("200", _obj({"tags": _arr(_obj(
+        {"key": _STR, "values": _arr(_STR)}, ["key", "values"]))}, ["tags"]))},
+    "filter_tagged_jobs": {"query": _TAG_PAGE, "body": _TAG_FILTER, "ok": ("200", _obj({
+        "resources": _arr(_obj({"resource_id": _STR, "resource_name": _STR, "resource_detail": {"type": "object"},
+                                "workspace_id": _STR, "tags": _arr(_TAG)}, ["resource_id", "resource_name", "tags"])),
+        "total_count": _INT}, ["resources", "total_count"]))},
+    "count_tagged_jobs": {"query": _TAG_PAGE, "body": _TAG_FILTER,
+                          "ok": ("200", _obj({"total_count": _INT}, ["total_count"]))},
+    "create_experiment": {"body": _obj({"metadata": _obj({
+        "name": _EXPERIMENT_NAME, "description": _EXPERIMENT_DESCRIPTION,
+        "workspace_id": {"type": "string", "maxLength": 64}}, ["name"])}, ["metadata"]), "ok": ("201", _EXPERIMENT)},
+    "list_experiments": {"query": [("workspace_id", {"type": "string", "maxLength": 64}, False),
+                                   ("limit", {"type": "integer", "minimum": 1, "maximum": 50}, False),
+                                   ("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, False),
+                                   ("sort_by", {"type": "string", "enum": ["create_time", "update_time", "name"]},
+                                    False),
+                                   ("order", {"type": "string", "enum": ["asc", "desc"]}, False)],
+                         "ok": ("200", _obj({"total": _INT, "count": _INT, "limit": _INT, "offset": _INT,
+                                             "sort_by": _STR, "order": _STR, "items": _arr(_EXPERIMENT)},
+                                            ["total", "count", "items"]))},
+    "show_experiment": {"ok": ("200", _EXPERIMENT)},
+    "change_experiment": {"body": {**_obj({"name": _EXPERIMENT_NAME, "description": _EXPERIMENT_DESCRIPTION}),
+                                   "additionalProperties": False},
+                          "ok": ("200", _obj({"name": _STR, "description": _STR}, ["name", "description"]))},
+    "delete_experiment": {"ok": ("202", None)},
+    "experiment_names": {"query": [("experiment_name", {"type": "string", "minLength": 1}, True),
+                                   ("workspace_id", _STR, False)],
+                         "ok": ("200", _obj({"is_duplicate": {"type": "boolean"}}, ["is_duplicate"]))},
     "health": {"ok": ("200", _obj({"status": _STR, "version": _STR}, ["status"]))},
     "openapi": {"ok": ("200", _obj({"openapi": _STR, "paths": {"type": "object"}}, ["openapi", "paths"]))},
     "create_token": {"body": _obj({"auth": _obj({
@@ -202,6 +269,10 @@ _SUMMARY = {
     "job_events": "List the events of a training job",
     "job_metrics": "Query the CPU and memory usage of a task",
     "job_stages": "List the stages of each running record",
+    "route_plan": "The job's rank mapping (openarts plans no routes: a worker's rank is its index)",
+    "task_report": "A task reports a training event (report_type training-event): an event of the job",
+    "event_categories": "List the training event categories (what spec.notification.events may name)",
+    "flavor_resources": "The most CPU and memory a job of a flavor could get in a pool now",
     "flavors": "List training flavors",
     "engines": "List training engines",
     "job_names": "Check whether a job name is taken",
@@ -216,6 +287,18 @@ _SUMMARY = {
     "autosearch_analysis": "Each searched parameter's importance to the objective",
     "autosearch_analysis_plot": "Draw the plot of one parameter against the objective; its path",
     "autosearch_plot": "openarts extension: the SVG plot of one parameter against the objective",
+    "show_job_tags": "The tags of a training job",
+    "create_job_tags": "Add tags to a training job (a key it has takes the new value)",
+    "delete_job_tags": "Remove tags from a training job (by key; by key and value when a value is given)",
+    "project_tags": "The tag keys of the project's training jobs, each with its values",
+    "filter_tagged_jobs": "List the training jobs with the given tags (or none), by name",
+    "count_tagged_jobs": "Count the training jobs with the given tags (or none), by name",
+    "create_experiment": "Create a training experiment",
+    "list_experiments": "List the project's training experiments, each with its job count",
+    "show_experiment": "Query the details of a training experiment",
+    "change_experiment": "Change a training experiment's name or description",
+    "delete_experiment": "Delete a training experiment that no training job references",
+    "experiment_names": "Check whether a training experiment name is taken",
     "health": "Service health",
     "openapi": "This document",
     "create_token": "Get a token (IAM v3): AK/SK-signed, or a user name and password",
@@ -224,6 +307,7 @@ _SUMMARY = {
 
 _ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "414", "415", "429")
 _PUBLIC = {"health", "create_token"}
+_OPTIONAL_BODY = {"search_jobs", "filter_tagged_jobs", "count_tagged_jobs"}
 
 
 def _operation(name: str, params: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,7 +324,7 @@ def _operation(name: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     if name in _PUBLIC:
         op["security"] = []
     if "body" in info:
-        op["requestBody"] = {"required": name != "search_jobs", "content": {JSON: {"schema": info["body"]}}}
+        op["requestBody"] = {"required": name not in _OPTIONAL_BODY, "content": {JSON: {"schema": info["body"]}}}
     return op
 
 

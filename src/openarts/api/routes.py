@@ -11,10 +11,13 @@ from starlette.routing import Route
 
 from openarts.core import errors
 from openarts.core.inputs import parse_json_body
+from openarts.service.algorithms import AlgorithmService
 from openarts.service.catalog import CatalogService
+from openarts.service.experiments import ExperimentService
 from openarts.service.jobs import JobService
 from openarts.service.observe import ObserveService
 from openarts.service.search import SearchService
+from openarts.service.tags import TagService
 
 
 def ok(data: Any, status: int = 200) -> Response:
@@ -61,6 +64,21 @@ def _catalog(request: Request) -> CatalogService:
 
 def _search(request: Request) -> SearchService:
     svc: SearchService = request.app.state.search
+    return svc
+
+
+def _tags(request: Request) -> TagService:
+    svc: TagService = request.app.state.tags
+    return svc
+
+
+def _experiments(request: Request) -> ExperimentService:
+    svc: ExperimentService = request.app.state.experiments
+    return svc
+
+
+def _algorithms(request: Request) -> AlgorithmService:
+    svc: AlgorithmService = request.app.state.algorithms
     return svc
 
 
@@ -190,6 +208,26 @@ async def modify_quotas(request: Request) -> Response:
     return ok(_jobs(request).set_quotas(request.path_params["project_id"], await body_json(request)))
 
 
+async def event_categories(request: Request) -> Response:
+    return ok(_catalog(request).event_categories(request.query_params.get("flavor_type")))
+
+
+async def flavor_resources(request: Request) -> Response:
+    qp = request.query_params
+    return ok(_jobs(request).flavor_resources(qp.get("flavor_id"), qp.get("pool_id")))
+
+
+async def task_report(request: Request) -> Response:
+    p = request.path_params
+    _jobs(request).report(p["project_id"], p["job_id"], p["task_id"], p["report_type"], await body_json(request))
+    return empty(200)
+
+
+async def route_plan(request: Request) -> Response:
+    p = request.path_params
+    return ok(_observe(request).route_plan(p["project_id"], p["job_id"]))
+
+
 async def search_algorithms(request: Request) -> Response:
     return ok(_search(request).algorithms())
 
@@ -234,6 +272,103 @@ async def autosearch_plot(request: Request) -> Response:
                         media_type="image/svg+xml")
 
 
+async def show_job_tags(request: Request) -> Response:
+    p = request.path_params
+    return ok(_tags(request).show(p["project_id"], p["job_id"]))
+
+
+async def create_job_tags(request: Request) -> Response:
+    p = request.path_params
+    _tags(request).create(p["project_id"], p["job_id"], await body_json(request))
+    return empty(204)
+
+
+async def delete_job_tags(request: Request) -> Response:
+    p = request.path_params
+    _tags(request).delete(p["project_id"], p["job_id"], await body_json(request))
+    return empty(204)
+
+
+async def project_tags(request: Request) -> Response:
+    qp = request.query_params
+    return ok(_tags(request).project_tags(request.path_params["project_id"], qp.get("limit"), qp.get("offset")))
+
+
+async def filter_tagged_jobs(request: Request) -> Response:
+    qp = request.query_params
+    body = await body_json(request, required=False)
+    return ok(_tags(request).filter(request.path_params["project_id"], body, qp.get("limit"), qp.get("offset")))
+
+
+async def count_tagged_jobs(request: Request) -> Response:
+    qp = request.query_params
+    body = await body_json(request, required=False)
+    return ok(_tags(request).count(request.path_params["project_id"], body, qp.get("limit"), qp.get("offset")))
+
+
+async def create_experiment(request: Request) -> Response:
+    body = await body_json(request)
+    return ok(_experiments(request).create(request.path_params["project_id"], body), 201)
+
+
+async def list_experiments(request: Request) -> Response:
+    return ok(_experiments(request).page(request.path_params["project_id"], dict(request.query_params)))
+
+
+async def show_experiment(request: Request) -> Response:
+    p = request.path_params
+    return ok(_experiments(request).show(p["project_id"], p["experiment_id"]))
+
+
+async def change_experiment(request: Request) -> Response:
+    p = request.path_params
+    return ok(_experiments(request).change(p["project_id"], p["experiment_id"], await body_json(request)))
+
+
+async def delete_experiment(request: Request) -> Response:
+    p = request.path_params
+    _experiments(request).delete(p["project_id"], p["experiment_id"])
+    return empty(202)
+
+
+async def experiment_names(request: Request) -> Response:
+    name = request.query_params.get("experiment_name")
+    if not name:
+        raise errors.QueryParamsError("experiment_name is required.")
+    return ok({"is_duplicate": _experiments(request).name_taken(request.path_params["project_id"], name)})
+
+
+async def create_algorithm(request: Request) -> Response:
+    body = await body_json(request)
+    return ok(_algorithms(request).create(request.path_params["project_id"], _user(request), body), 201)
+
+
+async def list_algorithms(request: Request) -> Response:
+    return ok(_algorithms(request).page(request.path_params["project_id"], dict(request.query_params)))
+
+
+async def show_algorithm(request: Request) -> Response:
+    p = request.path_params
+    return ok(_algorithms(request).show(p["project_id"], p["algorithm_id"]))
+
+
+async def change_algorithm(request: Request) -> Response:
+    p = request.path_params
+    return ok(_algorithms(request).change(p["project_id"], p["algorithm_id"], await body_json(request)))
+
+
+async def delete_algorithm(request: Request) -> Response:
+    p = request.path_params
+    _algorithms(request).delete(p["project_id"], p["algorithm_id"])
+    return empty(204)
+
+
+async def publish_algorithm(request: Request) -> Response:
+    """openarts' extension: a frozen version of the algorithm, named by subscription_id + item_version_id."""
+    p = request.path_params
+    return ok(_algorithms(request).publish(p["project_id"], p["algorithm_id"]), 201)
+
+
 async def health(request: Request) -> Response:
     return ok({"status": "ok", "version": request.app.state.version})
 
@@ -264,6 +399,8 @@ ROUTES = [
     Route(f"{P}/training-jobs/{{job_id}}/events", job_events, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/metrics/{{task_id}}", job_metrics, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/stages", job_stages, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/route_plan", route_plan, methods=["GET"]),
+    Route(f"{P}/training-jobs/{{job_id}}/tasks/{{task_id}}/reports/{{report_type}}", task_report, methods=["POST"]),
     Route(f"{P}/training-jobs/{{job_id}}/autosearch-trials", autosearch_trials, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/autosearch-trials/{{trial_id}}", autosearch_trial, methods=["GET"]),
     Route(f"{P}/training-jobs/{{job_id}}/autosearch-trial-earlystop/{{trial_id}}", autosearch_early_stop,
@@ -276,8 +413,31 @@ ROUTES = [
     Route(f"{P}/training-job-searches", search_jobs, methods=["POST"]),
     Route(f"{P}/training-job-flavors", flavors, methods=["GET"]),
     Route(f"{P}/training-job-engines", engines, methods=["GET"]),
+    Route(f"{P}/training-pool-flavors", flavor_resources, methods=["GET"]),
+    Route(f"{P}/training-event-categories", event_categories, methods=["GET"]),
     Route(f"{P}/training-job-names", job_names, methods=["GET"]),
     Route(f"{P}/training-quotas", show_quotas, methods=["GET"]),
     Route(f"{P}/training-quotas", modify_quotas, methods=["PUT"]),
     Route(f"{P}/search-algorithms", search_algorithms, methods=["GET"]),
+    # training experiments: service/experiments.py
+    Route(f"{P}/training-experiments", create_experiment, methods=["POST"]),
+    Route(f"{P}/training-experiments", list_experiments, methods=["GET"]),
+    Route(f"{P}/training-experiments/{{experiment_id}}", show_experiment, methods=["GET"]),
+    Route(f"{P}/training-experiments/{{experiment_id}}", change_experiment, methods=["PUT"]),
+    Route(f"{P}/training-experiments/{{experiment_id}}", delete_experiment, methods=["DELETE"]),
+    Route(f"{P}/training-experiment-names", experiment_names, methods=["GET"]),
+    # algorithms: service/algorithms.py (publish: openarts' extension)
+    Route(f"{P}/algorithms", create_algorithm, methods=["POST"]),
+    Route(f"{P}/algorithms", list_algorithms, methods=["GET"]),
+    Route(f"{P}/algorithms/{{algorithm_id}}", show_algorithm, methods=["GET"]),
+    Route(f"{P}/algorithms/{{algorithm_id}}", change_algorithm, methods=["PUT"]),
+    Route(f"{P}/algorithms/{{algorithm_id}}", delete_algorithm, methods=["DELETE"]),
+    Route(f"{P}/algorithms/{{algorithm_id}}/publish", publish_algorithm, methods=["POST"]),
+    # tags (TMS): service/tags.py
+    Route(f"{P}/modelarts-training-job/tags", project_tags, methods=["GET"]),
+    Route(f"{P}/modelarts-training-job/resource-instances/filter", filter_tagged_jobs, methods=["POST"]),
+    Route(f"{P}/modelarts-training-job/resource-instances/count", count_tagged_jobs, methods=["POST"]),
+    Route(f"{P}/modelarts-training-job/{{job_id}}/tags", show_job_tags, methods=["GET"]),
+    Route(f"{P}/modelarts-training-job/{{job_id}}/tags/create", create_job_tags, methods=["POST"]),
+    Route(f"{P}/modelarts-training-job/{{job_id}}/tags/delete", delete_job_tags, methods=["DELETE"]),
 ]

@@ -6,6 +6,10 @@ typo in the path.
 The table is the official SDK's training operations (`training-operations.tsv` in the reference, tested
 against it in tests/test_api_fidelity.py) less the ones api/routes.py serves, plus the documented OBS
 log link, which the SDK lacks. The body is not read: the answer is the same for any request.
+
+The operations on a job whose service this deployment lacks (fine-tuning, saving an image) are in
+NOT_SUPPORTED: they answer 501 ModelArts.4204 ("not supported by this deployment", and why) once the job is
+found in the project.
 """
 
 from __future__ import annotations
@@ -17,38 +21,29 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from openarts.core import errors
+from openarts.service.jobs import JobService
 
 P = "/v2/{project_id}"
 
 # (method, path, the SDK's operation name)
 NOT_IMPLEMENTED: list[tuple[str, str, str]] = [
-    # training experiments
-    ("POST", f"{P}/training-experiments", "create_training_experiment"),
-    ("GET", f"{P}/training-experiments", "list_training_experiments"),
-    ("GET", f"{P}/training-experiments/{{experiment_id}}", "show_training_experiment_details"),
-    ("PUT", f"{P}/training-experiments/{{experiment_id}}", "change_training_experiment"),
-    ("DELETE", f"{P}/training-experiments/{{experiment_id}}", "delete_training_experiment"),
-    ("GET", f"{P}/training-experiment-names", "check_training_experiment"),
-    # tags (TMS)
-    ("GET", f"{P}/modelarts-training-job/tags", "list_training_job_tags"),
-    ("GET", f"{P}/modelarts-training-job/{{training_job_id}}/tags", "show_train_job_tags"),
-    ("POST", f"{P}/modelarts-training-job/{{training_job_id}}/tags/create", "create_train_job_tags"),
-    ("DELETE", f"{P}/modelarts-training-job/{{training_job_id}}/tags/delete", "delete_train_job_tags"),
-    ("POST", f"{P}/modelarts-training-job/resource-instances/filter", "list_training_jobs_by_tags"),
-    ("POST", f"{P}/modelarts-training-job/resource-instances/count", "count_training_jobs_by_tags"),
-    # images, reports, routing, event categories, pool flavors
-    ("POST", f"{P}/training-jobs/{{training_job_id}}/tasks/{{task_id}}/save-image-job", "create_save_image_job"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/tasks/{{task_id}}/save-image-job", "show_save_image_job"),
-    ("POST", f"{P}/training-jobs/{{training_job_id}}/tasks/{{task_id}}/reports/{{report_type}}",
-     "notify_training_job_information"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/route_plan", "show_training_job_route_plan"),
-    ("GET", f"{P}/training-event-categories", "list_event_categories"),
-    ("GET", f"{P}/training-pool-flavors", "show_training_flavor_max_available_resource"),
-    # fine-tuning
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-detail", "show_ft_detail"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-metrics", "show_ft_metrics"),
-    ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-artifacts", "list_ft_artifacts"),
-    ("POST", f"{P}/training-jobs/{{training_job_id}}/ft-artifacts/publish", "publish_ft_artifacts"),
+]
+
+# Operations on a job that this deployment answers "not supported here" (core.errors.NotSupportedHere, 501
+# ModelArts.4204) once the job is found in the project (a missing one: JobNotFound, as everywhere): the
+# service behind them is not part of openarts. (method, path, the SDK's operation name, why)
+NO_FINE_TUNING = "openarts has no fine-tuning service: its training jobs are never fine-tuning jobs"
+NO_IMAGE_BUILDER = ("openarts has no image builder: it does not save a task's environment as an image "
+                    "(ModelArts commits the container and pushes it to SWR)")
+NOT_SUPPORTED: list[tuple[str, str, str, str]] = [
+    ("POST", f"{P}/training-jobs/{{training_job_id}}/tasks/{{task_id}}/save-image-job", "create_save_image_job",
+     NO_IMAGE_BUILDER),
+    ("GET", f"{P}/training-jobs/{{training_job_id}}/tasks/{{task_id}}/save-image-job", "show_save_image_job",
+     NO_IMAGE_BUILDER),
+    ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-detail", "show_ft_detail", NO_FINE_TUNING),
+    ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-metrics", "show_ft_metrics", NO_FINE_TUNING),
+    ("GET", f"{P}/training-jobs/{{training_job_id}}/ft-artifacts", "list_ft_artifacts", NO_FINE_TUNING),
+    ("POST", f"{P}/training-jobs/{{training_job_id}}/ft-artifacts/publish", "publish_ft_artifacts", NO_FINE_TUNING),
 ]
 
 
@@ -59,5 +54,17 @@ def _endpoint(method: str, path: str, operation: str) -> Callable[[Request], Awa
     return not_implemented
 
 
-UNIMPLEMENTED_ROUTES = [Route(path, _endpoint(method, path, op), methods=[method])
-                        for method, path, op in NOT_IMPLEMENTED]
+def _refusal(method: str, path: str, operation: str, why: str) -> Callable[[Request], Awaitable[Response]]:
+    async def not_supported(request: Request) -> Response:
+        p = request.path_params
+        jobs: JobService = request.app.state.jobs
+        jobs.require(p["project_id"], p["training_job_id"])
+        raise errors.NotSupportedHere(operation, method, path.removeprefix(P), why)
+
+    return not_supported
+
+
+UNIMPLEMENTED_ROUTES = [*(Route(path, _endpoint(method, path, op), methods=[method])
+                          for method, path, op in NOT_IMPLEMENTED),
+                        *(Route(path, _refusal(method, path, op, why), methods=[method])
+                          for method, path, op, why in NOT_SUPPORTED)]

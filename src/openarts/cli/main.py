@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from openarts.cli import algorithms as algorithms_cli
 from openarts.cli import client, info
 from openarts.cli import credentials as credentials_cli
 from openarts.config import ConfigError
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray-address", default=None, help="the Ray cluster to join ([server] ray_address; default auto)")
     client.add_commands(sub)
     info.add_commands(sub)
+    algorithms_cli.add_commands(sub)
     credentials_cli.add_commands(sub, default_data_dir())
     return parser
 

@@ -22,11 +22,17 @@
     ├── TaskNotFound            no such task in this job                     (400 ModelArts.2775)
     ├── TrialNotFound           no such trial in this search                 (400 ModelArts.2775)
     ├── SearchAlgorithmNotFound no such search algorithm or template type    (400 ModelArts.2755)
+    ├── ExperimentNotFound      no such training experiment in this project  (400 ModelArts.2775)
+    ├── DuplicateExperimentName the experiment name is taken in this project (400 ModelArts.2751)
+    ├── ExperimentInUse         jobs still reference the experiment          (409 ModelArts.0409)
+    ├── DuplicateAlgorithmName  the algorithm name is taken in this project  (400 ModelArts.2751)
+    ├── AlgorithmInUse          unfinished jobs were made from the algorithm (409 ModelArts.0409)
     ├── NotAllowedToTerminate   the job is already final                     (409 ModelArts.2796)
     ├── JobStatusChanged        the change needs another phase               (409 ModelArts.2878)
     ├── LogNotReady             a task has no log yet                        (204, ModelArts.2776)
     ├── MetricsNotReady         the job has not run yet: no metrics          (204, ModelArts.2777)
     ├── NotImplementedOperation a ModelArts operation openarts does not offer (501, ModelArts.0501)
+    ├── NotSupportedHere        an operation whose service this deployment lacks (501, ModelArts.4204)
     ├── AttemptFilesNotFound    an agent asked for files of an attempt the server has none of (404)
     └── PreparationError        a job cannot be prepared to run (not an API error: ends Abnormal)
 
@@ -134,6 +140,28 @@ class SearchAlgorithmNotFound(OpenartsError):
     """An auto-search YAML template of an unknown type or algorithm (ModelArts' "algorithm not found")."""
 
 
+class ExperimentNotFound(OpenartsError):
+    def __init__(self, experiment_id: str, where: str = "") -> None:
+        super().__init__(f"Training experiment (ID: {experiment_id[:64]}) not found{where}.")
+
+
+class DuplicateExperimentName(OpenartsError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Training experiment name {name!r} already exists in this project.")
+
+
+class ExperimentInUse(OpenartsError):
+    """Deleting an experiment that training jobs still reference."""
+
+
+class DuplicateAlgorithmName(OpenartsError):
+    pass
+
+
+class AlgorithmInUse(OpenartsError):
+    """Deleting an algorithm that jobs still in Creating, Pending or Running were made from."""
+
+
 class NotAllowedToTerminate(OpenartsError):
     pass
 
@@ -156,6 +184,15 @@ class NotImplementedOperation(OpenartsError):
     def __init__(self, operation: str, method: str, path: str) -> None:
         super().__init__(f"{operation} ({method} {path}) is a ModelArts training operation that openarts does not "
                          f"implement.")
+        self.operation = operation
+
+
+class NotSupportedHere(OpenartsError):
+    """A ModelArts training operation on a job that this deployment cannot serve: the service behind it (a
+    fine-tuning service, an image builder) is not part of openarts. Raised once the job is found."""
+
+    def __init__(self, operation: str, method: str, path: str, why: str) -> None:
+        super().__init__(f"{operation} ({method} {path}) is not supported by this deployment: {why}.")
         self.operation = operation
 
 

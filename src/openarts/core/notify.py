@@ -19,7 +19,28 @@ from openarts.core.phases import Phase
 
 STARTED, COMPLETED, FAILED, TERMINATED = "JobStarted", "JobCompleted", "JobFailed", "JobTerminated"
 RESTARTED, HANGED, PREEMPTED = "JobRestarted", "JobHanged", "JobPreempted"
-EVENTS = (STARTED, COMPLETED, FAILED, TERMINATED, RESTARTED, HANGED, PREEMPTED)
+
+
+@dataclass(frozen=True)
+class Category:
+    """A training event category, as GET /training-event-categories lists it."""
+
+    id: str
+    description: str  # when openarts announces it
+
+
+# The one table of the categories: what spec.notification.events accepts, what the store queues messages
+# for (transition(), queue_notification()), and what GET /training-event-categories lists.
+CATEGORIES = (
+    Category(STARTED, "The job started running: every worker placed and launched (Pending to Running)."),
+    Category(COMPLETED, "The job completed: every worker exited 0."),
+    Category(FAILED, "The job failed, or ended abnormally (it could not be prepared or started)."),
+    Category(TERMINATED, "The job was terminated: by the user, or by spec.auto_stop."),
+    Category(RESTARTED, "The job is restarted by fault tolerance after an attempt ended in a fault."),
+    Category(HANGED, "A task is suspected hung: no output and no CPU progress for the hang window."),
+    Category(PREEMPTED, "The job was preempted by a higher-priority job and went back to the queue."),
+)
+EVENTS = tuple(c.id for c in CATEGORIES)
 DEFAULT_EVENTS = frozenset(EVENTS)
 MAX_TOPIC = 512
 WEBHOOK_SCHEMES = ("http://", "https://")  # what a webhook's URL starts with

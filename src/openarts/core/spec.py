@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openarts.core import arglimits, errors, faults
+from openarts.core.experiments import ExperimentRef, parse_reference
 from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
 from openarts.core.search import SEARCH_KIND, Reward, SearchSpec, parse_metrics, parse_search
 from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
@@ -93,6 +94,8 @@ class JobSpec:
     # read from its tasks' logs by regex: a plain job's custom metrics (auto_search.reward_attrs alone), a
     # search's rewards (docs/AUTOSEARCH.md)
     metrics: tuple[Reward, ...] = ()
+    # metadata.training_experiment_reference: its shape only; the service finds (or makes) the experiment
+    experiment: ExperimentRef | None = None
 
     @property
     def kind(self) -> str:
@@ -407,12 +410,17 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
     if len(annotations) > 100:
         raise _bad("metadata.annotations", "at most 100 annotations are allowed")
     faults.parse_policy(annotations)  # refuses invalid fault-tolerance values now, not at the first failure
+    experiment = parse_reference(metadata.get("training_experiment_reference"))
+    if experiment is None:
+        metadata.pop("training_experiment_reference", None)
 
     algorithm = _obj(body, "algorithm", "", required=True)
-    if algorithm.get("id") or algorithm.get("subscription_id") or algorithm.get("item_version_id"):
+    if (algorithm.get("id") or algorithm.get("subscription_id") or algorithm.get("item_version_id")) and not (
+            algorithm.get("command") or algorithm.get("boot_file")):
+        # the service resolves an algorithm.id or a subscription before (service/algorithms.py) and stores
+        # what it resolved (the code, boot file or command): one unresolved names nothing known here
         raise errors.AlgorithmNotFound(
-            "AI algorithm not found: algorithm.id and subscriptions are not available here; "
-            "use code_dir + boot_file or command."
+            "AI algorithm not found: algorithm.id or the subscription names no algorithm known here."
         )
     command = _str(algorithm, "command", "algorithm", limit=65536)
     code_dir = _str(algorithm, "code_dir", "algorithm", limit=1024)
@@ -552,6 +560,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         flavor=flavor, node_count=node_count, pool_id=pool_id, priority=priority,
         preemptible=preemptible, affinity=affinity, auto_stop_seconds=auto_stop, request=request,
         log_export_url=log_export_url or None, volumes=volumes, summary=summary, search=search, metrics=metrics,
+        experiment=experiment,
     )
 
 

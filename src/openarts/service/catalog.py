@@ -1,10 +1,11 @@
-"""Flavors and engines as the API lists them."""
+"""Flavors, engines and the training event categories as the API lists them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from openarts.core import errors
+from openarts.core.notify import CATEGORIES, DEFAULT_EVENTS
 from openarts.core.resources import Catalog
 from openarts.service.document import flavor_info
 
@@ -14,8 +15,7 @@ class CatalogService:
         self.catalog = catalog
 
     def flavors(self, flavor_type: str | None) -> dict[str, Any]:
-        if flavor_type and flavor_type not in ("CPU", "GPU", "Ascend"):
-            raise errors.QueryParamsError("flavor_type must be CPU, GPU or Ascend.")
+        _check_flavor_type(flavor_type)
         items = []
         for pool in sorted(self.catalog.pools()):
             for f in self.catalog.flavors.values():
@@ -48,3 +48,18 @@ class CatalogService:
                                       e.image_url.rsplit("/", 1)[-1] else "latest"}
             items.append(item)
         return {"total": len(items), "items": items}
+
+    @staticmethod
+    def event_categories(flavor_type: str | None) -> dict[str, Any]:
+        """The training event categories (core/notify.py CATEGORIES): the events a job's spec.notification
+        may name, each announced when it happens. `notification`: whether a notification that names no
+        events announces it (DEFAULT_EVENTS). No category depends on the flavor type here (a hang is
+        no output and no CPU progress, whatever the flavor), so `flavor_type` is only checked."""
+        _check_flavor_type(flavor_type)
+        return {"event-categories": [{"id": c.id, "name": c.id, "description": c.description,
+                                      "notification": c.id in DEFAULT_EVENTS} for c in CATEGORIES]}
+
+
+def _check_flavor_type(flavor_type: str | None) -> None:
+    if flavor_type and flavor_type not in ("CPU", "GPU", "Ascend"):
+        raise errors.QueryParamsError("flavor_type must be CPU, GPU or Ascend.")

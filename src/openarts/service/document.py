@@ -146,6 +146,8 @@ def job_document(row: JobRow, details: Details, now_ms: int) -> dict[str, Any]:
     }
     if doc["annotations"] or notes:
         metadata["annotations"] = {**doc["annotations"], **notes}
+    if "training_experiment_reference" in doc:  # {name, id, serial_number}: service/experiments.py join()
+        metadata["training_experiment_reference"] = doc["training_experiment_reference"]
     out: dict[str, Any] = {
         "kind": row.kind,
         "metadata": metadata,

@@ -3,6 +3,7 @@ they never start or signal processes themselves."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,14 +17,18 @@ from openarts.core.inputs import parse_search
 from openarts.core.layout import layout
 from openarts.core.notify import parse_notification
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
-from openarts.core.resources import Catalog
+from openarts.core.resources import DEFAULT_POOL, Catalog
 from openarts.core.search import SEARCH_KIND
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.images import ImageError, parse_ref, registries_of
 from openarts.executors.volumes import VolumeError, host_dirs, nfs_shares
 from openarts.scheduler.plan import Affinity, NodeFree, PendingJob, can_ever_fit, demand_of
+from openarts.service.algorithms import resolve as resolve_algorithm
 from openarts.service.buckets import BucketCheck
 from openarts.service.document import job_document, static_document
+from openarts.service.experiments import join
+from openarts.service.observe import TASK_RE
+from openarts.service.queue import free_now, most_workers
 from openarts.service.update import apply_static, parse_update
 from openarts.storage.obs import ObjectStore
 from openarts.store import amend
@@ -34,6 +39,8 @@ from openarts.store.rows import JobRow
 
 SEARCH_LIMIT_MAX = 50
 ENDED_DOCUMENTS = 2048  # documents of ended jobs kept rendered (least recently read dropped first)
+REPORT_TYPES = ("training-event",)  # POST .../tasks/{task_id}/reports/{report_type}: the one ModelArts documents
+REPORTED_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a report's `type`, e.g. ProfilingRunning
 
 
 def static_renderer(settings: Settings, catalog: Catalog) -> Callable[[JobSpec, str], dict[str, Any]]:
@@ -55,6 +62,8 @@ class JobService:
         self.buckets = BucketCheck(store)
 
     async def create(self, project_id: str, user_name: str, body: Any) -> dict[str, Any]:
+        with self.db.connect() as conn:  # algorithm.id or a subscription: resolved once, here, and stored
+            algorithm_id = resolve_algorithm(conn, project_id, body)
         spec = parse_job(body, self.catalog, self.catalog.datasets)  # datasets resolved once, here, and stored
         # checked here, not by parse_job, which also reads back stored requests (a job created before the
         # check must still run); kept in the store's notifications table, where transition() reads it
@@ -69,7 +78,15 @@ class JobService:
         doc = static_renderer(self.settings, self.catalog)(spec, job_id)
         now = w.now_ms()
         with self.db.begin() as conn:
-            w.create_job(conn, job_id, project_id, user_name, spec, doc, now, notification)
+            experiment_id = ""
+            if spec.experiment is not None:  # found or made in this transaction (service/experiments.py)
+                reference = doc["training_experiment_reference"] = join(conn, project_id, spec.workspace_id,
+                                                                        spec.experiment, now)
+                experiment_id = reference["id"]
+                spec.request["metadata"]["training_experiment_reference"] = {"id": experiment_id,
+                                                                             "name": reference["name"]}
+            w.create_job(conn, job_id, project_id, user_name, spec, doc, now, notification,
+                         experiment_id=experiment_id, algorithm_id=algorithm_id)
         self.wake(None)
         return self.get(project_id, job_id)
 
@@ -252,3 +269,45 @@ class JobService:
 
     def is_final(self, phase: str) -> bool:
         return is_terminal(phase)
+
+    def report(self, project_id: str, job_id: str, task_id: str, report_type: str, body: Any) -> None:
+        """A task reports a training event (POST .../tasks/{task_id}/reports/training-event, body {type}):
+        recorded as an event of the job (GET .../events), source "Task", naming the task."""
+        with self.db.begin() as conn:
+            row = q.get_job(conn, project_id, job_id)
+            m = TASK_RE.fullmatch(task_id)
+            if not m or int(m.group(1)) >= row.node_count:
+                raise errors.TaskNotFound(job_id, task_id)
+            if report_type not in REPORT_TYPES:
+                raise errors.InvalidRequest(f"Invalid parameter report_type: {report_type[:64]!r}; the report "
+                                            f"types are {', '.join(REPORT_TYPES)}.")
+            if not isinstance(body, dict):
+                raise errors.InvalidRequest("Invalid parameter body: a report is an object, {\"type\": ...}.")
+            extra = sorted(set(body) - {"type"})
+            if extra:
+                raise errors.InvalidRequest(f"Invalid parameter {extra[0][:64]!r}: a report has only type.")
+            kind = body.get("type")
+            if not isinstance(kind, str) or not REPORTED_TYPE.fullmatch(kind):
+                raise errors.InvalidRequest("Invalid parameter type: 1 to 64 letters, digits, '_', '.' or '-', "
+                                            "starting with a letter or digit (e.g. ProfilingRunning).")
+            w.add_event(conn, job_id, f"Task {task_id} reported a training event: {kind}.", w.now_ms(),
+                        source="Task")
+
+    def flavor_resources(self, flavor_id: str | None, pool_id: str | None) -> dict[str, int]:
+        """The most a job of `flavor_id` in `pool_id` (the default pool when absent, as at create) could get
+        now: the CPU cores and memory (GB, both rounded down) of the largest node_count the scheduler would
+        place at once in what is free now (service/queue.py), no more than the flavor's max_num there."""
+        if not flavor_id:
+            raise errors.QueryParamsError("flavor_id is required.")
+        flavor = self.catalog.flavors.get(flavor_id)
+        if flavor is None:
+            raise errors.FlavorNotFound(f"Flavor {flavor_id[:128]!r} not found; available: "
+                                        f"{', '.join(sorted(self.catalog.flavors))}.")
+        pool = pool_id or DEFAULT_POOL
+        pools = self.catalog.pools()
+        if pool not in pools:
+            raise errors.QueryParamsError(f"pool_id {pool[:128]!r} does not exist; the pools are "
+                                          f"{', '.join(sorted(pools))}.")
+        count = most_workers(flavor, pool, self.catalog.max_num(flavor, pool), free_now(self.db, self.catalog),
+                             self.settings.one_worker_per_node)
+        return {"cpu_core_num": count * flavor.cpu_milli // 1000, "mem_size": count * flavor.memory_mb // 1024}

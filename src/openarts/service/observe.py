@@ -1,4 +1,4 @@
-"""Read-only views of a job's tasks: logs, events, metrics, task list."""
+"""Read-only views of a job's tasks: logs, events, metrics, task list, route plan."""
 
 from __future__ import annotations
 
@@ -168,6 +168,18 @@ class ObserveService:
             rows = [t for t in rows if t.seq == latest]
         # host_ip is left out: the local executor knows one address per worker, not a host behind it
         return [{"task": t.task, "ip": t.ip, "schedule_count": t.seq} for t in rows]
+
+    def route_plan(self, project_id: str, job_id: str) -> dict[str, Any]:
+        """The job's rank mapping, `rank-worker` pairs comma-separated. openarts plans no routes: a worker's
+        rank is its index (RANK = VC_TASK_INDEX, supervisor/workspace.py), whatever its node. So the answer is
+        ModelArts' for a job route planning does not apply to, status `failed` and the default mapping, over
+        the workers of the latest attempt's placement (store tasks), or of spec.resource.node_count while
+        the job is not placed yet."""
+        with self.db.connect() as conn:
+            row = q.get_job(conn, project_id, job_id)
+            placed = q.current_tasks(conn, [row]).get(row.id, [])
+        workers = [t.idx for t in placed] or list(range(row.node_count))
+        return {"job_id": row.id, "status": "failed", "rank_mapping": ",".join(f"{i}-{i}" for i in workers)}
 
     def events(self, project_id: str, job_id: str, params: dict[str, str]) -> dict[str, Any]:
         def num(name: str, default: int | None, lo: int, hi: int) -> int | None:

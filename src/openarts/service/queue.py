@@ -7,6 +7,9 @@ staged), counted by the scheduler's own `free_capacity` (scheduler/capacity.py);
 nothing. Why a job waits is what the scheduler last recorded for it: its "Job is waiting: ..." event
 (supervisor/loop.py), written when the reason changes, and ignored once an attempt ended after it (a job
 sent back to the queue waits for a new verdict).
+
+The same count answers GET /training-pool-flavors: `free_now` is each node's free capacity as the
+supervisor's pass has it, `most_workers` the largest gang of a flavor the scheduler would place in it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from openarts.core.phases import Phase
 from openarts.core.resources import Catalog, Flavor
 from openarts.core.search import SEARCH_KIND
 from openarts.scheduler.capacity import HOLDING, free_capacity, holds
+from openarts.scheduler.plan import NodeFree, PendingJob, PoolIndex, demand_of, try_place
 from openarts.store import jobs as w
 from openarts.store import queries as q
 from openarts.store.db import Database
@@ -91,6 +95,47 @@ def node_use(catalog: Catalog, rows: list[JobRow], tasks: Mapping[str, list[Task
     return [NodeUse(n.name, n.pool, n.ip, n.labels, n.cpu_milli, n.memory_mb, n.gpus, free[n.name].cpu_milli,
                     free[n.name].memory_mb, free[n.name].gpus, workers.get(n.name, 0), fenced.get(n.name, 0))
             for n in catalog.nodes]
+
+
+def free_now(db: Database, catalog: Catalog) -> list[NodeFree]:
+    """Each node's free capacity now, as the supervisor's pass counts it (supervisor/loop.py): every live
+    job but a search's own row (its trials hold capacity as jobs of their own), the latest attempt's tasks
+    of those that hold capacity (`holds_capacity`), fenced nodes offering nothing."""
+    with db.connect() as conn:
+        rows = [r for r in q.active_jobs(conn) if r.kind != SEARCH_KIND]
+        placed = [r for r in rows if r.phase in (*HOLDING, Phase.PENDING) and r.attempt]
+        tasks = q.current_tasks(conn, placed)
+        attempts = q.current_attempts(conn, placed)
+        fenced = q.fenced_nodes(conn, w.now_ms())
+    holding = {r.id for r in rows if holds_capacity(r, attempts.get(r.id))}
+    return free_capacity(catalog, rows, tasks, fenced, holding)
+
+
+def most_workers(flavor: Flavor, pool: str, most: int, free: list[NodeFree], spread: bool = False) -> int:
+    """The largest node_count of `flavor`, up to `most`, that the scheduler's placement (`try_place`, gang:
+    all workers or none) fits into `free` in `pool` now. What each node could take alone bounds it (one
+    each with `spread`); a count that fits leaves every smaller one fitting (placement is greedy, worker by
+    worker), so below a bound that does not fit a binary search finds it."""
+    nodes = [n for n in free if n.pool == pool]
+    d = demand_of(flavor)
+    each = [max(0, min(n.cpu_milli // d.cpu_milli if d.cpu_milli else most, n.memory_mb // d.memory_mb
+                       if d.memory_mb else most, len(n.gpus) // d.gpus if d.gpus else most)) for n in nodes]
+    bound = min(most, sum(min(1, k) if spread else k for k in each))
+
+    def fits(count: int) -> bool:
+        job = PendingJob("headroom", pool, d, count, 0, 0, spread=spread)
+        return try_place(job, PoolIndex(n.copy() for n in nodes), keep=False) is not None
+
+    if fits(bound):
+        return bound
+    lo, hi = 0, bound - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def holds_capacity(row: JobRow, attempt: AttemptRow | None) -> bool:

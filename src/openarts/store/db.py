@@ -28,7 +28,11 @@ from openarts.store.schema import (
     LIVE_SQL,
     RETIRED_INDEXES,
     SEARCH_INDEXES,
+    algorithm_versions,
+    algorithms,
+    experiments,
     job_counts,
+    job_tags,
     jobs,
     log_metrics,
     metadata,
@@ -154,7 +158,8 @@ def _add_parent_id(conn: Connection) -> None:
 def _v6(conn: Connection) -> None:
     """Hyperparameter search: jobs.parent_id (a trial's search), the trials table, and the listed jobs
     (store/schema.py LIVE) without trials: the partial indexes and count triggers made again with it;
-    log_metrics (any job's custom metrics, read from its logs)."""
+    log_metrics (any job's custom metrics, read from its logs); training experiments (the experiments
+    table, jobs.experiment_id and its index)."""
     _add_parent_id(conn)
     for index in jobs.indexes:
         if index.name == "uq_jobs_project_name" or index.name in SEARCH_INDEXES:
@@ -167,6 +172,23 @@ def _v6(conn: Connection) -> None:
     for index in trials.indexes:
         index.create(conn, checkfirst=True)
     log_metrics.create(conn, checkfirst=True)  # custom metrics of any job (reward_attrs), read from its logs
+    # training experiments: the table, and jobs.experiment_id (after parent_id, as store/schema.py has it)
+    experiments.create(conn, checkfirst=True)
+    for index in experiments.indexes:
+        index.create(conn, checkfirst=True)
+    if "experiment_id" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
+        conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN experiment_id VARCHAR(36) NOT NULL DEFAULT ''")
+    next(i for i in jobs.indexes if i.name == "ix_jobs_experiment").create(conn, checkfirst=True)
+    job_tags.create(conn, checkfirst=True)  # a job's TMS tags
+    for index in job_tags.indexes:
+        index.create(conn, checkfirst=True)
+    # algorithms, their published versions, and jobs.algorithm_id (after experiment_id, as store/schema.py has it)
+    for table in (algorithms, algorithm_versions):
+        table.create(conn, checkfirst=True)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    if "algorithm_id" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
+        conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN algorithm_id VARCHAR(36) NOT NULL DEFAULT ''")
     _recount(conn)
 
 

@@ -37,13 +37,16 @@ LostRace = errors.LostRace
 
 def create_job(conn: Conn, job_id: str, project_id: str, user_name: str, spec: JobSpec,
                doc: dict[str, Any], at_ms: int, notification: Notification | None = None,
-               parent_id: str = "") -> None:
+               parent_id: str = "", experiment_id: str = "", algorithm_id: str = "") -> None:
     """Insert a new job in phase Creating, with its 'created' event (and its notification). `parent_id`:
-    the search a trial belongs to."""
+    the search a trial belongs to; `experiment_id`: the training experiment the job is in; `algorithm_id`:
+    the algorithm it was made from."""
     try:
         insert(conn, jobs, dict(
             id=job_id, project_id=project_id, workspace_id=spec.workspace_id, name=spec.name,
-            kind=spec.kind, parent_id=parent_id, description=spec.description, user_name=user_name, create_ms=at_ms,
+            kind=spec.kind, parent_id=parent_id, experiment_id=experiment_id, algorithm_id=algorithm_id,
+            description=spec.description,
+            user_name=user_name, create_ms=at_ms,
             update_ms=at_ms, phase=Phase.CREATING.value, secondary_phase=Secondary.CREATING.value,
             flavor_id=spec.flavor.flavor_id, node_count=spec.node_count, pool_id=spec.pool_id,
             priority=spec.priority, preemptible=spec.preemptible, engine_id=spec.engine.engine_id,
@@ -173,7 +176,8 @@ def request_delete(conn: Conn, job_ids: Iterable[str], at_ms: int) -> None:
 
 def purge_job(conn: Conn, job_id: str) -> None:
     """Remove every row of a job; its files are removed by the caller, outside the transaction."""
-    for table in ("events", "node_counts", "metrics", "log_metrics", "tasks", "attempts", "notifications"):  # not its
+    for table in ("events", "node_counts", "metrics", "log_metrics", "tasks", "attempts", "notifications",
+                  "job_tags"):  # not its
         # queued messages: a job deleted right after it ended still has its end announced
         conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
     conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))

@@ -77,7 +77,8 @@ UNSET_KEYS = frozenset({"algorithm_name", "runtime_type"})
 SORTABLE = {"create_time": "create_ms", "name": "name", "phase": "phase", "update_time": "update_ms"}
 FILTER_COLUMNS = {"name": "name", "phase": "phase", "create_time": "create_ms", "kind": "kind",
                   "user_name": "user_name", "user_id": "user_name", "flavor_id": "flavor_id",
-                  "pool_id": "pool_id", "workspace_id": "workspace_id"}
+                  "pool_id": "pool_id", "workspace_id": "workspace_id",
+                  "experiment_id": "experiment_id"}  # openarts' key: ModelArts documents none for experiments
 assert set(SORTABLE.values()) | set(FILTER_COLUMNS.values()) <= set(jobs.c.keys())
 
 

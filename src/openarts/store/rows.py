@@ -50,6 +50,8 @@ class JobRow(NamedTuple):
     recover_tier: int
     pod_retries_used: int
     parent_id: str
+    experiment_id: str  # '' for none
+    algorithm_id: str  # '' for none
 
 
 class AttemptRow(NamedTuple):
@@ -138,6 +140,42 @@ class LogMetricRow(NamedTuple):
     last: float | None
     values: str  # JSON [[log line, value], ...]
     message: str
+
+
+class ExperimentRow(NamedTuple):
+    id: str
+    project_id: str
+    workspace_id: str
+    name: str
+    description: str
+    create_ms: int
+    update_ms: int
+    job_seq: int  # serial numbers given to its jobs so far
+
+
+class AlgorithmRow(NamedTuple):
+    id: str
+    project_id: str
+    workspace_id: str
+    name: str
+    description: str
+    ai_project: str
+    user_name: str
+    config: str  # JSON
+    subscription_id: str  # '' until first published
+    create_ms: int
+    update_ms: int
+
+
+class AlgorithmVersionRow(NamedTuple):
+    item_version_id: str
+    subscription_id: str
+    project_id: str
+    algorithm_id: str
+    version_num: int
+    name: str
+    config: str  # JSON
+    create_ms: int
 
 
 R = TypeVar("R", bound=tuple)

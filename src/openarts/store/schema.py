@@ -60,6 +60,10 @@ jobs = Table(
     # a trial's search job (core/search.py, v6); '' for every other job. Trials are real jobs, kept out
     # of the project's list, counts and names (LIVE): a search's document and trial operations show them
     Column("parent_id", String(36), nullable=False, default=""),
+    # the training experiment the job belongs to (store/experiments.py, v6); '' for none
+    Column("experiment_id", String(36), nullable=False, default=""),
+    # the algorithm the job was made from (algorithm.id or a subscribed version's; store/algorithms.py, v6)
+    Column("algorithm_id", String(36), nullable=False, default=""),
 )
 # the supervisor's columns: all but the large JSON ones (request, doc), which read as '' (store/queries.py)
 LIGHT_COLUMNS = ", ".join(f"'' AS {c.name}" if c.name in ("request", "doc") else c.name for c in jobs.c)
@@ -72,6 +76,9 @@ Index("uq_jobs_project_name", jobs.c.project_id, jobs.c.name, unique=True, sqlit
 Index("ix_jobs_phase", jobs.c.phase)
 Index("ix_jobs_queue_seq", jobs.c.queue_seq)
 Index("ix_jobs_deleting", jobs.c.delete_requested, sqlite_where=jobs.c.delete_requested.is_(True))
+# An experiment's jobs (its job count, a search's experiment_id filter). Not partial: `experiment_id = ?`
+# does not imply `experiment_id != ''` to SQLite's planner.
+Index("ix_jobs_experiment", jobs.c.experiment_id)
 # Searches and the console's job list (store/queries.py search_jobs), v5: a project's live jobs in each
 # sort order, alone and within one phase, ending with the id that breaks ties, so that a page is an
 # index walk whatever its depth (an offset is skipped in the index). Phase and name ride along: a phase
@@ -250,6 +257,57 @@ log_metrics = Table(
     Column("values", Text, nullable=False, default="[]"),  # JSON [[log line, value], ...], in log order (capped)
     Column("message", Text, nullable=False, default=""),  # why a value could not be read (RewardScan's note)
 )
+
+experiments = Table(
+    "experiments", metadata,  # a project's training experiments (core/experiments.py, store/experiments.py; v6)
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("workspace_id", String(64), nullable=False, default="0"),
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("create_ms", Integer, nullable=False),
+    Column("update_ms", Integer, nullable=False),
+    Column("job_seq", Integer, nullable=False, default=0),  # serial numbers given to its jobs so far
+)
+Index("uq_experiments_project_name", experiments.c.project_id, experiments.c.name, unique=True)
+
+job_tags = Table(
+    "job_tags", metadata,  # a job's TMS tags (core/tags.py, store/tags.py; v6): one row per key
+    Column("job_id", String(36), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(255), nullable=False, default=""),
+    sqlite_with_rowid=False,
+)
+Index("ix_job_tags_key_value", job_tags.c.key, job_tags.c.value)  # the jobs with a tag (filter, count)
+
+algorithms = Table(
+    "algorithms", metadata,  # a project's algorithms (core/algorithms.py, store/algorithms.py; v6)
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("workspace_id", String(64), nullable=False, default="0"),
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("ai_project", String(64), nullable=False, default=""),
+    Column("user_name", String(128), nullable=False, default=""),
+    Column("config", Text, nullable=False),  # JSON {job_config, resource_requirements, advanced_config}
+    Column("subscription_id", String(36), nullable=False, default=""),  # '' until first published
+    Column("create_ms", Integer, nullable=False),
+    Column("update_ms", Integer, nullable=False),
+)
+Index("uq_algorithms_project_name", algorithms.c.project_id, algorithms.c.name, unique=True)
+
+algorithm_versions = Table(
+    "algorithm_versions", metadata,  # published, frozen versions of algorithms (openarts algorithms publish; v6)
+    Column("item_version_id", String(36), primary_key=True),
+    Column("subscription_id", String(36), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("algorithm_id", String(36), nullable=False),
+    Column("version_num", Integer, nullable=False),  # 1, 2, ... in its subscription
+    Column("name", String(64), nullable=False),  # the algorithm's name when published
+    Column("config", Text, nullable=False),  # the algorithm's config when published
+    Column("create_ms", Integer, nullable=False),
+)
+Index("ix_algorithm_versions_subscription", algorithm_versions.c.subscription_id)
 
 schema_version = Table(
     "schema_version", metadata,
