@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from openarts.core import errors
+from openarts.core.inputs import check_description as base_description
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_NAME = 64
-MAX_DESCRIPTION = 256
 MAX_ID = 64
 SPECIAL = "!<>=&\"'"  # the characters ModelArts documents as "special" in descriptions
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SORTABLE = {"create_time": "create_ms", "update_time": "update_ms", "name": "name"}
 LIST_LIMIT_DEFAULT = 10
 LIST_LIMIT_MAX = 50
@@ -44,16 +43,8 @@ def check_name(value: Any, path: str) -> str:
 
 
 def check_description(value: Any, path: str) -> str:
-    """None is ""."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _bad(path, "must be a string")
-    if len(value) > MAX_DESCRIPTION:
-        raise _bad(path, f"must be at most {MAX_DESCRIPTION} characters")
-    if _CONTROL_RE.search(value):
-        raise _bad(path, "must not contain NUL or other control characters (tab, newline and carriage return "
-                   "are allowed)")
+    """A job's description (core/spec.py), without ModelArts' special characters either. None is ""."""
+    value = base_description(value, path)
     special = sorted({c for c in value if c in SPECIAL})
     if special:
         raise _bad(path, f"must not contain the special characters {' '.join(SPECIAL)} (found {' '.join(special)})")

@@ -119,6 +119,47 @@ class SearchQuery(NamedTuple):
     group_by: str
 
 
+MAX_DESCRIPTION = 256
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab, LF, CR; and DEL
+
+
+def check_description(value: Any, path: str) -> str:
+    """A description (a job's, at create and at update alike; an experiment's, an algorithm's): a string of
+    at most MAX_DESCRIPTION characters, no NUL or other control character but tab, newline and carriage
+    return. None is ""."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise errors.InvalidRequest(f"Invalid parameter {path}: must be a string.")
+    if len(value) > MAX_DESCRIPTION:
+        raise errors.InvalidRequest(f"Invalid parameter {path}: must be at most {MAX_DESCRIPTION} characters.")
+    if CONTROL_RE.search(value):
+        raise errors.InvalidRequest(f"Invalid parameter {path}: must not contain NUL or other control characters "
+                                    "(tab, newline and carriage return are allowed).")
+    return value
+
+
+class ListQuery(NamedTuple):
+    offset: int
+    limit: int
+    sort_by: str
+    order: str
+
+
+def list_query(params: dict[str, str], sortable: Collection[str], limit_default: int, limit_max: int) -> ListQuery:
+    """A list operation's query (experiments, algorithms): offset (items), limit, sort_by (`sortable`,
+    create_time by default) and order (desc by default)."""
+    offset = query_int("offset", params.get("offset"), 0, 0, MAX_SEARCH_OFFSET) or 0
+    limit = query_int("limit", params.get("limit"), limit_default, 1, limit_max) or limit_default
+    sort_by = params.get("sort_by") or "create_time"
+    if sort_by not in sortable:
+        raise errors.UnsupportedSort(f"Unsupported sort_by {sort_by[:64]!r}; use one of {sorted(sortable)}.")
+    order = params.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise errors.QueryParamsError("order must be 'asc' or 'desc'.")
+    return ListQuery(offset, limit, sort_by, order)
+
+
 def _body_int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
     value = body.get(name)
     if value is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from openarts.core import arglimits, errors, faults
 from openarts.core.experiments import ExperimentRef, parse_reference
+from openarts.core.inputs import check_description
 from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
 from openarts.core.search import SEARCH_KIND, Reward, SearchSpec, parse_metrics, parse_search
 from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
@@ -24,9 +25,7 @@ from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # portable: /bin/sh drops other names
 PARAM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab, LF, CR; and DEL
 MAX_ENVIRONMENTS = 100
-MAX_DESCRIPTION = 256
 MAX_PARAMETERS = 500
 MAX_CHANNELS = 100
 MAX_VOLUMES = 100
@@ -177,19 +176,6 @@ def _str(parent: dict[str, Any], key: str, path: str, required: bool = False, li
     return value
 
 
-def check_description(value: Any, path: str) -> str:
-    """A job description, at create and at update alike: a string of at most MAX_DESCRIPTION characters,
-    no NUL or other control character but tab, newline and carriage return. None is ""."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _bad(path, "must be a string")
-    if len(value) > MAX_DESCRIPTION:
-        raise _bad(path, f"must be at most {MAX_DESCRIPTION} characters")
-    if CONTROL_RE.search(value):
-        raise _bad(path, "must not contain NUL or other control characters (tab, newline and carriage return "
-                   "are allowed)")
-    return value
 
 
 def _int(parent: dict[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:

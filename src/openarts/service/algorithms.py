@@ -28,7 +28,7 @@ from openarts.core.algorithms import (
     resolve_job_algorithm,
 )
 from openarts.core.experiments import check_description, check_name, check_workspace
-from openarts.core.inputs import MAX_SEARCH_OFFSET, query_int
+from openarts.core.inputs import list_query
 from openarts.core.resources import Catalog
 from openarts.store import algorithms as a
 from openarts.store import jobs as w
@@ -100,14 +100,7 @@ class AlgorithmService:
             return _document(row, a.version_counts(conn, [row.id])[row.id])
 
     def page(self, project_id: str, params: dict[str, str]) -> dict[str, Any]:
-        offset = query_int("offset", params.get("offset"), 0, 0, MAX_SEARCH_OFFSET) or 0
-        limit = query_int("limit", params.get("limit"), LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX) or LIST_LIMIT_DEFAULT
-        sort_by = params.get("sort_by") or "create_time"
-        if sort_by not in SORTABLE:
-            raise errors.UnsupportedSort(f"Unsupported sort_by {sort_by[:64]!r}; use one of {sorted(SORTABLE)}.")
-        order = params.get("order") or "desc"
-        if order not in ("asc", "desc"):
-            raise errors.QueryParamsError("order must be 'asc' or 'desc'.")
+        offset, limit, sort_by, order = list_query(params, SORTABLE, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
         if params.get("group_by"):
             raise errors.QueryParamsError("group_by is not supported here.")
         name_like = None

@@ -25,7 +25,7 @@ from openarts.core.experiments import (
     parse_change,
     parse_create,
 )
-from openarts.core.inputs import MAX_SEARCH_OFFSET, query_int
+from openarts.core.inputs import list_query
 from openarts.store import experiments as x
 from openarts.store import jobs as w
 from openarts.store.db import Database
@@ -76,14 +76,7 @@ class ExperimentService:
             return _document(row, x.job_counts(conn, [row.id])[row.id])
 
     def page(self, project_id: str, params: dict[str, str]) -> dict[str, Any]:
-        offset = query_int("offset", params.get("offset"), 0, 0, MAX_SEARCH_OFFSET) or 0
-        limit = query_int("limit", params.get("limit"), LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX) or LIST_LIMIT_DEFAULT
-        sort_by = params.get("sort_by") or "create_time"
-        if sort_by not in SORTABLE:
-            raise errors.UnsupportedSort(f"Unsupported sort_by {sort_by[:64]!r}; use one of {sorted(SORTABLE)}.")
-        order = params.get("order") or "desc"
-        if order not in ("asc", "desc"):
-            raise errors.QueryParamsError("order must be 'asc' or 'desc'.")
+        offset, limit, sort_by, order = list_query(params, SORTABLE, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
         raw_workspace = params.get("workspace_id")
         workspace_id = None if not raw_workspace else check_workspace(raw_workspace, "workspace_id")
         with self.db.connect() as conn:
