@@ -56,7 +56,8 @@ def test_a_database_from_before_experiments_reads_jobs_as_typed_rows(tmp_path: P
     path = tmp_path / "old.db"
     open_db(path).close()
     raw = sqlite3.connect(path)
-    raw.executescript("DROP INDEX ix_jobs_experiment; ALTER TABLE jobs DROP COLUMN algorithm_id; "
+    raw.executescript("DROP INDEX ix_jobs_experiment; DROP INDEX ix_jobs_algorithm; "
+                      "ALTER TABLE jobs DROP COLUMN algorithm_id; "
                       "ALTER TABLE jobs DROP COLUMN experiment_id; DROP TABLE experiments; DROP TABLE algorithms; "
                       "DROP TABLE algorithm_versions; UPDATE schema_version SET version = 5;")
     raw.close()

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from typing import Any
+
+import orjson
 
 from openarts.core import errors
 from openarts.core.experiments import check_description, check_name, check_workspace
@@ -87,12 +90,18 @@ def _canonical(value: str, allowed: tuple[str, ...], path: str) -> str:
     raise _bad(path, f"must be one of {', '.join(allowed)}")
 
 
-def _number(text: str, kind: str) -> float | None:
-    try:
-        n = int(text) if kind == "Integer" else float(text)
-    except ValueError:
+_INTEGER_RE = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only: the program, in any language, reads it
+_FLOAT_RE = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _number(text: str, kind: str) -> int | float | None:
+    """`text` as a number of `kind` (Integer: an int, compared exactly; Float), written plainly in ASCII."""
+    if kind == "Integer":
+        return int(text) if _INTEGER_RE.fullmatch(text) else None
+    if not _FLOAT_RE.fullmatch(text):
         return None
-    return None if isinstance(n, float) and not math.isfinite(n) else float(n)
+    n = float(text)
+    return n if math.isfinite(n) else None
 
 
 def _constraint(value: Any, path: str) -> dict[str, Any]:
@@ -110,8 +119,15 @@ def _constraint(value: Any, path: str) -> dict[str, Any]:
         for i, bound in enumerate(valid_range):
             if bound != "" and _number(bound, kind) is None:
                 raise _bad(f"{path}.valid_range[{i}]", f"must be a number of type {kind}")
+    if valid_type == "Range" and "" not in valid_range and (_number(valid_range[0], kind) or 0) > (
+            _number(valid_range[1], kind) or 0):
+        raise _bad(f"{path}.valid_range", "a Range's min is greater than its max")
     if valid_type == "Choice" and not valid_range:
         raise _bad(f"{path}.valid_range", "a Choice lists its values")
+    if valid_type == "Choice" and kind in ("Integer", "Float"):
+        for i, v in enumerate(valid_range):
+            if _number(v, kind) is None:
+                raise _bad(f"{path}.valid_range[{i}]", f"must be a number of type {kind}")
     return {"type": kind, "editable": _flag(c.get("editable"), f"{path}.editable", True),
             "required": _flag(c.get("required"), f"{path}.required", False),
             "sensitive": _flag(c.get("sensitive"), f"{path}.sensitive", False),
@@ -132,8 +148,8 @@ def check_value(name: str, value: str, constraint: dict[str, Any], where: str) -
     elif constraint.get("valid_type") == "Range":
         n = _number(value, kind)
         lo, hi = (constraint.get("valid_range") or ["", ""])[:2]
-        if n is not None and ((lo != "" and n < (_number(lo, kind) or 0.0))
-                              or (hi != "" and n > (_number(hi, kind) or 0.0))):
+        if n is not None and ((lo != "" and n < (_number(lo, kind) or 0))
+                              or (hi != "" and n > (_number(hi, kind) or 0))):
             why = f"{value} is out of its valid range [{lo or '-inf'}, {hi or 'inf'}]"
     if why:
         raise errors.InvalidRequest(f"Invalid parameter {where}: hyperparameter {name!r}: {why}.")
@@ -250,6 +266,11 @@ def parse_algorithm(body: Any, catalog: Catalog) -> tuple[str, str, str, str, di
 
 def parse_config(body: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     advanced = _obj(body.get("advanced_config"), "advanced_config")
+    unknown = sorted(k for k in advanced if k != "auto_search")  # the SDK's AdvancedConfig has only auto_search
+    if unknown:
+        raise _bad(f"advanced_config.{unknown[0][:64]}", "is not a field of advanced_config (auto_search is)")
+    if len(orjson.dumps(advanced)) > 64 * 1024:
+        raise _bad("advanced_config", "must be at most 64 KiB")
     return {"job_config": parse_job_config(body.get("job_config"), catalog),
             "resource_requirements": _requirements(body.get("resource_requirements")),
             "advanced_config": advanced}
@@ -276,6 +297,7 @@ def resolve_job_algorithm(algorithm: dict[str, Any], config: dict[str, Any], ref
         out["boot_file"] = jc["boot_file"]
     out["engine"] = {k: v for k, v in jc["engine"].items() if v}
     out["parameters"] = _resolve_parameters(algorithm.get("parameters"), jc)
+    _check_searched(algorithm, jc)
     out["inputs"] = _resolve_channels(algorithm.get("inputs"), jc["inputs"], "inputs")
     out["outputs"] = _resolve_channels(algorithm.get("outputs"), jc["outputs"], "outputs")
     return out
@@ -314,6 +336,39 @@ def _resolve_parameters(value: Any, jc: dict[str, Any]) -> list[dict[str, Any]]:
                                     "(job_config.parameters_customization).")
     out.extend({"name": n, "value": given[n]} for n in extra)
     return out
+
+
+def _check_searched(algorithm: dict[str, Any], jc: dict[str, Any]) -> None:
+    """A search (kind autosearch_job) from an algorithm searches only what its constraints allow: each
+    searched parameter declared (or custom ones allowed) and editable, every value it may take within the
+    constraint: each discrete value checked, a continuous range's bounds checked (an Integer or a Choice
+    parameter must be searched by discrete values)."""
+    search = ((algorithm.get("policies") or {}).get("auto_search") or {}) if isinstance(algorithm, dict) else {}
+    skipped = {s.strip() for s in str(search.get("skip_search_params") or "").split(",")}
+    declared = {p["name"]: p["constraint"] for p in jc["parameters"]}
+    for i, item in enumerate(search.get("search_params") or []):
+        if not isinstance(item, dict) or item.get("name") in skipped:
+            continue  # its shape is core/search.py's to check
+        name, where = str(item.get("name")), f"algorithm.policies.auto_search.search_params[{i}]"
+        c = declared.get(name)
+        if c is None:
+            if not jc["parameters_customization"]:
+                raise errors.InvalidRequest(f"Invalid parameter {where}: hyperparameter {name!r} is not declared "
+                                            "by the algorithm, which does not allow custom hyperparameters.")
+            continue
+        if not c["editable"]:
+            raise errors.InvalidRequest(f"Invalid parameter {where}: hyperparameter {name!r} is not editable in "
+                                        "this algorithm: it cannot be searched.")
+        if item.get("param_type") == "continuous":
+            if c["type"] not in ("Float",) or c["valid_type"] == "Choice":
+                raise errors.InvalidRequest(f"Invalid parameter {where}: hyperparameter {name!r} is "
+                                            f"{c['type']}{' with a Choice' if c['valid_type'] == 'Choice' else ''}"
+                                            ": search it by discrete values.")
+            values = [str(item.get("lower_bound", "")), str(item.get("upper_bound", ""))]
+        else:
+            values = [str(v) for v in item.get("discrete_values") or []]
+        for value in values:
+            check_value(name, value, c, where)
 
 
 def _resolve_channels(value: Any, declared: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

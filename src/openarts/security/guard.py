@@ -32,7 +32,7 @@ log = logging.getLogger("openarts.security")
 
 IAM = "Incorrect IAM authentication information: "
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-READ_ONLY_POSTS = ("/training-job-searches",)  # POSTs that only read
+READ_ONLY_POSTS = ("/training-job-searches", "/resource-instances/filter", "/resource-instances/count")  # read
 
 
 def is_mutating(method: str, path: str) -> bool:

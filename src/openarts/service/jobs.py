@@ -34,6 +34,7 @@ from openarts.storage.obs import ObjectStore
 from openarts.store import amend
 from openarts.store import jobs as w
 from openarts.store import queries as q
+from openarts.store.algorithms import get_algorithm
 from openarts.store.db import Database
 from openarts.store.rows import JobRow
 
@@ -78,6 +79,8 @@ class JobService:
         doc = static_renderer(self.settings, self.catalog)(spec, job_id)
         now = w.now_ms()
         with self.db.begin() as conn:
+            if algorithm_id and spec.request["algorithm"].get("id"):  # not deleted while this create awaited
+                get_algorithm(conn, project_id, algorithm_id)
             experiment_id = ""
             if spec.experiment is not None:  # found or made in this transaction (service/experiments.py)
                 reference = doc["training_experiment_reference"] = join(conn, project_id, spec.workspace_id,

@@ -17,7 +17,7 @@ from openarts.store.rows import AlgorithmRow, AlgorithmVersionRow, typed, typed_
 from openarts.store.schema import algorithm_versions, algorithms
 
 Conn = sqlite3.Connection
-IN_USE_PHASES = (Phase.CREATING.value, Phase.PENDING.value, Phase.RUNNING.value)
+IN_USE_PHASES = (Phase.CREATING.value, Phase.PENDING.value, Phase.RUNNING.value, Phase.TERMINATING.value)
 
 
 def _duplicate(name: str) -> errors.DuplicateAlgorithmName:
@@ -64,10 +64,10 @@ def change_algorithm(conn: Conn, row: AlgorithmRow) -> None:
 
 
 def jobs_using(conn: Conn, algorithm_id: str) -> list[tuple[str, str]]:
-    """(id, name) of the jobs made from the algorithm that have not ended (Creating, Pending, Running)."""
+    """(id, name) of the jobs made from the algorithm that have not ended and are not being deleted."""
     return [(str(r[0]), str(r[1])) for r in conn.execute(
         f"SELECT id, name FROM jobs WHERE algorithm_id = ? AND phase IN ({placeholders(IN_USE_PHASES)}) "
-        "ORDER BY create_ms LIMIT 20", (algorithm_id, *IN_USE_PHASES))]
+        "AND delete_requested IS 0 ORDER BY create_ms LIMIT 20", (algorithm_id, *IN_USE_PHASES))]
 
 
 def delete_algorithm(conn: Conn, algorithm_id: str) -> None:

@@ -189,6 +189,7 @@ def _v6(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
     if "algorithm_id" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
         conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN algorithm_id VARCHAR(36) NOT NULL DEFAULT ''")
+    next(i for i in jobs.indexes if i.name == "ix_jobs_algorithm").create(conn, checkfirst=True)
     _recount(conn)
 
 

@@ -79,6 +79,7 @@ Index("ix_jobs_deleting", jobs.c.delete_requested, sqlite_where=jobs.c.delete_re
 # An experiment's jobs (its job count, a search's experiment_id filter). Not partial: `experiment_id = ?`
 # does not imply `experiment_id != ''` to SQLite's planner.
 Index("ix_jobs_experiment", jobs.c.experiment_id)
+Index("ix_jobs_algorithm", jobs.c.algorithm_id)  # is an algorithm in use (store/algorithms.py jobs_using)
 # Searches and the console's job list (store/queries.py search_jobs), v5: a project's live jobs in each
 # sort order, alone and within one phase, ending with the id that breaks ties, so that a page is an
 # index walk whatever its depth (an offset is skipped in the index). Phase and name ride along: a phase
