@@ -189,6 +189,16 @@ def test_filter_and_count_by_tags_without_tags_and_by_name(server: Server, sdk: 
     assert _names(sdk, tags=[{"key": "gpu", "values": [""]}]) == ["whisper-c"]  # an empty value is a value
     assert _names(sdk, tags=[{"key": "team", "values": ["nobody"]}]) == []
     assert _names(sdk, tags=[{"key": "nokey", "values": []}]) == []
+    # the job list's own tags filter (JobSearches.tags): the same AND/OR rules; only "" is any value
+    listed = sdk.list_training_jobs(m.ListTrainingJobsRequest(body=m.JobSearches(tags=[
+        m.ListTagFilter(key="team", values=["vision", "audio"]), m.ListTagFilter(key="env", values=["dev"])])))
+    assert [i.metadata.name for i in listed.items] == ["whisper-c", "resnet-b"] and listed.total == 2
+    listed = sdk.list_training_jobs(m.ListTrainingJobsRequest(body=m.JobSearches(tags=[
+        m.ListTagFilter(key="gpu", values=[""])])))
+    assert [i.metadata.name for i in listed.items] == ["whisper-c"]
+    old = [{"key": "create_time", "operator": "between", "value": [0, 10**12]}]
+    expect_error(lambda: sdk.list_training_jobs(m.ListTrainingJobsRequest(body=m.JobSearches(
+        tags=[m.ListTagFilter(key="team", values=[])], filters=old))), 400, "ModelArts.2764")
     # jobs without any tag; tags are then ignored (the SDK's rule)
     assert _names(sdk, without_any_tag=True) == ["bare-d"]
     assert _names(sdk, without_any_tag=True, tags=[{"key": "team", "values": ["vision"]}]) == ["bare-d"]

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from openarts.core import errors
+from openarts.core.tags import check_key
 
 MAX_DEPTH = 64  # containers, the top-level object or array being the first
 MAX_BODY = 1024 * 1024  # bytes of a JSON operation's body
@@ -215,5 +216,51 @@ def parse_search(body: Any, sortable: Collection[str], limit_max: int) -> Search
     workspace_id = body.get("workspace_id")
     if workspace_id is not None and (not isinstance(workspace_id, str) or len(workspace_id) > 64):
         raise errors.QueryParamsError("workspace_id must be a string of at most 64 characters.")
-    return SearchQuery(offset, limit, sort_by, order, [_filter(f) for f in filters], workspace_id or None,
+    clean = [_filter(f) for f in filters]
+    tags = _tag_conditions(body.get("tags"))
+    if tags:
+        clean.append({"key": "tags", "operator": "tags", "value": tags})
+    return SearchQuery(offset, limit, sort_by, order, clean, workspace_id or None,
                        _body_text(body, "group_by", "", MAX_GROUP_BY))
+
+
+MAX_TAG_CONDITIONS = 10
+TAG_WINDOW_MS = 31 * 86400 * 1000  # a search by tags covers at most 31 days of create_time (ModelArts)
+
+
+def _tag_conditions(raw: Any) -> list[tuple[str, list[str]]]:
+    """JobSearches' `tags`: [{key, values}], at most 10, each key once and its values distinct; a job
+    matches every key (AND) with one of its values (OR); no values, or only "": the key with any value."""
+    if raw is None or raw == []:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_TAG_CONDITIONS:
+        raise errors.QueryParamsError(f"tags must be an array of at most {MAX_TAG_CONDITIONS} {{key, values}}.")
+    out: list[tuple[str, list[str]]] = []
+    for i, cond in enumerate(raw):
+        if not isinstance(cond, dict):
+            raise errors.QueryParamsError(f"tags[{i}] must be an object {{key, values}}.")
+        key = check_key(cond.get("key"), f"tags[{i}].key")
+        values = cond.get("values") or []
+        if not isinstance(values, list) or not all(isinstance(v, str) and len(v) <= 255 for v in values):
+            raise errors.QueryParamsError(f"tags[{i}].values must be an array of strings.")
+        if any(k == key for k, _ in out) or len(set(values)) != len(values):
+            raise errors.QueryParamsError(f"tags[{i}]: each key once, each of its values once.")
+        out.append((key, [v for v in values if v]))
+    return out
+
+
+def tag_window(filters: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+    """A search by tags needs a create_time window of at most 31 days: the last 31 days when none is given."""
+    if not any(f["key"] == "tags" for f in filters):
+        return filters
+    window = [f for f in filters if f["key"] == "create_time" and f["operator"] == "between"]
+    if not window:
+        return [*filters, {"key": "create_time", "operator": "between", "value": [now_ms - TAG_WINDOW_MS, now_ms]}]
+    for f in window:
+        try:
+            lo, hi = int(f["value"][0]), int(f["value"][1])
+        except (TypeError, ValueError, IndexError):
+            continue  # the search itself refuses it
+        if hi - lo > TAG_WINDOW_MS:
+            raise errors.QueryParamsError("A search by tags covers a create_time span of at most 31 days.")
+    return filters

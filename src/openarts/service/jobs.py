@@ -13,7 +13,7 @@ import orjson
 
 from openarts.config import Settings
 from openarts.core import errors
-from openarts.core.inputs import parse_search
+from openarts.core.inputs import parse_search, tag_window
 from openarts.core.layout import layout
 from openarts.core.notify import parse_notification
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
@@ -161,6 +161,7 @@ class JobService:
     def search(self, project_id: str, body: Any) -> dict[str, Any]:
         offset, limit, sort_by, order, clean, workspace_id, group_by = parse_search(body, q.SORTABLE,
                                                                                     SEARCH_LIMIT_MAX)
+        clean = tag_window(clean, w.now_ms())
         with self.db.connect() as conn:
             total, rows = q.search_jobs(conn, project_id, filters=clean, sort_by=sort_by, order=order,
                                         offset=offset, limit=limit, workspace_id=workspace_id)

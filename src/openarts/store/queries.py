@@ -97,6 +97,12 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
         params.append(workspace_id)
     for f in filters:
         key, op, values = f["key"], f["operator"], f["value"]
+        if key == "tags":  # JobSearches' tags (core/inputs.py): every key, with one of its values
+            for tag, tag_values in values:
+                conds.append("EXISTS (SELECT 1 FROM job_tags t WHERE t.job_id = jobs.id AND t.key = ?"
+                             + (f" AND t.value IN ({placeholders(tag_values)}))" if tag_values else ")"))
+                params.extend([tag, *tag_values])
+            continue
         column = FILTER_COLUMNS.get(key)
         if column is None and key in UNSET_KEYS:  # documented keys no local job has a value for
             conds.append("1" if op == "not" else "0")
