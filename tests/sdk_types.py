@@ -135,3 +135,16 @@ def round_trip_losses(model: str, response: Any) -> list[str]:
 
     diff(got, want, "")
     return losses
+
+
+def checked_response(operation: str, resp: Any, status: int = 200) -> dict[str, Any]:
+    """The raw JSON of an SDK response to `operation`, which must have `status`, the types of the SDK's
+    response model, and survive the SDK's deserialization unchanged ({} for no body)."""
+    assert resp.status_code == status
+    model = "".join(part.title() for part in operation.split("_")) + "Response"
+    raw = resp.to_json_object()
+    if raw is None:
+        return {}
+    assert type_errors(model, raw) == []
+    assert round_trip_losses(model, resp) == []
+    return dict(raw)

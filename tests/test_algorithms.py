@@ -17,7 +17,7 @@ import huaweicloudsdkmodelarts.v1.model as m
 
 from conftest import PROJECT, Server, job_body, wait_for
 from helpers import create_id, expect_error, is_uuid, preview, show_json, wait_phase
-from sdk_types import round_trip_losses, type_errors
+from sdk_types import checked_response as _checked
 
 TRAIN_PY = textwrap.dedent('''
     import os, sys, time
@@ -30,16 +30,6 @@ TRAIN_PY = textwrap.dedent('''
     print("data=" + open(os.path.join(args["data_url"], "x.txt")).read().strip())
 ''')
 
-
-def _checked(operation: str, resp: Any, status: int = 200) -> dict[str, Any]:
-    assert resp.status_code == status
-    model = "".join(part.title() for part in operation.split("_")) + "Response"
-    raw = resp.to_json_object()
-    if raw is None:
-        return {}
-    assert type_errors(model, raw) == []
-    assert round_trip_losses(model, resp) == []
-    return dict(raw)
 
 
 def _param(name: str, value: str, kind: str = "String", required: bool = False, editable: bool = True,

@@ -27,7 +27,7 @@ import yaml
 from conftest import DEFAULT_CONFIG, PROJECT, Server, job_body, wait_for
 from helpers import create_id, expect_error, show_json, wait_phase
 from openarts.core.search import ALGORITHMS, SEARCH_KIND, parse_search
-from sdk_types import round_trip_losses, type_errors
+from sdk_types import checked_response, type_errors
 from security_support import Key, create_key, sdk_for_key, signed_client
 
 AUTO_SEARCH = {
@@ -50,11 +50,8 @@ TRIALS: list[tuple[Any, ...]] = [
 
 def checked(operation: str, resp: Any, status: int = 200) -> dict[str, Any]:
     """The raw response of an SDK call: its status, and every value of the type its model declares."""
-    assert resp.status_code == status
-    model = "".join(part.title() for part in operation.split("_")) + "Response"
-    raw = resp.to_json_object()
-    assert type_errors(model, raw) == [] and round_trip_losses(model, resp) == []
-    assert isinstance(raw, dict)
+    raw = checked_response(operation, resp, status)
+    assert raw, f"{operation} answered no body"
     return raw
 
 

@@ -12,20 +12,7 @@ import pytest
 
 from conftest import job_body
 from helpers import create_id, expect_error, is_uuid, search, show_json
-from sdk_types import round_trip_losses, type_errors
-
-
-def _checked(operation: str, resp: Any, status: int = 200) -> dict[str, Any]:
-    """The raw JSON of an SDK response, which must have `status`, the types of the SDK's response model,
-    and survive the SDK's deserialization unchanged."""
-    assert resp.status_code == status
-    model = "".join(part.title() for part in operation.split("_")) + "Response"
-    raw = resp.to_json_object()
-    if raw is None:
-        return {}
-    assert type_errors(model, raw) == []
-    assert round_trip_losses(model, resp) == []
-    return dict(raw)
+from sdk_types import checked_response as _checked
 
 
 def _create(sdk: Any, name: str, description: str | None = None) -> dict[str, Any]:
