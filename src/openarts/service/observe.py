@@ -30,7 +30,7 @@ from openarts.store.rows import JobRow
 
 T = TypeVar("T")
 log = logging.getLogger("openarts")
-TASK_RE = re.compile(r"worker-(0|[1-9]\d{0,5})")
+TASK_RE = re.compile(r"worker-(0|[1-9][0-9]{0,5})")  # ASCII digits only (\d would take any script's)
 ATTEMPT_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 

@@ -1,0 +1,10 @@
+"""A task is named worker-N with N in ASCII digits: `worker-١` (an Arabic-Indic one) is no task."""
+
+from __future__ import annotations
+
+from openarts.service.observe import TASK_RE
+
+
+def test_task_names_take_ascii_digits_only() -> None:
+    assert [bool(TASK_RE.fullmatch(n)) for n in ("worker-0", "worker-12", "worker-01", "worker-\u0661",
+                                                  "worker-\uff11")] == [True, True, False, False, False]
