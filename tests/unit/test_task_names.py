@@ -1,4 +1,4 @@
-"""A task is named worker-N with N in ASCII digits: `worker-١` (an Arabic-Indic one) is no task."""
+"""A task is named worker-N with N in ASCII digits: worker- and an Arabic-Indic one is no task."""
 
 from __future__ import annotations
 
