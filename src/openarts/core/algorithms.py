@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 
 from openarts.core import errors
-from openarts.core.experiments import check_description, check_name, check_workspace
+from openarts.core.experiments import check_description, parse_create
 from openarts.core.resources import Catalog
-from openarts.core.spec import MAX_CHANNELS, MAX_PARAMETERS, PARAM_NAME_RE, check_obs_url
+from openarts.core.spec import MAX_CHANNELS, MAX_PARAMETERS, PARAM_NAME_RE, check_code, check_obs_url
 
 TYPES = ("String", "Integer", "Float", "Boolean")
 VALID_TYPES = ("None", "Range", "Choice")
@@ -192,16 +192,7 @@ def parse_job_config(value: Any, catalog: Catalog) -> dict[str, Any]:
     code_dir = _text(jc.get("code_dir"), "job_config.code_dir")
     boot_file = _text(jc.get("boot_file"), "job_config.boot_file")
     command = _text(jc.get("command"), "job_config.command", 65536)
-    if boot_file and not code_dir:
-        raise errors.CodeDirError("Code directory error: job_config.boot_file needs job_config.code_dir.")
-    if not command and not boot_file:
-        raise errors.CommandRequired("job_config needs either command, or code_dir and boot_file.")
-    if code_dir:
-        if code_dir.startswith("obs://"):
-            check_obs_url(code_dir, "job_config.code_dir")
-        elif not (code_dir.startswith("/") or code_dir.startswith("file://")):
-            raise errors.CodeDirError(f"Code directory error: job_config.code_dir {code_dir!r} must be obs://, "
-                                      "file:// or an absolute path.")
+    check_code(command, code_dir, boot_file, "job_config")
     engine_req = _obj(jc.get("engine"), "job_config.engine")
     engine = {k: _text(engine_req.get(k), f"job_config.engine.{k}", 1024)
               for k in ("engine_id", "engine_name", "engine_version", "image_url")}
@@ -252,15 +243,8 @@ def parse_algorithm(body: Any, catalog: Catalog) -> tuple[str, str, str, str, di
     """A create body {metadata {name, description, workspace_id, ai_project}, job_config,
     resource_requirements, advanced_config}: (name, description, workspace id, ai_project, config), the
     config being {job_config, resource_requirements, advanced_config}."""
-    if not isinstance(body, dict):
-        raise errors.InvalidJsonBody("The request body must be a JSON object.")
-    metadata = body.get("metadata")
-    if not isinstance(metadata, dict):
-        raise _bad("metadata", "it is required: an object {name, description, workspace_id}")
-    return (check_name(metadata.get("name"), "metadata.name"),
-            check_description(metadata.get("description"), "metadata.description"),
-            check_workspace(metadata.get("workspace_id"), "metadata.workspace_id"),
-            _text(metadata.get("ai_project"), "metadata.ai_project", 64),
+    name, description, workspace_id = parse_create(body)  # metadata's rules: an experiment's
+    return (name, description, workspace_id, _text(body["metadata"].get("ai_project"), "metadata.ai_project", 64),
             parse_config(body, catalog))
 
 

@@ -455,6 +455,15 @@ def parse_search(auto_search: Any, parameters: list[tuple[str, str]]) -> SearchS
                       spec.early_stop_warmup_steps)
 
 
+def search_of_request(request: Mapping[str, Any]) -> SearchSpec:
+    """The search of a stored (normalised) search job request: no catalog needed, so a search whose flavor
+    or engine left the catalog can still be read (its trials ended, its results shown)."""
+    algorithm = request.get("algorithm") or {}
+    parameters = [(str(p.get("name")), str(p.get("value", ""))) for p in algorithm.get("parameters") or []
+                  if isinstance(p, dict)]
+    return parse_search((algorithm.get("policies") or {}).get("auto_search"), parameters)
+
+
 def trial_parameters(base: list[tuple[str, str]], values: Mapping[str, str]) -> list[tuple[str, str]]:
     """A trial's hyperparameters: the job's own, with the searched ones set to the trial's values
     (added at the end when the job does not give them)."""

@@ -290,6 +290,21 @@ def _channel_list(algorithm: dict[str, Any], key: str, path: str,
     return out
 
 
+def check_code(command: str | None, code_dir: str | None, boot_file: str | None, where: str) -> None:
+    """What a job runs (`where`: algorithm, or an algorithm's job_config): a command, or a boot file in a
+    code directory that is obs://, file:// or an absolute path."""
+    if boot_file and not code_dir:
+        raise errors.CodeDirError(f"Code directory error: {where}.boot_file needs {where}.code_dir.")
+    if not command and not boot_file:
+        raise errors.CommandRequired(f"{where} needs either command, or code_dir and boot_file.")
+    if code_dir:
+        if code_dir.startswith("obs://"):
+            check_obs_url(code_dir, f"{where}.code_dir")
+        elif not (code_dir.startswith("/") or code_dir.startswith("file://")):
+            raise errors.CodeDirError(
+                f"Code directory error: {where}.code_dir {code_dir!r} must be obs://, file:// or an absolute path.")
+
+
 def _split_boot_file(code_dir: str, boot_file: str) -> str:
     """boot_file relative to code_dir; ModelArts accepts it either full or relative."""
     base = code_dir.rstrip("/") + "/"
@@ -411,17 +426,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
     command = _str(algorithm, "command", "algorithm", limit=65536)
     code_dir = _str(algorithm, "code_dir", "algorithm", limit=1024)
     boot_file = _str(algorithm, "boot_file", "algorithm", limit=1024)
-    if boot_file and not code_dir:
-        raise errors.CodeDirError("Code directory error: algorithm.boot_file needs algorithm.code_dir.")
-    if not command and not boot_file:
-        raise errors.CommandRequired("algorithm needs either command, or code_dir and boot_file.")
-    if code_dir:
-        if code_dir.startswith("obs://"):
-            check_obs_url(code_dir, "algorithm.code_dir")
-        elif not (code_dir.startswith("/") or code_dir.startswith("file://")):
-            raise errors.CodeDirError(
-                f"Code directory error: algorithm.code_dir {code_dir!r} must be obs://, file:// or an absolute path."
-            )
+    check_code(command, code_dir, boot_file, "algorithm")
     boot_rel = _split_boot_file(code_dir, boot_file) if boot_file and code_dir else None
 
     engine_req = _obj(algorithm, "engine", "algorithm")

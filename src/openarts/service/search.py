@@ -39,7 +39,7 @@ from openarts.core.search import (
     SearchSpec,
     TrialState,
     algorithm_catalogue,
-    parse_search,
+    search_of_request,
 )
 from openarts.core.searchers import importance
 from openarts.store import jobs as w
@@ -64,10 +64,7 @@ STATE_ORDER = (TrialState.RUNNING, TrialState.COMPLETED, TrialState.FAILED, Tria
 
 @lru_cache(maxsize=32)
 def _spec_of_request(request: str) -> SearchSpec:
-    algorithm = orjson.loads(request).get("algorithm") or {}
-    parameters = [(str(p.get("name")), str(p.get("value", ""))) for p in algorithm.get("parameters") or []
-                  if isinstance(p, dict)]
-    return parse_search((algorithm.get("policies") or {}).get("auto_search"), parameters)
+    return search_of_request(orjson.loads(request))
 
 
 def search_spec(row: JobRow) -> SearchSpec:

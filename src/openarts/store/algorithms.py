@@ -13,7 +13,7 @@ import orjson
 from openarts.core import errors
 from openarts.core.phases import Phase
 from openarts.store.db import chunks, insert, placeholders
-from openarts.store.rows import AlgorithmRow, AlgorithmVersionRow, typed, typed_one
+from openarts.store.rows import AlgorithmRow, AlgorithmVersionRow, project_page, typed_one
 from openarts.store.schema import algorithm_versions, algorithms
 
 Conn = sqlite3.Connection
@@ -41,18 +41,8 @@ def get_algorithm(conn: Conn, project_id: str, algorithm_id: str, where: str = "
 
 def list_algorithms(conn: Conn, project_id: str, workspace_id: str | None, name_like: str | None, column: str,
                     order: str, offset: int, limit: int) -> tuple[int, list[AlgorithmRow]]:
-    where, params = "project_id = ?", [project_id]
-    if workspace_id is not None:
-        where += " AND workspace_id = ?"
-        params.append(workspace_id)
-    if name_like is not None:
-        where += " AND instr(name, ?) > 0"
-        params.append(name_like)
-    total = int(conn.execute(f"SELECT count(*) FROM algorithms WHERE {where}", params).fetchone()[0])
-    direction = "ASC" if order == "asc" else "DESC"
-    rows = typed(conn.execute(f"SELECT * FROM algorithms WHERE {where} ORDER BY {column} {direction}, "
-                              f"id {direction} LIMIT ? OFFSET ?", (*params, limit, offset)), AlgorithmRow)
-    return total, rows
+    return project_page(conn, "algorithms", AlgorithmRow, project_id, workspace_id, column, order, offset, limit,
+                        name_like)
 
 
 def change_algorithm(conn: Conn, row: AlgorithmRow) -> None:

@@ -127,17 +127,14 @@ def _v3(conn: Connection) -> None:
 
 def _v4(conn: Connection) -> None:
     """notifications and outbox (spec.notification delivered to webhooks), for databases made before."""
-    for table in (notifications, outbox):
-        table.create(conn, checkfirst=True)
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)
+    _create_tables(conn, notifications, outbox)
 
 
 def _v5(conn: Connection) -> None:
     """The search indexes (store/schema.py SEARCH_INDEXES) in place of the three they replace, and the
     per-project phase counts (job_counts) with the triggers that keep them, counted once here. They are
     made as store/schema.py declares them now, which names v6's jobs.parent_id: added first."""
-    _add_parent_id(conn)
+    _add_job_column(conn, "parent_id")
     for name in RETIRED_INDEXES:
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
     for index in jobs.indexes:
@@ -150,9 +147,18 @@ def _v5(conn: Connection) -> None:
     _recount(conn)
 
 
-def _add_parent_id(conn: Connection) -> None:
-    if "parent_id" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
-        conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN parent_id VARCHAR(36) NOT NULL DEFAULT ''")
+def _create_tables(conn: Connection, *tables: Table) -> None:
+    """Tables, each with its indexes, that a database may lack."""
+    for table in tables:
+        table.create(conn, checkfirst=True)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
+def _add_job_column(conn: Connection, name: str) -> None:
+    """A VARCHAR(36) column of jobs, '' by default, added at the end if the table lacks it."""
+    if name not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
+        conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN {name} VARCHAR(36) NOT NULL DEFAULT ''")
 
 
 def _v6(conn: Connection) -> None:
@@ -160,7 +166,7 @@ def _v6(conn: Connection) -> None:
     (store/schema.py LIVE) without trials: the partial indexes and count triggers made again with it;
     log_metrics (any job's custom metrics, read from its logs); training experiments (the experiments
     table, jobs.experiment_id and its index)."""
-    _add_parent_id(conn)
+    _add_job_column(conn, "parent_id")
     for index in jobs.indexes:
         if index.name == "uq_jobs_project_name" or index.name in SEARCH_INDEXES:
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
@@ -168,28 +174,13 @@ def _v6(conn: Connection) -> None:
     for trigger in COUNT_TRIGGERS:
         conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger.split()[5]}")
         conn.exec_driver_sql(trigger)
-    trials.create(conn, checkfirst=True)
-    for index in trials.indexes:
-        index.create(conn, checkfirst=True)
-    log_metrics.create(conn, checkfirst=True)  # custom metrics of any job (reward_attrs), read from its logs
-    # training experiments: the table, and jobs.experiment_id (after parent_id, as store/schema.py has it)
-    experiments.create(conn, checkfirst=True)
-    for index in experiments.indexes:
-        index.create(conn, checkfirst=True)
-    if "experiment_id" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
-        conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN experiment_id VARCHAR(36) NOT NULL DEFAULT ''")
-    next(i for i in jobs.indexes if i.name == "ix_jobs_experiment").create(conn, checkfirst=True)
-    job_tags.create(conn, checkfirst=True)  # a job's TMS tags
-    for index in job_tags.indexes:
-        index.create(conn, checkfirst=True)
-    # algorithms, their published versions, and jobs.algorithm_id (after experiment_id, as store/schema.py has it)
-    for table in (algorithms, algorithm_versions):
-        table.create(conn, checkfirst=True)
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)
-    if "algorithm_id" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
-        conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN algorithm_id VARCHAR(36) NOT NULL DEFAULT ''")
-    next(i for i in jobs.indexes if i.name == "ix_jobs_algorithm").create(conn, checkfirst=True)
+    # trials; any job's custom metrics (reward_attrs, read from its logs); training experiments, a job's TMS
+    # tags, algorithms and their published versions; then jobs.experiment_id and jobs.algorithm_id, in the
+    # order store/schema.py has them (after parent_id), with their indexes
+    _create_tables(conn, trials, log_metrics, experiments, job_tags, algorithms, algorithm_versions)
+    for column, index_name in (("experiment_id", "ix_jobs_experiment"), ("algorithm_id", "ix_jobs_algorithm")):
+        _add_job_column(conn, column)
+        next(i for i in jobs.indexes if i.name == index_name).create(conn, checkfirst=True)
     _recount(conn)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from openarts.core import errors
 from openarts.store.db import chunks, insert, placeholders
-from openarts.store.rows import ExperimentRow, typed, typed_one
+from openarts.store.rows import ExperimentRow, project_page, typed_one
 from openarts.store.schema import LIVE_SQL, experiments
 
 Conn = sqlite3.Connection
@@ -45,15 +45,7 @@ def list_experiments(conn: Conn, project_id: str, workspace_id: str | None, colu
                      offset: int, limit: int) -> tuple[int, list[ExperimentRow]]:
     """(how many match, the page): the project's experiments (in one workspace, if given) in `column`
     order, ties broken by id."""
-    where, params = "project_id = ?", [project_id]
-    if workspace_id is not None:
-        where += " AND workspace_id = ?"
-        params.append(workspace_id)
-    total = int(conn.execute(f"SELECT count(*) FROM experiments WHERE {where}", params).fetchone()[0])
-    direction = "ASC" if order == "asc" else "DESC"
-    rows = typed(conn.execute(f"SELECT * FROM experiments WHERE {where} ORDER BY {column} {direction}, "
-                              f"id {direction} LIMIT ? OFFSET ?", (*params, limit, offset)), ExperimentRow)
-    return total, rows
+    return project_page(conn, "experiments", ExperimentRow, project_id, workspace_id, column, order, offset, limit)
 
 
 def job_counts(conn: Conn, experiment_ids: Sequence[str]) -> dict[str, int]:

@@ -192,6 +192,24 @@ def _check(cls: type, names: tuple[str, ...]) -> None:
         raise SchemaDrift(f"{cls.__name__} expects columns {fields}, the query gave {names}")
 
 
+def project_page(conn: sqlite3.Connection, table: str, cls: type[R], project_id: str, workspace_id: str | None,
+                 column: str, order: str, offset: int, limit: int, name_part: str | None = None) -> tuple[int, list[R]]:
+    """(how many match, the page) of a project's rows of `table` (experiments, algorithms): in one workspace
+    if given, whose name holds `name_part` if given, in `column` order, ties broken by id."""
+    where, params = "project_id = ?", [project_id]
+    if workspace_id is not None:
+        where += " AND workspace_id = ?"
+        params.append(workspace_id)
+    if name_part is not None:
+        where += " AND instr(name, ?) > 0"
+        params.append(name_part)
+    total = int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0])
+    direction = "ASC" if order == "asc" else "DESC"
+    rows = typed(conn.execute(f"SELECT * FROM {table} WHERE {where} ORDER BY {column} {direction}, "
+                              f"id {direction} LIMIT ? OFFSET ?", (*params, limit, offset)), cls)
+    return total, rows
+
+
 def typed(cursor: sqlite3.Cursor, cls: type[R]) -> list[R]:
     """Every row of an executed cursor as `cls`; the columns must be exactly its fields, in order."""
     rows = cursor.fetchall()

@@ -36,7 +36,7 @@ from openarts.core.errors import LostRace, OpenartsError
 from openarts.core.phases import Phase, is_terminal
 from openarts.core.reasons import AUTO_STOPPED
 from openarts.core.resources import Catalog
-from openarts.core.search import Observation, SearchSpec, TrialState, parse_search, trial_request
+from openarts.core.search import Observation, SearchSpec, TrialState, search_of_request, trial_request
 from openarts.core.spec import JobSpec, parse_job
 from openarts.store import jobs as w
 from openarts.store import queries as q
@@ -117,9 +117,7 @@ class Searches:
         if cached is None:
             with self.db.connect() as conn:
                 request = orjson.loads(q.job_request(conn, row.id))
-            algorithm = request["algorithm"]
-            search = parse_search(algorithm["policies"]["auto_search"],
-                                  [(p["name"], str(p.get("value", ""))) for p in algorithm.get("parameters") or []])
+            search = search_of_request(request)
             try:
                 job: JobSpec | OpenartsError = parse_job(request, self.catalog)
             except OpenartsError as exc:
