@@ -57,6 +57,7 @@ def test_a_database_from_before_experiments_reads_jobs_as_typed_rows(tmp_path: P
     open_db(path).close()
     raw = sqlite3.connect(path)
     raw.executescript("DROP INDEX ix_jobs_experiment; DROP INDEX ix_jobs_algorithm; "
+                      "ALTER TABLE jobs DROP COLUMN roles; "
                       "ALTER TABLE jobs DROP COLUMN algorithm_id; "
                       "ALTER TABLE jobs DROP COLUMN experiment_id; DROP TABLE experiments; DROP TABLE algorithms; "
                       "DROP TABLE algorithm_versions; UPDATE schema_version SET version = 5;")
@@ -70,6 +71,27 @@ def test_a_database_from_before_experiments_reads_jobs_as_typed_rows(tmp_path: P
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"ix_jobs_experiment", "uq_experiments_project_name", "uq_algorithms_project_name",
                 "ix_algorithm_versions_subscription"} <= indexes
+
+
+def test_a_database_from_before_heterogeneous_jobs_gets_their_roles_column(tmp_path: Path) -> None:
+    """v7 adds jobs.roles (core/roles.py), '' for the plain jobs already there."""
+    path = tmp_path / "old.db"
+    open_db(path).close()
+    raw = sqlite3.connect(path)
+    raw.executescript("ALTER TABLE jobs DROP COLUMN roles; UPDATE schema_version SET version = 6;")
+    values: dict[str, object] = {name: 0 if kind.upper() in ("INTEGER", "BOOLEAN") else ""
+                                 for _, name, kind, *_ in raw.execute("PRAGMA table_info(jobs)")}
+    values.update(id="j", flavor_id="f", node_count=2)
+    raw.execute(f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                tuple(values.values()))
+    raw.commit()
+    raw.close()
+    db = open_db(path)
+    assert db.version == 7
+    with db.connect() as conn:
+        assert [r[1] for r in conn.execute("PRAGMA table_info(jobs)")] == list(rows.JobRow._fields)
+        (job,) = rows.typed(conn.execute("SELECT * FROM jobs"), rows.JobRow)
+    assert job.roles == "" and [s.role for s in job.shapes()] == ["worker"] and job.shapes()[0].count == 2
 
 
 def test_a_query_that_drifts_from_its_row_type_is_refused() -> None:

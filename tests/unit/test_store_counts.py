@@ -128,7 +128,7 @@ def _as_v4(path: Path) -> None:
                       "CREATE INDEX ix_jobs_project_phase_create ON jobs (project_id, phase, create_ms); "
                       "CREATE INDEX ix_jobs_search ON jobs (project_id, delete_requested, phase, create_ms); "
                       "DROP INDEX ix_jobs_experiment; DROP INDEX ix_jobs_algorithm; "
-                      "ALTER TABLE jobs DROP COLUMN algorithm_id; "
+                      "ALTER TABLE jobs DROP COLUMN roles; ALTER TABLE jobs DROP COLUMN algorithm_id; "
                       "ALTER TABLE jobs DROP COLUMN experiment_id; "
                       "DROP TABLE algorithms; DROP TABLE algorithm_versions; "
                       "DROP TABLE experiments; "
@@ -149,7 +149,7 @@ def test_a_database_migrated_from_v4_counts_its_jobs(tmp_path: Path) -> None:
     db.close()
     _as_v4(path)
     db = open_db(path)
-    assert len(MIGRATIONS) == 6 and db.version == 6
+    assert len(MIGRATIONS) == 7 and db.version == 7
     with db.connect() as conn:
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert set(SEARCH_INDEXES) <= indexes

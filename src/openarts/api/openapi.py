@@ -69,7 +69,14 @@ JOB_REQUEST = _obj({
                                    ["flavor_id", "node_count"]),
                   "schedule_policy": _obj({"priority": {"type": "integer", "minimum": 1, "maximum": 3},
                                            "preemptible": {"type": "boolean"}})}, ["resource"]),
-}, ["kind", "metadata", "algorithm", "spec"])
+    # a heterogeneous job (docs/HETEROGENEOUS.md): its roles in place of algorithm and spec
+    # (the role's pattern is looser than core/roles.py ROLE_RE, which has a look-ahead: the server says the rest)
+    "tasks": _arr(_obj({"role": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"},
+                        "algorithm": {"type": "object"},
+                        "task_resource": _obj({"flavor_id": _STR, "node_count": {"type": "integer", "minimum": 1},
+                                               "pool_id": _STR}, ["flavor_id"]),
+                        "log_export_path": _obj({"obs_url": _STR})}, ["role", "algorithm", "task_resource"]), 16),
+}, ["kind", "metadata"])
 
 JOB = _obj({
     "kind": _STR,
@@ -79,7 +86,7 @@ JOB = _obj({
                                                          "Terminating", "Terminated", "Abnormal"]},
                     "secondary_phase": _STR, "duration": _INT, "tasks": _arr(_STR),
                     "task_statuses": _arr(_obj({"task": _STR, "exit_code": _INT, "message": _STR}))}, ["phase"]),
-    "algorithm": {"type": "object"}, "spec": {"type": "object"},
+    "algorithm": {"type": "object"}, "spec": {"type": "object"}, "tasks": _arr({"type": "object"}),
 }, ["kind", "metadata", "status"])
 
 SEARCH_REQUEST = _obj({

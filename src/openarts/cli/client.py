@@ -168,8 +168,11 @@ def details_grid(job: dict[str, Any]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
+    names = status.get("tasks") or []
+    roles = [(f"role {t.get('role')}", f"{(t.get('task_resource') or {}).get('flavor_id')} x "
+              f"{sum(1 for n in names if n.rsplit('-', 1)[0] == t.get('role'))}") for t in job.get("tasks") or []]
     rows = [("name", meta.get("name")), ("id", meta.get("id")), ("phase", phase_text(status)),
-            ("flavor", resource.get("flavor_id")), ("node_count", resource.get("node_count")),
+            *(roles or [("flavor", resource.get("flavor_id")), ("node_count", resource.get("node_count"))]),
             ("created", fmt_time_ms(meta.get("create_time"))), ("started", fmt_time_ms(status.get("start_time"))),
             ("duration", fmt_duration(status.get("duration")))]
     if meta.get("description"):
@@ -400,7 +403,8 @@ class LogPrinter:
 
 
 def cmd_logs(api: Api, args: argparse.Namespace) -> int:
-    printer = LogPrinter(api, args.id, args.task, sys.stdout, args.attempt)
+    task = args.task or (api.job(args.id).get("status", {}).get("tasks") or ["worker-0"])[0]
+    printer = LogPrinter(api, args.id, task, sys.stdout, args.attempt)
     try:
         follow_log(api, printer) if args.follow else printer.drain()
     except KeyboardInterrupt:
@@ -542,7 +546,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--limit", type=positive_int, default=50, help="at most this many jobs (default 50)")
     p = add("logs", cmd_logs, "print a task's log")
     p.add_argument("id")
-    p.add_argument("--task", default="worker-0", help="the task (default worker-0)")
+    p.add_argument("--task", help="the task (default: the job's first, worker-0 or a heterogeneous job's first "
+                                  "role's <role>-0)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job is final")
     p.add_argument("--attempt", type=positive_int, metavar="N",
                    help="the log of attempt N (1 is the first; see the running records of `get`) instead of "

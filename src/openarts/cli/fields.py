@@ -35,9 +35,20 @@ class UnknownField:
         return f"{self.path} is not a ModelArts field (the server ignores it){hint}"
 
 
+def shipped_tree() -> dict[str, Any]:
+    """The SDK's tree as `create_body.json` holds it."""
+    tree: dict[str, Any] = json.loads(TREE_FILE.read_text(encoding="utf-8"))
+    return tree
+
+
 @cache
 def create_body_tree() -> dict[str, Any]:
-    tree: dict[str, Any] = json.loads(TREE_FILE.read_text(encoding="utf-8"))
+    """The SDK's tree, and what openarts takes beyond it: a role's `command` and `parameters`, as a plain
+    job's algorithm has them (docs/HETEROGENEOUS.md)."""
+    tree = shipped_tree()
+    role = tree["tasks"][0]["algorithm"]
+    role.setdefault("command", tree["algorithm"]["command"])
+    role.setdefault("parameters", tree["algorithm"]["parameters"])
     return tree
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openarts.core.spec import Channel, JobSpec
+from openarts.core.spec import Channel, JobSpec, Role
 
 MA_HOME = "/home/ma-user"
 MA_MOUNT = f"{MA_HOME}/modelarts"
@@ -116,6 +116,18 @@ def layout(spec: JobSpec, root: Path, sandboxed: bool = False) -> Layout:
                   dirs(spec.inputs, "inputs"), dirs(spec.outputs, "outputs"), sandboxed,
                   tuple(v.local_path for v in spec.volumes),
                   ChannelDir(spec.summary, SUMMARY_DIR, rebase(root, SUMMARY_DIR)) if spec.summary else None)
+
+
+ROLES_DIR = "roles"  # a heterogeneous job's roles' roots, under the job's own directory
+
+
+def role_layouts(spec: JobSpec, root: Path, sandboxed: bool = False) -> list[tuple[Role, Layout]]:
+    """Each role's layout. A plain job's one role is the job; each role of a heterogeneous job is a
+    container of its own on ModelArts, so its paths are re-based under a root of its own
+    (`root/roles/<role>`): two roles may use the same container path for different data."""
+    if not spec.roles:
+        return [(spec.role_list()[0], layout(spec, root, sandboxed))]
+    return [(r, layout(r.spec, root / ROLES_DIR / r.name, sandboxed)) for r in spec.roles]
 
 
 def document_algorithm(spec: JobSpec, lay: Layout) -> dict[str, Any]:

@@ -9,6 +9,7 @@ to an obs_url, written into the normalised body; a stored body is parsed without
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from openarts.core import arglimits, errors, faults
 from openarts.core.experiments import ExperimentRef, parse_reference
 from openarts.core.inputs import check_description
 from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
+from openarts.core.roles import WORKER, Shape, repath, role_bodies, task_entry
+from openarts.core.roles import task_names as names_of
 from openarts.core.search import SEARCH_KIND, Reward, SearchSpec, parse_metrics, parse_search
 from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
 
@@ -95,10 +98,34 @@ class JobSpec:
     metrics: tuple[Reward, ...] = ()
     # metadata.training_experiment_reference: its shape only; the service finds (or makes) the experiment
     experiment: ExperimentRef | None = None
+    # a heterogeneous job's roles (tasks[]), each its own spec; () for a plain job, which is its one
+    # role. Its own fields are then its first role's, but node_count (all its tasks) and request
+    roles: tuple[Role, ...] = ()
 
     @property
     def kind(self) -> str:
         return SEARCH_KIND if self.search is not None else "job"
+
+    def role_list(self) -> tuple[Role, ...]:
+        """The job's roles in task order: a plain job is one, `worker`."""
+        return self.roles or (Role(WORKER, self, 0),)
+
+    def shapes(self) -> tuple[Shape, ...]:
+        return tuple(Shape(r.name, r.spec.flavor.flavor_id, r.spec.node_count) for r in self.role_list())
+
+    def task_names(self) -> list[str]:
+        return names_of(self.shapes())
+
+    def role_at(self, index: int) -> Role:
+        """The role of the job's task `index`."""
+        return next(r for r in reversed(self.role_list()) if r.first <= index)
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    spec: JobSpec  # the role as a plain job: its algorithm, flavor and node_count
+    first: int  # the job's index of its first task
 
 
 def exported_log_name(job_id: str, task: str, seq: int) -> str:
@@ -394,7 +421,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
     if body.get("tasks") is not None and body.get("spec") is not None:
         raise _bad("tasks", "use either spec or tasks, not both")
     if body.get("tasks") is not None:
-        raise _bad("tasks", "heterogeneous jobs (tasks) are not supported; describe the job with spec")
+        return _heterogeneous(body, catalog, datasets)
 
     metadata = _obj(body, "metadata", "", required=True)
     name = _str(metadata, "name", "metadata", required=True, limit=64)
@@ -553,6 +580,30 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         log_export_url=log_export_url or None, volumes=volumes, summary=summary, search=search, metrics=metrics,
         experiment=experiment,
     )
+
+
+def _heterogeneous(body: dict[str, Any], catalog: Catalog, datasets: Mapping[str, Dataset] | None) -> JobSpec:
+    """A `tasks[]` body: each role parsed as a plain job (core/roles.py), in one pool, as one job."""
+    if body.get("algorithm") is not None:
+        raise _bad("algorithm", "a heterogeneous job gives each role its algorithm in tasks[].algorithm")
+    parsed: list[Role] = []
+    first = 0
+    for i, (name, plain) in enumerate(role_bodies(body)):
+        try:
+            spec = parse_job(plain, catalog, datasets)
+        except errors.OpenartsError as exc:
+            raise repath(exc, i) from None
+        if parsed and spec.pool_id != parsed[0].spec.pool_id:
+            raise _bad(f"tasks[{i}].task_resource.pool_id", f"every role runs in one pool: {spec.pool_id!r} is "
+                       f"not {parsed[0].spec.pool_id!r} (tasks[0])")
+        parsed.append(Role(name, spec, first))
+        first += spec.node_count
+    head = parsed[0].spec
+    endpoints = _obj(body, "endpoints", "")
+    request = {"kind": "job", "metadata": head.request["metadata"],
+               "tasks": [task_entry(r.name, r.spec.request) for r in parsed],
+               **({"endpoints": endpoints} if endpoints else {})}
+    return dataclasses.replace(head, node_count=first, request=request, roles=tuple(parsed), log_export_url=None)
 
 
 def _search(algorithm: dict[str, Any], kind: str,

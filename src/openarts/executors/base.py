@@ -129,10 +129,11 @@ class Executor(Protocol):
         ...
 
     async def reserve(self, job_id: str, seq: int, nodes: list[str],
-                      resources: dict[str, float]) -> list[tuple[int, ...]] | None:
-        """Hold `resources` (CPU, memory bytes, GPU) on each of `nodes` for an attempt about to start, so
-        that nothing outside openarts takes them; StartError if they cannot be had. Returns the GPU ids
-        each worker got where the executor, not the scheduler, decides them (None: the scheduler's)."""
+                      resources: list[dict[str, float]]) -> list[tuple[int, ...]] | None:
+        """Hold each worker's `resources` (CPU, memory bytes, GPU) on its node of `nodes`, for an attempt
+        about to start, so that nothing outside openarts takes them; StartError if they cannot be had.
+        Returns the GPU ids each worker got where the executor, not the scheduler, decides them (None: the
+        scheduler's)."""
         ...
 
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:

@@ -108,7 +108,7 @@ class FakeExecutor:
         return 29500
 
     async def reserve(self, job_id: str, seq: int, nodes: list[str],
-                      resources: dict[str, float]) -> list[tuple[int, ...]] | None:
+                      resources: list[dict[str, float]]) -> list[tuple[int, ...]] | None:
         self.reserved[(job_id, seq)] = list(nodes)
         return None
 

@@ -60,7 +60,7 @@ class LocalExecutor:
         return self.agent.free_port()
 
     async def reserve(self, job_id: str, seq: int, nodes: list[str],
-                      resources: dict[str, float]) -> list[tuple[int, ...]] | None:
+                      resources: list[dict[str, float]]) -> list[tuple[int, ...]] | None:
         return None  # this machine's capacity is openarts' alone: the scheduler's ledger is the reservation
 
     async def release(self, job_id: str, seq: int, nodes: list[str]) -> None:

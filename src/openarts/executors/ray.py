@@ -549,39 +549,42 @@ class RayExecutor:
         return f"{self.namespace}:{job_id}:{seq}"
 
     async def reserve(self, job_id: str, seq: int, nodes: list[str],
-                      resources: dict[str, float]) -> list[tuple[int, ...]] | None:
+                      resources: list[dict[str, float]]) -> list[tuple[int, ...]] | None:
         from ray.util.placement_group import placement_group
 
         await asyncio.to_thread(self._remove_pg, job_id, seq)  # left by a start interrupted before
-        bundle = {k: v for k, v in resources.items() if v > 0} or {"CPU": 0.001}
+        bundles = [{k: v for k, v in r.items() if v > 0} or {"CPU": 0.001} for r in resources]
         strategy = "STRICT_SPREAD" if len(set(nodes)) == len(nodes) else "PACK"
-        pg = await asyncio.to_thread(placement_group, [dict(bundle) for _ in nodes], strategy=strategy,
+        pg = await asyncio.to_thread(placement_group, [dict(b) for b in bundles], strategy=strategy,
                                      name=self._pg_name(job_id, seq), lifetime="detached",
                                      bundle_label_selector=[{"ray.io/node-id": n} for n in nodes])
         try:
             await asyncio.wait_for(pg.ready(), timeout=RESERVE_SECONDS)
         except (TimeoutError, self.ray.exceptions.RayError) as exc:
             await asyncio.to_thread(self.ray.util.remove_placement_group, pg)
-            raise StartError(f"Ray did not reserve {bundle} on each of {len(nodes)} node(s) within "
+            shown = bundles[0] if all(b == bundles[0] for b in bundles) else bundles
+            raise StartError(f"Ray did not reserve {shown} on each of {len(nodes)} node(s) within "
                              f"{RESERVE_SECONDS:g} s (other Ray work holds them, or a node left): {exc}") from None
-        gpus = int(bundle.get("GPU", 0))
-        if not gpus:
+        gpus = [int(b.get("GPU", 0)) for b in bundles]
+        if not any(gpus):
             return None
-        return await self._bundle_gpus(pg, len(nodes), gpus)
+        return await self._bundle_gpus(pg, gpus)
 
-    async def _bundle_gpus(self, pg: Any, bundles: int, gpus: int) -> list[tuple[int, ...]]:
-        """The GPU ids Ray gave each bundle: a task asking for the bundle's GPUs, run in it, reads them
-        (Ray fixes a bundle's GPU instances when it commits it, and hands them to whatever runs there)."""
+    async def _bundle_gpus(self, pg: Any, gpus: list[int]) -> list[tuple[int, ...]]:
+        """The GPU ids Ray gave each bundle (`gpus`: how many each holds): a task asking for the bundle's
+        GPUs, run in it, reads them (Ray fixes a bundle's GPU instances when it commits it, and hands them to
+        whatever runs there)."""
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        refs = [self._gpu_probe.options(num_cpus=0, num_gpus=gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(
-            pg, placement_group_bundle_index=i)).remote() for i in range(bundles)]
+        refs = {i: self._gpu_probe.options(num_cpus=0, num_gpus=n, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_bundle_index=i)).remote() for i, n in enumerate(gpus) if n}
         try:
-            ids = await asyncio.wait_for(asyncio.gather(*refs), timeout=RESERVE_SECONDS)
+            ids = await asyncio.wait_for(asyncio.gather(*refs.values()), timeout=RESERVE_SECONDS)
         except (TimeoutError, self.ray.exceptions.RayError) as exc:
             raise StartError(f"Ray reserved the GPUs but did not say which within {RESERVE_SECONDS:g} s: {exc}") \
                 from None
-        return [tuple(int(g) for g in one) for one in ids]
+        got = dict(zip(refs, ids, strict=True))
+        return [tuple(int(g) for g in got.get(i, ())) for i in range(len(gpus))]
 
     def _remove_pg(self, job_id: str, seq: int) -> None:
         try:

@@ -11,7 +11,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from openarts.core.phases import Phase
-from openarts.core.resources import Catalog
+from openarts.core.resources import Catalog, Flavor
+from openarts.core.roles import shapes
 from openarts.scheduler.plan import NodeFree
 
 HOLDING = (Phase.RUNNING, Phase.TERMINATING)  # phases whose tasks hold capacity
@@ -24,9 +25,15 @@ class HeldJob(Protocol):
     def phase(self) -> str: ...
     @property
     def flavor_id(self) -> str: ...
+    @property
+    def node_count(self) -> int: ...
+    @property
+    def roles(self) -> str: ...
 
 
 class HeldTask(Protocol):
+    @property
+    def idx(self) -> int: ...
     @property
     def node(self) -> str: ...
     @property
@@ -38,6 +45,12 @@ class HeldTask(Protocol):
 def id_list(text: str) -> tuple[int, ...]:
     """GPU or CPU ids as the store keeps them ("0,1")."""
     return tuple(int(g) for g in text.split(",") if g)
+
+
+def task_flavors(catalog: Catalog, row: HeldJob) -> list[Flavor | None]:
+    """The flavor of each of the job's tasks, in task order (None: removed from the config since)."""
+    return [catalog.flavors.get(s.flavor_id) for s in shapes(row.roles, row.flavor_id, row.node_count)
+            for _ in range(s.count)]
 
 
 def holds(phase: str, attempt_open: bool) -> bool:
@@ -56,11 +69,12 @@ def free_capacity(catalog: Catalog, rows: Collection[HeldJob], tasks: Mapping[st
     for row in rows:
         if row.id not in holding if holding is not None else row.phase not in HOLDING:
             continue
-        flavor = catalog.flavors.get(row.flavor_id)  # None: removed from the config while it runs
+        flavors = task_flavors(catalog, row)
         for t in tasks.get(row.id, []):
             node = free.get(t.node)
             if node is None:
                 continue
+            flavor = flavors[t.idx] if t.idx < len(flavors) else None
             if flavor is not None:
                 node.cpu_milli -= flavor.cpu_milli
                 node.memory_mb -= flavor.memory_mb

@@ -15,7 +15,9 @@ One pass, per pool, in priority order (3 highest) then submission order:
   non-preemptible jobs are never touched. Jobs already being preempted count as freed, so later
   passes do not pick more victims for the same need;
 - affinity: `hyperinstance` / `cabinet` place each group of `group_size` workers on nodes that share
-  the label's value.
+  the label's value;
+- roles: a heterogeneous job's roles each need their own flavor; all its workers, of every role, are
+  one gang (`PendingJob.more`).
 
 Decisions within a pass only consume capacity, so a demand shape that failed once fails for the
 rest of the pass: failures are memoised, which keeps a pass over 10,000 pending jobs fast.
@@ -60,6 +62,19 @@ class PendingJob:
     project: str = ""
     affinity: Affinity | None = None
     spread: bool = False  # one worker per node (the Ray executor: a node is a worker, as on ModelArts)
+    # a heterogeneous job's other roles, after the first (`demand` x `node_count`): (demand, count) each
+    more: tuple[tuple[Demand, int], ...] = ()
+
+    def roles(self) -> tuple[tuple[Demand, int], ...]:
+        return ((self.demand, self.node_count), *self.more)
+
+    def worker_demands(self) -> list[Demand]:
+        """What each worker needs, in the job's task order."""
+        return [d for d, n in self.roles() for _ in range(n)]
+
+    def total(self) -> Demand:
+        return Demand(sum(d.cpu_milli * n for d, n in self.roles()), sum(d.memory_mb * n for d, n in self.roles()),
+                      sum(d.gpus * n for d, n in self.roles()))
 
 
 @dataclass(frozen=True)
@@ -256,6 +271,20 @@ def try_place(job: PendingJob, index: PoolIndex, reservation: Reservation | None
     failure)."""
     undo: Undo = []
     placed: list[WorkerPlacement] = []
+    if job.more:  # a heterogeneous job: all or none (it has no affinity), the largest role first (first fit
+        # in the given order could refuse a job that fits); the placements in task order
+        roles = job.roles()
+        by_role: dict[int, list[WorkerPlacement]] = {}
+        for r in sorted(range(len(roles)), key=lambda r: (-roles[r][0].gpus, -roles[r][0].memory_mb,
+                                                           -roles[r][0].cpu_milli, r)):
+            got = _place_on(index, roles[r][0], roles[r][1], reservation, None, undo, job.spread)
+            if got is None:
+                _rollback(index, undo, 0)
+                return None
+            by_role[r] = got
+        if not keep:
+            _rollback(index, undo, 0)
+        return [wp for r in range(len(roles)) for wp in by_role[r]]
     for size in _groups(job):
         got = None
         if job.affinity is None:
@@ -283,10 +312,9 @@ def can_ever_fit(job: PendingJob, capacity: list[NodeFree]) -> bool:
 
 def _as_reservation(job: PendingJob, workers: list[WorkerPlacement] | None) -> Reservation:
     reservation: Reservation = {}
-    for w in workers or []:
+    for w, d in zip(workers or [], job.worker_demands(), strict=False):
         prev = reservation.get(w.node, Demand(0, 0, 0))
-        reservation[w.node] = Demand(prev.cpu_milli + job.demand.cpu_milli, prev.memory_mb + job.demand.memory_mb,
-                                     prev.gpus + job.demand.gpus)
+        reservation[w.node] = Demand(prev.cpu_milli + d.cpu_milli, prev.memory_mb + d.memory_mb, prev.gpus + d.gpus)
     return reservation
 
 
@@ -344,13 +372,13 @@ def _victims(job: PendingJob, pool_nodes: list[NodeFree], running: list[RunningJ
 
 
 def _shortage(job: PendingJob, nodes: list[NodeFree]) -> str:
-    d = job.demand
     free_cpu = sum(n.cpu_milli for n in nodes) / 1000
     free_mem = sum(n.memory_mb for n in nodes) // 1024
     free_gpu = sum(len(n.gpus) for n in nodes)
-    need = f"{job.node_count} x ({d.cpu_milli / 1000:g} CPU, {d.memory_mb // 1024} GB" + (
-        f", {d.gpus} GPU" if d.gpus else "") + ")"
-    have = f"{free_cpu:g} CPU, {free_mem} GB" + (f", {free_gpu} GPU" if free_gpu or d.gpus else "")
+    need = " + ".join(f"{n} x ({d.cpu_milli / 1000:g} CPU, {d.memory_mb // 1024} GB" + (
+        f", {d.gpus} GPU" if d.gpus else "") + ")" for d, n in job.roles())
+    gpus = job.total().gpus
+    have = f"{free_cpu:g} CPU, {free_mem} GB" + (f", {free_gpu} GPU" if free_gpu or gpus else "")
     group = f" in groups of {job.affinity.group_size} sharing a {job.affinity.label}" if job.affinity else ""
     return f"insufficient resources in pool {job.pool}: needs {need}{group}; free: {have}"
 
@@ -359,8 +387,8 @@ def _over_quota(job: PendingJob, quota: Quota | None, use: QuotaUse | None) -> s
     if quota is None:
         return None
     use = use or QuotaUse()
-    cpu = job.demand.cpu_milli * job.node_count
-    gpus = job.demand.gpus * job.node_count
+    total = job.total()
+    cpu, gpus = total.cpu_milli, total.gpus
     if quota.running_jobs >= 0 and use.running_jobs + 1 > quota.running_jobs:
         return f"project quota: {use.running_jobs} of {quota.running_jobs} running jobs in use"
     if quota.cpu_milli >= 0 and use.cpu_milli + cpu > quota.cpu_milli:
@@ -399,7 +427,7 @@ def plan(pending: list[PendingJob], free: list[NodeFree], running: list[RunningJ
                 continue
         head = heads.get(job.pool)
         d = job.demand
-        shape = (job.pool, d.cpu_milli, d.memory_mb, d.gpus, job.node_count, job.affinity,
+        shape = (job.pool, d.cpu_milli, d.memory_mb, d.gpus, job.node_count, job.affinity, job.more,
                  head[0] if head else None)
         if shape in failed:
             if head is not None:
@@ -411,9 +439,10 @@ def plan(pending: list[PendingJob], free: list[NodeFree], running: list[RunningJ
         if workers is not None:
             placements.append(Placement(job.job_id, tuple(workers)))
             u = use.setdefault(job.project, QuotaUse())
+            total = job.total()
             u.running_jobs += 1
-            u.cpu_milli += job.demand.cpu_milli * job.node_count
-            u.gpus += job.demand.gpus * job.node_count
+            u.cpu_milli += total.cpu_milli
+            u.gpus += total.gpus
             continue
         failed.add(shape)
         if head is not None:

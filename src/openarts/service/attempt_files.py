@@ -14,11 +14,11 @@ from pathlib import Path
 
 from openarts.config import Settings
 from openarts.core import errors
+from openarts.core.roles import TASK_RE
 from openarts.executors.bundles import IMAGE, SERVED, WORKSPACE, unpack
 from openarts.security.attempt_tokens import AttemptTokens
 
 JOB_RE = re.compile(r"[0-9a-f-]{1,64}")
-TASK_RE = re.compile(r"worker-(0|[1-9][0-9]{0,5})")
 DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 SERVED_KEPT = 64  # attempts whose served inputs are kept parsed
 PACKED = {"workspace": WORKSPACE, "image": IMAGE}
@@ -87,7 +87,7 @@ class AttemptFiles:
         """Stream the agent's tar of a task's output directories to a file, then unpack it into the
         job's directories, where the supervisor uploads outputs from."""
         attempt = self._attempt(job_id, seq, authorization)
-        if not TASK_RE.fullmatch(task):
+        if not TASK_RE.fullmatch(task):  # a task's name, any role's (core/roles.py)
             raise errors.InvalidRequest(f"Unknown task {task[:40]!r}.")
         if not attempt.is_dir():
             raise errors.AttemptFilesNotFound(f"Attempt {seq} of job {job_id} is not on this server.")

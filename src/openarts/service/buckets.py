@@ -34,14 +34,19 @@ class BucketCheck:
 
     @staticmethod
     def locations(spec: JobSpec) -> list[tuple[str, str, type[errors.InvalidRequest]]]:
-        """(field, obs:// URL, the error that refuses it) for every object-store location of the job."""
+        """(field, obs:// URL, the error that refuses it) for every object-store location of the job (of
+        each role of a heterogeneous one)."""
         out: list[tuple[str, str, type[errors.InvalidRequest]]] = []
-        if spec.code_dir and spec.code_dir.startswith("obs://"):  # else a local directory
-            out.append(("algorithm.code_dir", spec.code_dir, errors.CodeDirError))
-        for key, channels in (("inputs", spec.inputs), ("outputs", spec.outputs)):
-            out += [(f"algorithm.{key}[{i}]", c.obs_url, errors.InputsOutputsError) for i, c in enumerate(channels)]
-        if spec.log_export_url:
-            out.append(("spec.log_export_path.obs_url", spec.log_export_url, errors.InvalidObsPath))
+        for i, role in enumerate(spec.roles or (None,)):
+            one = role.spec if role is not None else spec
+            at, log_field = (f"tasks[{i}].", f"tasks[{i}].log_export_path") if role else ("", "spec.log_export_path")
+            if one.code_dir and one.code_dir.startswith("obs://"):  # else a local directory
+                out.append((f"{at}algorithm.code_dir", one.code_dir, errors.CodeDirError))
+            for key, channels in (("inputs", one.inputs), ("outputs", one.outputs)):
+                out += [(f"{at}algorithm.{key}[{j}]", c.obs_url, errors.InputsOutputsError)
+                        for j, c in enumerate(channels)]
+            if one.log_export_url:
+                out.append((f"{log_field}.obs_url", one.log_export_url, errors.InvalidObsPath))
         return out
 
     async def check(self, spec: JobSpec) -> None:

@@ -18,7 +18,8 @@ import orjson
 
 from openarts.core.layout import Layout, document_algorithm
 from openarts.core.resources import Catalog, Engine, Flavor
-from openarts.core.spec import JobSpec
+from openarts.core.roles import task_names
+from openarts.core.spec import JobSpec, Role
 from openarts.service.search import search_status
 from openarts.store.queries import Details
 from openarts.store.rows import AttemptRow, JobRow
@@ -57,8 +58,59 @@ def engine_block(engine: Engine, requested: dict[str, Any] | None = None) -> dic
     return block
 
 
-def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layout: Layout) -> dict[str, Any]:
+def _channel(item: dict[str, Any], local_dir: str, output: bool) -> dict[str, Any]:
+    """A role's input or output channel as the SDK's AlgorithmInput / AlgorithmOutput has it."""
+    remote = item.get("remote") or {}
+    url = (remote.get("obs") or {}).get("obs_url") or (remote.get("dataset") or {}).get("obs_url")
+    out: dict[str, Any] = {"name": item["name"], "local_dir": local_dir, "remote": {"obs": {"obs_url": url}}}
+    if output:
+        out["mode"] = item.get("mode") or "upload_periodically"
+        if item.get("period") is not None:
+            out["period"] = str(item["period"])
+    return out
+
+
+def task_document(role: Role, lay: Layout, catalog: Catalog) -> dict[str, Any]:
+    """A heterogeneous job's role (tasks[] of the response, the SDK's TaskResponse): its algorithm with the
+    directories used, and its flavor. The response holds one input and one output channel per role (the
+    SDK's model has an object, not a list): the first of each."""
+    spec = role.spec
+    given = spec.request["algorithm"]
+    algo = document_algorithm(spec, lay)
+    algorithm: dict[str, Any] = {"engine": engine_block(spec.engine, given.get("engine")),
+                                 "working_dir": algo["working_dir"], "environments": spec.environments}
+    if spec.code_dir:
+        algorithm["code_dir"] = spec.code_dir
+        algorithm["local_code_dir"] = algo["local_code_dir"]
+    if spec.code_dir and spec.boot_file:
+        algorithm["boot_file"] = spec.code_dir.rstrip("/") + "/" + spec.boot_file
+    for key, dirs in (("inputs", lay.inputs), ("outputs", lay.outputs)):
+        if dirs:
+            algorithm[key] = _channel(given[key][0], lay.seen(dirs[0].local), key == "outputs")
+    flavor = spec.flavor
+    resource: dict[str, Any] = {"pool_id": spec.pool_id, "flavor_id": flavor.flavor_id,
+                                "max_num": catalog.max_num(flavor, spec.pool_id), "flavor_type": flavor.flavor_type,
+                                "flavor_info": flavor_info(flavor, catalog.max_num(flavor, spec.pool_id))}
+    if flavor.flavor_name:
+        resource["flavor_name"] = flavor.flavor_name
+    out: dict[str, Any] = {"role": role.name, "algorithm": algorithm, "task_resource": resource}
+    if spec.log_export_url:
+        out["log_export_path"] = {"obs_url": spec.log_export_url}
+    return out
+
+
+def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layouts: list[tuple[Role, Layout]]
+                    ) -> dict[str, Any]:
+    """`layouts`: each role's (core/layout.py role_layouts). A heterogeneous job's document has its roles
+    (tasks[]) in place of algorithm and spec, as its request has."""
     req = spec.request
+    if spec.roles:
+        doc: dict[str, Any] = {"annotations": spec.annotations,
+                               "tasks": [task_document(role, lay, catalog) for role, lay in layouts]}
+        if "endpoints" in req:
+            doc["endpoints"] = req["endpoints"]
+        return doc
+    layout = layouts[0][1]
     spec_doc = dict(req["spec"])
     flavor = spec.flavor
     resource = {
@@ -76,7 +128,7 @@ def static_document(spec: JobSpec, job_id: str, catalog: Catalog, layout: Layout
                                    "preemptible": spec.preemptible}
     algorithm = document_algorithm(spec, layout)
     algorithm["engine"] = engine_block(spec.engine, req["algorithm"].get("engine"))
-    doc: dict[str, Any] = {
+    doc = {
         "annotations": spec.annotations,
         "algorithm": algorithm,
         "spec": spec_doc,
@@ -106,7 +158,7 @@ def _running_record(a: AttemptRow) -> dict[str, Any]:
 def job_document(row: JobRow, details: Details, now_ms: int) -> dict[str, Any]:
     doc = orjson.loads(row.doc)
     duration = row.run_ms + (now_ms - row.running_since_ms if row.running_since_ms else 0)
-    names = [f"worker-{i}" for i in range(row.node_count)]
+    names = task_names(row.shapes())
     tasks = details["tasks"]
     if tasks:
         task_statuses = []
@@ -148,14 +200,11 @@ def job_document(row: JobRow, details: Details, now_ms: int) -> dict[str, Any]:
         metadata["annotations"] = {**doc["annotations"], **notes}
     if "training_experiment_reference" in doc:  # {name, id, serial_number}: service/experiments.py join()
         metadata["training_experiment_reference"] = doc["training_experiment_reference"]
-    out: dict[str, Any] = {
-        "kind": row.kind,
-        "metadata": metadata,
-        "status": status,
-        "algorithm": doc["algorithm"],
-        "spec": doc["spec"],
-    }
-    policy = doc["spec"].get("schedule_policy")
+    out: dict[str, Any] = {"kind": row.kind, "metadata": metadata, "status": status}
+    for key in ("algorithm", "tasks", "spec"):  # a plain job's algorithm and spec; a heterogeneous job's tasks
+        if key in doc:
+            out[key] = doc[key]
+    policy = doc.get("spec", {}).get("schedule_policy")
     if policy is not None:  # both may change after creation (PUT)
         policy["priority"] = row.priority
         policy["preemptible"] = bool(row.preemptible)

@@ -14,10 +14,11 @@ import orjson
 from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.inputs import parse_search, tag_window
-from openarts.core.layout import layout
+from openarts.core.layout import role_layouts
 from openarts.core.notify import parse_notification
 from openarts.core.phases import TERMINABLE, Phase, is_terminal
 from openarts.core.resources import DEFAULT_POOL, Catalog
+from openarts.core.roles import task_index
 from openarts.core.search import SEARCH_KIND
 from openarts.core.spec import JobSpec, parse_job
 from openarts.executors.images import ImageError, parse_ref, registries_of
@@ -27,7 +28,6 @@ from openarts.service.algorithms import resolve as resolve_algorithm
 from openarts.service.buckets import BucketCheck
 from openarts.service.document import job_document, static_document
 from openarts.service.experiments import join
-from openarts.service.observe import TASK_RE
 from openarts.service.queue import free_now, most_workers
 from openarts.service.update import apply_static, parse_update
 from openarts.storage.obs import ObjectStore
@@ -48,7 +48,7 @@ def static_renderer(settings: Settings, catalog: Catalog) -> Callable[[JobSpec, 
     """A new job's static document (service/document.py): the API's, and a search's trials' (the
     supervisor gets it from api/app.py)."""
     def render(spec: JobSpec, job_id: str) -> dict[str, Any]:
-        return static_document(spec, job_id, catalog, layout(spec, settings.job_dir(job_id), settings.sandboxed))
+        return static_document(spec, job_id, catalog, role_layouts(spec, settings.job_dir(job_id), settings.sandboxed))
     return render
 
 
@@ -68,10 +68,17 @@ class JobService:
         spec = parse_job(body, self.catalog, self.catalog.datasets)  # datasets resolved once, here, and stored
         # checked here, not by parse_job, which also reads back stored requests (a job created before the
         # check must still run); kept in the store's notifications table, where transition() reads it
-        notification = parse_notification(spec.request["spec"].get("notification"))
+        notification = parse_notification(spec.request.get("spec", {}).get("notification"))
+        if spec.roles and self.settings.executor != "local":
+            raise errors.NotSupportedHere(
+                "A heterogeneous job (tasks)", "POST", "/v2/{project_id}/training-jobs",
+                f"its roles run on the local executor only in this version, and this server's is "
+                f"{self.settings.executor!r}")
         self._check_satisfiable(spec)
-        if spec.image:
-            self._check_image(spec.image)
+        for i, role in enumerate(spec.role_list()):
+            if role.spec.image:
+                self._check_image(role.spec.image, f"tasks[{i}].algorithm.engine.image_url" if spec.roles
+                                  else "algorithm.engine.image_url")
         if spec.volumes:
             self._check_volumes(spec)
         await self.buckets.check(spec)  # a missing bucket or refused credentials: refused now (service/buckets.py)
@@ -79,7 +86,7 @@ class JobService:
         doc = static_renderer(self.settings, self.catalog)(spec, job_id)
         now = w.now_ms()
         with self.db.begin() as conn:
-            if algorithm_id and spec.request["algorithm"].get("id"):  # not deleted while this create awaited
+            if algorithm_id and spec.request.get("algorithm", {}).get("id"):  # not deleted while this create awaited
                 get_algorithm(conn, project_id, algorithm_id)
             experiment_id = ""
             if spec.experiment is not None:  # found or made in this transaction (service/experiments.py)
@@ -93,15 +100,15 @@ class JobService:
         self.wake(None)
         return self.get(project_id, job_id)
 
-    def _check_image(self, url: str) -> None:
+    def _check_image(self, url: str, field: str = "algorithm.engine.image_url") -> None:
         if not self.settings.sandboxed:
             raise errors.EngineNotFound(
-                f"Custom images (algorithm.engine.image_url={url!r}) run in the sandbox, which is off on this "
+                f"Custom images ({field}={url!r}) run in the sandbox, which is off on this "
                 "server ([server] sandbox, docs/SANDBOX.md); use an engine from GET /training-job-engines.")
         try:
             parse_ref(url, registries_of(self.settings.raw.get("registries", [])))
         except ImageError as exc:
-            raise errors.InvalidRequest(f"Invalid parameter algorithm.engine.image_url: {exc}.") from None
+            raise errors.InvalidRequest(f"Invalid parameter {field}: {exc}.") from None
 
     def _check_volumes(self, spec: JobSpec) -> None:
         """Each NFS volume's share must be mounted on this machine (openarts mounts none itself), and the
@@ -114,8 +121,10 @@ class JobService:
     def _check_satisfiable(self, spec: JobSpec) -> None:
         """Refuse what the pool could never hold, even empty, rather than let it wait forever."""
         spread = self.settings.one_worker_per_node
-        job = PendingJob("new", spec.pool_id, demand_of(spec.flavor), spec.node_count, spec.priority, 0, "",
-                         Affinity(*spec.affinity) if spec.affinity else None, spread)
+        roles = spec.role_list()
+        job = PendingJob("new", spec.pool_id, demand_of(spec.flavor), roles[0].spec.node_count, spec.priority, 0, "",
+                         Affinity(*spec.affinity) if spec.affinity else None, spread,
+                         tuple((demand_of(r.spec.flavor), r.spec.node_count) for r in roles[1:]))
         capacity = [NodeFree(n.name, n.pool, n.ip, n.cpu_milli, n.memory_mb, list(n.gpus), n.labels)
                     for n in self.catalog.nodes]
         if not can_ever_fit(job, capacity):
@@ -123,8 +132,9 @@ class JobService:
                         if spec.affinity else "")
             grouping += " (one worker per node)" if spread else ""
             raise errors.FlavorOutOfRange(
-                f"The request can never be satisfied: {spec.node_count} x {spec.flavor.flavor_id}{grouping} "
-                f"does not fit pool {spec.pool_id} even when it is empty.")
+                "The request can never be satisfied: "
+                + " + ".join(f"{r.spec.node_count} x {r.spec.flavor.flavor_id}" for r in roles)
+                + f"{grouping} does not fit pool {spec.pool_id} even when it is empty.")
 
     def get(self, project_id: str, job_id: str) -> dict[str, Any]:
         """The job document."""
@@ -235,10 +245,11 @@ class JobService:
                     and r.phase in (Phase.RUNNING, Phase.TERMINATING)]  # a search holds nothing: its trials do
         used = {"running_jobs": len(rows), "cpu_cores": 0, "gpus": 0}
         for r in rows:
-            flavor = self.catalog.flavors.get(r.flavor_id)
-            if flavor is not None:
-                used["cpu_cores"] += int(flavor.cpu_cores * r.node_count)
-                used["gpus"] += flavor.gpus * r.node_count
+            for s in r.shapes():
+                flavor = self.catalog.flavors.get(s.flavor_id)
+                if flavor is not None:
+                    used["cpu_cores"] += int(flavor.cpu_cores * s.count)
+                    used["gpus"] += flavor.gpus * s.count
         items = [{"resource": k, "quota": limits.get(k, -1), "used": used[k]} for k in self.QUOTA_RESOURCES
                  if resource in (None, "", k)]
         return {"quotas": items}
@@ -279,8 +290,7 @@ class JobService:
         recorded as an event of the job (GET .../events), source "Task", naming the task."""
         with self.db.begin() as conn:
             row = q.get_job(conn, project_id, job_id)
-            m = TASK_RE.fullmatch(task_id)
-            if not m or int(m.group(1)) >= row.node_count:
+            if task_index(row.shapes(), task_id) is None:
                 raise errors.TaskNotFound(job_id, task_id)
             if report_type not in REPORT_TYPES:
                 raise errors.InvalidRequest(f"Invalid parameter report_type: {report_type[:64]!r}; the report "

@@ -18,6 +18,7 @@ from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.inputs import INT64_MAX, INT64_MIN, query_int
 from openarts.core.phases import is_terminal
+from openarts.core.roles import task_index
 from openarts.core.search import request_metrics
 from openarts.core.spec import exported_log_url
 from openarts.security.log_links import VALID_SECONDS, LogLinks
@@ -30,7 +31,6 @@ from openarts.store.rows import JobRow
 
 T = TypeVar("T")
 log = logging.getLogger("openarts")
-TASK_RE = re.compile(r"worker-(0|[1-9][0-9]{0,5})")  # ASCII digits only (\d would take any script's)
 ATTEMPT_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 
@@ -66,8 +66,7 @@ class ObserveService:
     def _task_log(self, project_id: str, job_id: str, task_id: str, attempt: str | None) -> tuple[JobRow, Path]:
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
-        m = TASK_RE.fullmatch(task_id)
-        if not m or int(m.group(1)) >= row.node_count:
+        if task_index(row.shapes(), task_id) is None:
             raise errors.TaskNotFound(job_id, task_id)
         seq = row.attempt
         if attempt:  # absent or empty: the latest, as ModelArts
@@ -108,8 +107,13 @@ class ObserveService:
         answer is logged, and the server's own link given instead."""
         if self.store is None or not (seq < row.attempt or is_terminal(row.phase)):
             return None
-        spec = orjson.loads(row.request).get("spec") or {}
-        base = (spec.get("log_export_path") or {}).get("obs_url")
+        request = orjson.loads(row.request)
+        if "tasks" in request:  # a heterogeneous job: the task's role's
+            role = task_id.rsplit("-", 1)[0]
+            holder: dict[str, Any] = next((t for t in request["tasks"] if t.get("role") == role), {})
+        else:
+            holder = request.get("spec") or {}
+        base = (holder.get("log_export_path") or {}).get("obs_url")
         if not base or not isinstance(base, str):
             return None
         url = exported_log_url(base, row.id, task_id, seq)
@@ -171,7 +175,8 @@ class ObserveService:
 
     def route_plan(self, project_id: str, job_id: str) -> dict[str, Any]:
         """The job's rank mapping, `rank-worker` pairs comma-separated. openarts plans no routes: a worker's
-        rank is its index (RANK = VC_TASK_INDEX, supervisor/workspace.py), whatever its node. So the answer is
+        rank is its index in the job (RANK, supervisor/workspace.py; VC_TASK_INDEX for a plain job), whatever
+        its node. So the answer is
         ModelArts' for a job route planning does not apply to, status `failed` and the default mapping, over
         the workers of the latest attempt's placement (store tasks), or of spec.resource.node_count while
         the job is not placed yet."""
@@ -229,8 +234,7 @@ class ObserveService:
     def metrics(self, project_id: str, job_id: str, task_id: str) -> dict[str, Any]:
         with self.db.connect() as conn:
             row = q.get_job(conn, project_id, job_id)
-            m = TASK_RE.fullmatch(task_id)
-            if not m or int(m.group(1)) >= row.node_count:
+            if task_index(row.shapes(), task_id) is None:
                 raise errors.TaskNotFound(job_id, task_id)
             samples = q.task_metrics(conn, job_id, task_id)
             logged = {r.name: r for r in lm.of_task(conn, job_id, task_id)}

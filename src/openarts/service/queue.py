@@ -73,6 +73,7 @@ class WaitingJob:
     queued: int  # jobs in its pool's queue
     reason: str
     reason_ms: int = 0
+    roles: str = ""  # a heterogeneous job's: "learner: flavor x 1, actor: flavor x 2"
 
 
 @dataclass
@@ -174,7 +175,8 @@ def queue_view(db: Database, catalog: Catalog, project_id: str) -> QueueView:
                 reason, at = "placed: its attempt is being staged and started", 0
             waiting.append(WaitingJob(r.id, r.name, r.phase, r.secondary_phase, r.pool_id, r.flavor_id, r.node_count,
                                       r.priority, r.create_ms, positions.get(r.id, 0), pools.get(r.pool_id, 0),
-                                      reason, at))
+                                      reason, at, ", ".join(f"{s.role}: {s.flavor_id} x {s.count}" for s in r.shapes())
+                                      if r.roles else ""))
     return QueueView(nodes, waiting, max(0, len(mine) + len(others) - WAITING_SHOWN), pools)
 
 

@@ -184,6 +184,8 @@ def apply_static(change: JobUpdate, request: dict[str, Any], doc: dict[str, Any]
         request = spec.request
         doc["annotations"] = spec.annotations
     if change.notification is not None:
+        if "tasks" in request:
+            raise _bad("spec.notification", "a heterogeneous job (tasks) has no spec to hold a notification")
         _set_notification(request.setdefault("spec", {}), change.notification)
         _set_notification(doc.setdefault("spec", {}), change.notification)
     if change.key_pair_names is not None:

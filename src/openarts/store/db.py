@@ -184,6 +184,12 @@ def _v6(conn: Connection) -> None:
     _recount(conn)
 
 
+def _v7(conn: Connection) -> None:
+    """Heterogeneous jobs: jobs.roles (core/roles.py), '' for the plain jobs there are."""
+    if "roles" not in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}:
+        conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN roles TEXT NOT NULL DEFAULT ''")
+
+
 _COUNTED = (f"SELECT project_id, phase, count(*) FROM jobs WHERE {LIVE_SQL} "
             "GROUP BY project_id, phase")
 
@@ -204,7 +210,7 @@ def _recount(conn: Connection) -> bool:
 # Ordered migrations; the index + 1 is the schema version it produces. Append, never edit (v2 was
 # narrowed when v5 retired an index it made, and v5 adds v6's jobs.parent_id first, since it makes the
 # indexes and triggers as they are declared now: the schema they end at is the same).
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 def migrate(raw: sqlite3.Connection) -> int:

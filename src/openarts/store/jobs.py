@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from openarts.core import errors
+from openarts.core import errors, roles
 from openarts.core.faults import RecoveryState
 from openarts.core.notify import Notification, event_of, wants
 from openarts.core.phases import DEFAULT_SECONDARY, Phase, Secondary, can_transition
@@ -51,6 +51,7 @@ def create_job(conn: Conn, job_id: str, project_id: str, user_name: str, spec: J
             flavor_id=spec.flavor.flavor_id, node_count=spec.node_count, pool_id=spec.pool_id,
             priority=spec.priority, preemptible=spec.preemptible, engine_id=spec.engine.engine_id,
             request=orjson.dumps(spec.request).decode(), doc=orjson.dumps(doc).decode(),
+            roles=roles.encode(spec.shapes()) if spec.roles else "",
         ))
     except sqlite3.IntegrityError as exc:
         raise errors.DuplicateJobName(f"Training job name {spec.name!r} already exists.") from exc

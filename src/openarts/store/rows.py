@@ -11,6 +11,8 @@ import sqlite3
 from functools import lru_cache
 from typing import NamedTuple, TypeVar
 
+from openarts.core.roles import Shape, shapes
+
 
 class JobRow(NamedTuple):
     id: str
@@ -52,6 +54,11 @@ class JobRow(NamedTuple):
     parent_id: str
     experiment_id: str  # '' for none
     algorithm_id: str  # '' for none
+    roles: str  # a heterogeneous job's (core/roles.py encode); '' for a plain job
+
+    def shapes(self) -> tuple[Shape, ...]:
+        """The job's roles: flavor and task count of each (a plain job: worker, flavor_id x node_count)."""
+        return shapes(self.roles, self.flavor_id, self.node_count)
 
 
 class AttemptRow(NamedTuple):

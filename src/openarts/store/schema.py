@@ -64,6 +64,9 @@ jobs = Table(
     Column("experiment_id", String(36), nullable=False, default=""),
     # the algorithm the job was made from (algorithm.id or a subscribed version's; store/algorithms.py, v6)
     Column("algorithm_id", String(36), nullable=False, default=""),
+    # a heterogeneous job's roles, [[role, flavor_id, node_count], ...] (core/roles.py, v7); '' for a plain
+    # job, whose one role is worker: flavor_id x node_count
+    Column("roles", Text, nullable=False, default=""),
 )
 # the supervisor's columns: all but the large JSON ones (request, doc), which read as '' (store/queries.py)
 LIGHT_COLUMNS = ", ".join(f"'' AS {c.name}" if c.name in ("request", "doc") else c.name for c in jobs.c)

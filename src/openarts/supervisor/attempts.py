@@ -164,9 +164,10 @@ class AttemptSupervision:
 
     # -- outputs while the job runs ---------------------------------------------------------------
     def _period(self, spec: JobSpec) -> float:
-        """How often a job's periodic outputs go up: the shortest period its outputs ask for."""
-        periods = [d.period_s or self.settings.output_period_seconds
-                   for d in [*spec.outputs, *([spec.summary] if spec.summary else [])] if d.mode != "upload_on_exit"]
+        """How often a job's periodic outputs go up: the shortest period its outputs (any role's) ask for."""
+        periods = [d.period_s or self.settings.output_period_seconds for r in spec.role_list()
+                   for d in [*r.spec.outputs, *([r.spec.summary] if r.spec.summary else [])]
+                   if d.mode != "upload_on_exit"]
         return min(periods, default=0.0)
 
     def _upload_periodically(self, row: JobRow, tasks: list[TaskRow], attempt: AttemptRow) -> None:
@@ -197,12 +198,14 @@ class AttemptSupervision:
             self._upload_at.pop(row.id, None)
             return
         self._upload_at[row.id] = time.monotonic() + period
-        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+        lays = [lay for _, lay in ws.role_layouts(spec, self.settings.job_dir(row.id), self.executor.sandboxed)]
         sent = self._sent.setdefault(row.id, {})
         handles = [self._handle(row, t) for t in tasks]
+
+        def upload(cancel: threading.Event) -> list[Note]:
+            return [n for lay in lays for n in ws.upload_outputs(lay, self.store, sent, cancel, only_periodic=True)]
         self.transfers.start(row.id, attempt.seq, Kind.PERIODIC, functools.partial(
-            self._gather_then_upload, handles, functools.partial(ws.upload_outputs, lay, self.store, sent,
-                                                                 only_periodic=True)))
+            self._gather_then_upload, handles, upload))
 
     async def _gather_then_upload(self, handles: list[TaskHandle], upload: Callable[[threading.Event], list[Note]],
                                   cancel: threading.Event) -> list[Note]:
@@ -263,11 +266,14 @@ class AttemptSupervision:
         if self.sampler is None or any(v.hung_ms for v in views):
             return views
         try:
-            window = faults.hang_window_seconds(self._spec(row).environments, self.settings.hang_detect_minutes)
+            spec = self._spec(row)
+            windows = {r.name: faults.hang_window_seconds(r.spec.environments, self.settings.hang_detect_minutes)
+                       for r in spec.role_list()}
         except OpenartsError:
             return views
         out = []
         for t, v in zip(tasks, views, strict=True):
+            window = windows[spec.role_at(t.idx).name]
             last = self.sampler.last_progress((row.id, t.seq, t.task)) if v.exit_code is None else None
             if last is not None and now / 1000 - last >= window:
                 with self.db.begin() as conn:
@@ -366,26 +372,30 @@ class AttemptSupervision:
             except OpenartsError as exc:
                 await self._end_processes(row, tasks)
                 return [Note(f"Outputs not uploaded: {exc.message}", failed=True)]
-            lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
-            url = spec.log_export_url
-            if not lay.uploads and not (url and tasks):
+            lays = [lay for _, lay in ws.role_layouts(spec, self.settings.job_dir(row.id), self.executor.sandboxed)]
+            uploads = any(lay.uploads for lay in lays)
+            exports: dict[str, dict[str, Path]] = {}  # each role's spec.log_export_path: its tasks' logs
+            for task in tasks:
+                url = spec.role_at(task.idx).spec.log_export_url
+                if url:
+                    exports.setdefault(url, {})[exported_log_name(row.id, task.task, attempt.seq)] = \
+                        self.settings.attempt_dir(row.id, attempt.seq, task.task) / "log"
+            if not uploads and not exports:
                 await self._end_processes(row, tasks)
                 return []
             await asyncio.gather(*(self.executor.cleanup(h) for h in handles))  # no straggler writes on
             periodic = self.transfers.get(row.id, attempt.seq, Kind.PERIODIC)
             self.transfers.cancel(row.id, (Kind.PERIODIC,))  # stops at its next file; the final sends the rest
             sent = self._sent.setdefault(row.id, {})
-            logs = {exported_log_name(row.id, t.task, attempt.seq):
-                    self.settings.attempt_dir(row.id, attempt.seq, t.task) / "log" for t in tasks}
             work_dir = self.settings.attempts_dir(row.id, attempt.seq)
 
             def upload(cancel: threading.Event) -> list[Note]:
-                lines = ws.upload_outputs(lay, self.store, sent, cancel, retry_seconds=ws.FINAL_RETRY_SECONDS) \
-                    if lay.uploads else []
-                return lines + ([ws.export_logs(logs, url, self.store, work_dir)] if url and tasks else [])
+                lines = [n for lay in lays if lay.uploads for n in ws.upload_outputs(
+                    lay, self.store, sent, cancel, retry_seconds=ws.FINAL_RETRY_SECONDS)]
+                return lines + [ws.export_logs(logs, url, self.store, work_dir) for url, logs in exports.items()]
 
             self.transfers.start(row.id, attempt.seq, Kind.FINAL, functools.partial(
-                self._gather_then_upload, handles if lay.uploads else [], upload), after=periodic)
+                self._gather_then_upload, handles if uploads else [], upload), after=periodic)
             return None
         if not t.done:
             return None
@@ -417,9 +427,10 @@ class AttemptSupervision:
         except OpenartsError:
             return None
         state = faults.RecoveryState(row.retries_used, row.hang_restarts, row.recover_tier, row.pod_retries_used)
-        failed_node = next((t.node for t in tasks if t.task == term.related_task), "")
-        other = ps.ledger.place_one(demand_of(spec.flavor), spec.pool_id, avoid=failed_node) is not None
-        cap = faults.Capabilities(other_node=other, uses_gpus=spec.flavor.gpus > 0)
+        failed = next((t for t in tasks if t.task == term.related_task), None)
+        flavor = spec.role_at(failed.idx).spec.flavor if failed is not None else spec.flavor
+        other = ps.ledger.place_one(demand_of(flavor), spec.pool_id, avoid=failed.node if failed else "") is not None
+        cap = faults.Capabilities(other_node=other, uses_gpus=any(r.spec.flavor.gpus > 0 for r in spec.role_list()))
         ran_long = attempt.started_ms and now - attempt.started_ms >= self.settings.recovery_reset_seconds * 1000
         return faults.plan_recovery(term, policy, state, cap, bool(ran_long))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import os
@@ -36,7 +37,7 @@ import orjson
 
 from openarts.config import Settings
 from openarts.core import faults
-from openarts.core.errors import LostRace, OpenartsError
+from openarts.core.errors import LostRace, OpenartsError, PreparationError
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination
 from openarts.core.resources import Catalog
@@ -289,28 +290,36 @@ class Supervisor(AttemptStarts):
         on an S3 store that is a request or two."""
         try:
             spec = self._spec(row)
-            await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
+            if spec.roles and self.settings.executor != "local":  # created before the server moved to Ray
+                raise PreparationError(f"Heterogeneous jobs run on the local executor only; this server's is "
+                                       f"{self.settings.executor!r}.")
+            for role in spec.role_list():
+                try:
+                    await asyncio.to_thread(ws.check_code, role.spec, self.store, self._code_rules)
+                except PreparationError as exc:
+                    raise PreparationError(f"Role {role.name}: {exc.message}" if spec.roles else exc.message) \
+                        from None
         except OpenartsError as exc:
             self._abnormal(row, Phase.CREATING, exc.message, w.now_ms())
             return
         now = w.now_ms()
-        pulled = ""
-        if spec.image:
-            state, line = self._pulls.poll(spec.image, row.id, row.create_ms)
+        pulled = []
+        for image in dict.fromkeys(r.spec.image for r in spec.role_list() if r.spec.image):  # each role's
+            state, line = self._pulls.poll(image, row.id, row.create_ms)
             if state is PullState.FAILED:
                 self._abnormal(row, Phase.CREATING, f"Image error: {line}.", now)
                 return
             if state is not PullState.READY:
                 if state is PullState.STARTED:
                     with self.db.begin() as conn:
-                        w.add_event(conn, row.id, f"Pulling image {spec.image}.", now, source="Worker")
+                        w.add_event(conn, row.id, f"Pulling image {image}.", now, source="Worker")
                 return
-            pulled = line
+            pulled.append(line)
         with self.db.begin() as conn:
             w.transition(conn, row.id, Phase.CREATING, Phase.PENDING, at_ms=now, secondary=Secondary.QUEUING,
                          queue_seq=w.next_queue_seq(conn), event="Job queued, waiting for resources.")
-            if pulled:
-                w.add_event(conn, row.id, pulled, now, source="Worker")
+            for line in pulled:
+                w.add_event(conn, row.id, line, now, source="Worker")
         self._wake.set()  # schedule it in the very next pass
 
     def _abnormal(self, row: JobRow, expected: Phase, message: str, now: int) -> None:
@@ -342,25 +351,24 @@ class Supervisor(AttemptStarts):
 
     async def _schedule(self, pending: list[JobRow], ps: Pass) -> None:
         jobs_by_id = {r.id: r for r in pending}
-        demands = []
+        demands: dict[str, PendingJob] = {}
         for r in pending:
-            flavor = self.catalog.flavors.get(r.flavor_id)
-            if flavor is None:
-                await self._guarded(r.id, self._abnormal, r, Phase.PENDING,
-                                    f"Flavor {r.flavor_id} no longer exists.", w.now_ms())
+            job = snap.pending_job(self.catalog, r, None, self.settings.one_worker_per_node)
+            if isinstance(job, str):
+                await self._guarded(r.id, self._abnormal, r, Phase.PENDING, f"Flavor {job} no longer exists.",
+                                    w.now_ms())
                 continue
             try:
                 aff = self._spec(r).affinity
             except OpenartsError as exc:
                 await self._guarded(r.id, self._abnormal, r, Phase.PENDING, exc.message, w.now_ms())
                 continue
-            demands.append(PendingJob(r.id, r.pool_id, demand_of(flavor), r.node_count, r.priority,
-                                      r.queue_seq, r.project_id, Affinity(*aff) if aff else None,
-                                      self.settings.one_worker_per_node))
+            demands[r.id] = dataclasses.replace(job, affinity=Affinity(*aff)) if aff else job
         with self.db.connect() as conn:
             limits = q.project_quotas(conn)
         quotas, use = snap.quotas(self.catalog, ps.rows, limits, ps.holding)
-        result = plan(demands, ps.ledger.free(), snap.running_jobs(self.catalog, ps.rows, ps.tasks), quotas, use)
+        result = plan(list(demands.values()), ps.ledger.free(), snap.running_jobs(self.catalog, ps.rows, ps.tasks),
+                      quotas, use)
         now = w.now_ms()
         for p in result.preemptions:
             with self.db.begin() as conn:
@@ -377,8 +385,7 @@ class Supervisor(AttemptStarts):
         for placement in result.placements:
             self._waiting_reason.pop(placement.job_id, None)
             row = jobs_by_id[placement.job_id]
-            demand = demand_of(self.catalog.flavors[row.flavor_id])
-            claims = dict.fromkeys(range(len(placement.workers)), demand)
+            claims = dict(enumerate(demands[row.id].worker_demands()))
             launches.append(self._guarded(row.id, self._launch, row, list(placement.workers), INIT, True, ps, claims))
         await asyncio.gather(*launches)  # each claims its placement before its first await: in plan order
 
@@ -396,10 +403,10 @@ class Supervisor(AttemptStarts):
             except OpenartsError as exc:
                 self._prepare_failed(row, Phase(row.phase), exc.message)
                 return
-            demand = demand_of(spec.flavor)
             for i, t in enumerate(tasks):
                 if t.task != attempt.end_related_task:
                     continue
+                demand = demand_of(spec.role_at(t.idx).spec.flavor)
                 target = ps.ledger.place_one(demand, spec.pool_id, avoid=t.node)
                 if target is not None:
                     workers[i] = target

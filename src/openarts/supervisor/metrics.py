@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from openarts.config import Settings
 from openarts.core.reasons import oom_reason
 from openarts.core.resources import Catalog
+from openarts.core.roles import shape_at
 from openarts.core.search import SEARCH_KIND
 from openarts.executors.base import Executor, Key, TaskHandle, Usage
 from openarts.store import jobs as w
@@ -93,7 +94,7 @@ class MetricsSampler:
             rows = [r for r in active if r.phase == "Running"]
             tasks = q.current_tasks(conn, rows)
         self._loaded = (active, tasks)
-        return {(row.id, t.seq, t.task): (handle_of(self.settings, row, t), row.flavor_id)
+        return {(row.id, t.seq, t.task): (handle_of(self.settings, row, t), shape_at(row.shapes(), t.idx)[0].flavor_id)
                 for row in rows for t in tasks.get(row.id, []) if t.exit_code is None}
 
     def _limit(self, flavor_id: str) -> int:

@@ -25,7 +25,7 @@ from openarts.core.errors import LostRace, OpenartsError, PreparationError
 from openarts.core.phases import Phase, Secondary
 from openarts.core.reasons import EndKind, Termination
 from openarts.core.resources import Catalog, Flavor
-from openarts.core.spec import JobSpec
+from openarts.core.spec import JobSpec, Role
 from openarts.executors.base import Mount, StartError, TaskHandle, TaskLaunch
 from openarts.executors.volumes import nfs_shares, volume_mounts
 from openarts.scheduler.plan import Demand, WorkerPlacement
@@ -96,17 +96,18 @@ class AttemptStarts(AttemptSupervision):
             return
         workers = [ps.ledger.pin(wp, claims[i]) if i in claims else wp for i, wp in enumerate(workers)]
         seq = row.attempt + 1
-        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
-        background = stage and (self.executor.prepares or ws.fetches(spec, lay))
+        lays = ws.role_layouts(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+        background = stage and (self.executor.prepares or any(ws.fetches(r.spec, lay) for r, lay in lays))
+        names = spec.task_names()
         try:
             port = await self.executor.free_port(workers[0].node)
         except StartError as exc:
-            self._start_failed(row, expected, str(exc), "worker-0", spec)
+            self._start_failed(row, expected, str(exc), names[0], spec)
             return
         now = w.now_ms()
         with self.db.begin() as conn:
             w.open_attempt(conn, row.id, seq, [
-                {"task": f"worker-{i}", "idx": i, "node": wp.node, "ip": wp.ip, "gpus": ",".join(map(str, wp.gpus)),
+                {"task": names[i], "idx": i, "node": wp.node, "ip": wp.ip, "gpus": ",".join(map(str, wp.gpus)),
                  "cpus": ",".join(map(str, wp.cpus))}
                 for i, wp in enumerate(workers)], port, now, start_type)
             if background:
@@ -123,13 +124,14 @@ class AttemptStarts(AttemptSupervision):
         faultpoint("attempt_opened")
         if background:
             self.transfers.start(row.id, seq, Kind.STAGE, functools.partial(
-                self._stage, spec, lay, row.project_id, row.id, seq, [wp.node for wp in workers]))
+                self._stage, spec, lays, row.project_id, row.id, seq, [wp.node for wp in workers]))
             return
         try:  # nothing to copy: its directories made (a few mkdirs), or its code checked
-            if stage:
-                await asyncio.to_thread(ws.stage, spec, lay, self.store, self._code_rules)
-            else:
-                await asyncio.to_thread(ws.check_code, spec, self.store, self._code_rules)
+            for role, lay in lays:
+                if stage:
+                    await asyncio.to_thread(ws.stage, role.spec, lay, self.store, self._code_rules)
+                else:
+                    await asyncio.to_thread(ws.check_code, role.spec, self.store, self._code_rules)
         except (OSError, PreparationError) as exc:
             with self.db.begin() as conn:
                 w.drop_unstarted_attempt(conn, row.id, seq)
@@ -138,17 +140,22 @@ class AttemptStarts(AttemptSupervision):
             return
         await self._spawn(row, expected, spec, seq, start_type, workers, port)
 
-    async def _stage(self, spec: JobSpec, lay: ws.Layout, project_id: str, job_id: str, seq: int,
-                     nodes: list[str], cancel: threading.Event) -> list[Note]:
-        """A staging transfer's work: the data (in a thread), then the executor's preparation of it on
-        the attempt's nodes; an OSError or a StartError becomes the job's failure message."""
+    async def _stage(self, spec: JobSpec, lays: list[tuple[Role, ws.Layout]], project_id: str, job_id: str,
+                     seq: int, nodes: list[str], cancel: threading.Event) -> list[Note]:
+        """A staging transfer's work: the data of each role (in a thread), then the executor's preparation
+        of it on the attempt's nodes; an OSError or a StartError becomes the job's failure message."""
         began = time.monotonic()
 
         cached: list[CachedInputs] = []
 
         def data() -> tuple[list[str], tuple[Mount, ...]]:
-            return (ws.stage(spec, lay, self.store, self._code_rules, cancel, self.cache, project_id, cached),
-                    self._mounts(spec, lay))
+            lines: list[str] = []
+            mounts: tuple[Mount, ...] = ()
+            for role, lay in lays:
+                staged = ws.stage(role.spec, lay, self.store, self._code_rules, cancel, self.cache, project_id, cached)
+                lines += [f"{role.name}: {line}" for line in staged] if spec.roles else staged
+                mounts += self._mounts(role.spec, lay)
+            return lines, mounts
         try:
             lines, mounts = await asyncio.to_thread(data)
             lines += await self.executor.prepare(job_id, seq, nodes, mounts, spec.image or "", cancel,
@@ -191,27 +198,30 @@ class AttemptStarts(AttemptSupervision):
 
     async def _spawn(self, row: JobRow, expected: Phase, spec: JobSpec, seq: int, start_type: str,
                      workers: list[WorkerPlacement], port: int) -> None:
-        """Reserve the attempt's placement, start every worker, and mark the attempt started."""
-        lay = ws.layout(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
-        names = [f"worker-{i}" for i in range(spec.node_count)]
+        """Reserve the attempt's placement, start every worker (each with its role's code, directories and
+        environment), and mark the attempt started."""
+        lays = {r.name: lay for r, lay in ws.role_layouts(spec, self.settings.job_dir(row.id), self.executor.sandboxed)}
+        names = spec.task_names()
         ips = [wp.ip for wp in workers]
-        argv = ws.argv(spec, lay)
-        base = ws.base_environment(self.executor.sandboxed, bool(spec.image))
         handles: list[TaskHandle] = []
         nodes = [wp.node for wp in workers]
         try:
-            mounts = self._mounts(spec, lay)
-            assigned = await self.executor.reserve(row.id, seq, nodes, resources_of(spec.flavor))
+            mounts = {r.name: self._mounts(r.spec, lays[r.name]) for r in spec.role_list()}
+            assigned = await self.executor.reserve(row.id, seq, nodes, [
+                resources_of(spec.role_at(i).spec.flavor) for i in range(len(workers))])
             if assigned is not None and assigned != [wp.gpus for wp in workers]:
                 workers = [dataclasses.replace(wp, gpus=g) for wp, g in zip(workers, assigned, strict=True)]
                 with self.db.begin() as conn:
                     w.set_task_gpus(conn, row.id, seq, {names[i]: wp.gpus for i, wp in enumerate(workers)})
             for i, wp in enumerate(workers):
-                env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port, base, wp.node)
+                role = spec.role_at(i)
+                lay, image = lays[role.name], role.spec.image or ""
+                env = ws.environment(spec, lay, row.id, i, ips, list(wp.gpus), port,
+                                     ws.base_environment(self.executor.sandboxed, bool(image)), wp.node)
                 handles.append(await self.executor.start(TaskLaunch(
-                    row.id, seq, names[i], argv, env, lay.seen(lay.cwd),
-                    self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts,
-                    gpus=tuple(wp.gpus), image=spec.image or "", node=wp.node,
+                    row.id, seq, names[i], ws.argv(role.spec, lay), env, lay.seen(lay.cwd),
+                    self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts[role.name],
+                    gpus=tuple(wp.gpus), image=image, node=wp.node,
                     outputs=tuple(lay.seen(d.local) for d in lay.uploads))))
         except StartError as exc:
             await self._release(row.id, seq, nodes, handles)
@@ -280,7 +290,8 @@ class AttemptStarts(AttemptSupervision):
         except OpenartsError:
             policy = faults.FaultPolicy()
         state = faults.RecoveryState(row.retries_used, row.hang_restarts, row.recover_tier, row.pod_retries_used)
-        cap = faults.Capabilities(other_node=False, uses_gpus=spec.flavor.gpus > 0)  # placed again from the queue
+        cap = faults.Capabilities(other_node=False,  # placed again from the queue
+                                  uses_gpus=any(r.spec.flavor.gpus > 0 for r in spec.role_list()))
         rec = faults.plan_recovery(term, policy, state, cap, ran_long=False)
         with self.db.begin() as conn:
             if row.attempt and expected is Phase.RUNNING:  # an in-place restart that could not start

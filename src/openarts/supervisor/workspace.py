@@ -28,7 +28,9 @@ from openarts.core.layout import (  # noqa: F401  (re-exported: the layout's hom
     layout,
     local_code_dir,
     rebase,
+    role_layouts,
 )
+from openarts.core.roles import env_name
 from openarts.core.spec import JobSpec
 from openarts.executors.sandbox import reserved_path
 from openarts.storage.cache import CachedInputs, StagingCache
@@ -298,10 +300,16 @@ def base_environment(sandboxed: bool, image: bool) -> dict[str, str]:
     return {**env, "USER": "ma-user", "LOGNAME": "ma-user"}
 
 
-def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[str], gpus: list[int],
+def environment(job: JobSpec, lay: Layout, job_id: str, index: int, ips: list[str], gpus: list[int],
                 master_port: int, base: dict[str, str] | None = None, node: str = "") -> dict[str, str]:
-    """The worker's environment. None of the server's OPENARTS_* variables (a master key may be one);
-    OPENARTS_NODE names the node the worker runs on."""
+    """The environment of the job's task `index` (`lay`: its role's layout). None of the server's OPENARTS_*
+    variables (a master key may be one); OPENARTS_NODE names the node the worker runs on. Per role, as
+    Volcano sets them for each task of a job: MA_TASK_NAME, VC_TASK_INDEX (the task's number in its
+    role), MA_NUM_HOSTS, and VC_<ROLE>_HOSTS / VC_<ROLE>_NUM of every role; the rendezvous variables
+    (MASTER_ADDR: the job's first task, RANK, WORLD_SIZE) count every task of the job."""
+    role = job.role_at(index)
+    spec = role.spec
+    rank = index - role.first
     env = dict(os.environ if base is None else base)
     for key in [k for k in env if k.startswith("OPENARTS_")]:
         del env[key]
@@ -309,8 +317,11 @@ def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[s
         env["OPENARTS_NODE"] = node
     env.update(thread_variables(spec.flavor.threads, spec.environments))
     env.update(spec.environments)
-    n = spec.node_count
+    n = job.node_count
     vj = f"ma-job-{job_id}"
+    for r in job.role_list():
+        env[f"VC_{env_name(r.name)}_HOSTS"] = ",".join(ips[r.first:r.first + r.spec.node_count])
+        env[f"VC_{env_name(r.name)}_NUM"] = str(r.spec.node_count)
     env.update({
         "HOME": lay.seen(lay.home),
         "MA_HOME": lay.seen(lay.home),
@@ -322,15 +333,13 @@ def environment(spec: JobSpec, lay: Layout, job_id: str, index: int, ips: list[s
         "MA_CURRENT_IP": ips[index],
         "MA_CURRENT_HOST_IP": ips[index],
         "MA_NUM_GPUS": str(len(gpus)),
-        "MA_TASK_NAME": "worker",
-        "MA_NUM_HOSTS": str(n),
+        "MA_TASK_NAME": role.name,
+        "MA_NUM_HOSTS": str(spec.node_count),
         "MA_JOB_ID": job_id,
         "MA_JOB_KIND": "job",
         "MA_VJ_NAME": vj,
-        "MA_CURRENT_INSTANCE_NAME": f"modelarts-job-{job_id}-worker-{index}",
-        "VC_TASK_INDEX": str(index),
-        "VC_WORKER_NUM": str(n),
-        "VC_WORKER_HOSTS": ",".join(ips),
+        "MA_CURRENT_INSTANCE_NAME": f"modelarts-job-{job_id}-{role.name}-{rank}",
+        "VC_TASK_INDEX": str(rank),
         "MA_INPUTS": json.dumps([{"name": d.channel.name, "local_dir": lay.seen(d.local)} for d in lay.inputs]),
         "MA_OUTPUTS": json.dumps([{"name": d.channel.name, "local_dir": lay.seen(d.local)} for d in lay.outputs]),
         **({"MA_SUMMARY_DIR": lay.seen(lay.summary.local)} if lay.summary else {}),
