@@ -184,10 +184,18 @@ def test_the_whole_job_waits_until_every_role_fits(make_server: Any, sdk_for: An
     pending = show_json(sdk, job_id)["status"]
     assert pending["tasks"] == ["learner-0", "actor-0", "actor-1"]
     assert "task_ips" not in pending  # nothing of it placed
+    with httpx.Client(base_url=server.url, timeout=10) as console:  # the console's queue shows each role
+        queue = console.get(f"/console/{PROJECT}/queue").text
+        assert f"learner: {FLAVOR_2U} x 1, actor: {FLAVOR_1U} x 2" in queue
     from huaweicloudsdkmodelarts.v1 import DeleteTrainingJobRequest
     sdk.delete_training_job(DeleteTrainingJobRequest(training_job_id=holder))
     job = wait_phase(sdk, job_id, timeout=60)
     assert job.status.phase == "Completed", show_json(sdk, job_id)["status"]
+    with httpx.Client(base_url=server.url, timeout=10) as console:  # its page and its row in the list
+        page = console.get(f"/console/{PROJECT}/jobs/{job_id}").text
+        assert "<dt>Role learner</dt>" in page and "tasks actor-0, actor-1" in page
+        rows = console.get(f"/console/{PROJECT}/jobs").text
+        assert f"learner: {FLAVOR_2U}, actor: {FLAVOR_1U}" in rows
 
 
 def _post(server: Server, body: dict[str, Any]) -> httpx.Response:

@@ -270,6 +270,33 @@ def test_a_two_node_job_lands_on_two_nodes_and_its_workers_rendezvous(ray_server
     assert not _reservations(job_id)
 
 
+def test_a_heterogeneous_job_runs_each_role_on_its_node_with_its_own_directories(ray_server: Any) -> None:
+    """A learner and an actor (docs/HETEROGENEOUS.md): each on a node of its own, rendezvous over TCP (RANK
+    counts the job's tasks), and each role's output channel, at the same container path, goes to its own
+    OBS location (every role's directories packed together, each task binding its role's)."""
+    server = ray_server()
+    sdk = _sdk(server)
+    out = "/home/ma-user/modelarts/outputs/train_url_0"
+
+    def role(name: str) -> dict[str, Any]:
+        return {"role": name, "algorithm": {
+            "command": f"echo {name} > {out}/who.txt && {_python(RENDEZVOUS)}",
+            "outputs": [{"name": "train_url", "remote": {"obs": {"obs_url": f"obs://bkt/{name}/"}}}]},
+            "task_resource": {"flavor_id": "ray.cpu.1u", "node_count": 1}}
+    body = {"kind": "job", "metadata": {"name": "ray-roles"}, "tasks": [role("learner"), role("actor")]}
+    job_id = create_id(sdk, body)
+    job = wait_phase(sdk, job_id, timeout=90)
+    assert job.status.phase == "Completed", (job.status.task_statuses, job.status.running_records)
+    assert job.status.tasks == ["learner-0", "actor-0"]
+    learner, actor = (preview(sdk, job_id, t).content for t in job.status.tasks)
+    assert "got hello from rank 1" in learner and "sent" in actor, (learner, actor)
+    nodes = {line.split()[1] for log in (learner, actor) for line in log.splitlines() if line.startswith("node ")}
+    assert len(nodes) == 2
+    for name in ("learner", "actor"):
+        assert (server.data_dir / "obs" / "bkt" / name / "who.txt").read_text() == f"{name}\n"
+    assert not _reservations(job_id)
+
+
 def test_logs_are_read_while_the_job_runs_and_terminate_leaves_nothing(ray_server: Any, tmp_path: Path) -> None:
     server = ray_server()
     sdk = _sdk(server)

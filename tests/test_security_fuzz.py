@@ -47,11 +47,13 @@ rate_limit_burst = 100000
 """
 
 
-def _pin(raw: dict[str, Any], job_ids: list[str]) -> dict[str, Any]:
+def _pin(raw: dict[str, Any], job_ids: list[str], algorithm_id: str = "") -> dict[str, Any]:
     """Path parameters mostly name things that exist, so the fuzzer gets past the lookups."""
     spec = copy.deepcopy(raw)
     choices = {"project_id": {"type": "string", "enum": [PROJECT]},
                "job_id": {"type": "string", "enum": [*job_ids, "no-such-job"]},
+               "algorithm_id": {"type": "string", "enum": [*([algorithm_id] if algorithm_id else []),
+                                                           "no-such-algorithm"]},
                "task_id": {"type": "string", "enum": ["worker-0", "worker-1", "no-such-task"]}}
     for ops in spec["paths"].values():
         for op in ops.values():
@@ -78,11 +80,14 @@ def _defang(case: Any) -> None:
         metadata = case.body.get("metadata")
         if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
             metadata["name"] = f"{metadata['name']}-{next(_SERIAL)}"  # get past the duplicate-name check
-        algorithm = case.body.get("algorithm")
-        if isinstance(algorithm, dict):
-            algorithm["command"] = "true"
-            for key in ("code_dir", "boot_file", "working_dir"):
-                algorithm.pop(key, None)
+        roles = case.body.get("tasks")  # a heterogeneous job's roles, each with its algorithm
+        algorithms = [case.body.get("algorithm"), *((t.get("algorithm") for t in roles if isinstance(t, dict))
+                                                    if isinstance(roles, list) else ())]
+        for algorithm in algorithms:
+            if isinstance(algorithm, dict):
+                algorithm["command"] = "true"
+                for key in ("code_dir", "boot_file", "working_dir", "job_config"):
+                    algorithm.pop(key, None)
 
 
 def _fuzz(operation: Any, mode: schemathesis.GenerationMode, base_url: str, session: requests.Session,
@@ -115,7 +120,7 @@ def _fuzz(operation: Any, mode: schemathesis.GenerationMode, base_url: str, sess
 
 
 def _seeded(make_server: Callable[..., Server], tmp_path: Path) -> tuple[Server, Key, httpx.Client, list[str]]:
-    """An enforcing server with two seeded jobs: one Completed, one running `sleep 600`."""
+    """An enforcing server with two seeded jobs (one Completed, one running `sleep 600`) and an algorithm."""
     data_dir = tmp_path / "fuzz"
     data_dir.mkdir()
     key = create_key(data_dir, PROJECT, "fuzzer")
@@ -125,14 +130,18 @@ def _seeded(make_server: Callable[..., Server], tmp_path: Path) -> tuple[Server,
                for i, cmd in enumerate(["echo seeded", "sleep 600"])]
     wait_for(lambda: client.get(f"/training-jobs/{job_ids[0]}").json()["status"]["phase"] == "Completed",
              timeout=30, message="seed job")
-    return server, key, client, job_ids
+    algorithm = client.post("/algorithms", json={"metadata": {"name": "seed-algorithm"},
+                                                 "job_config": {"command": "true"}})
+    assert algorithm.status_code == 201, algorithm.text
+    return server, key, client, [*job_ids, algorithm.json()["metadata"]["id"]]
 
 
 @pytest.mark.timeout(1800)
 def test_fuzz_the_authenticated_api(make_server: Callable[..., Server], tmp_path: Path) -> None:
-    server, key, client, job_ids = _seeded(make_server, tmp_path)
+    server, key, client, seeded = _seeded(make_server, tmp_path)
+    job_ids, algorithm_id = seeded[:2], seeded[2]
     raw = client.get(f"{server.url}/openapi.json").json()
-    schema = schemathesis.openapi.from_dict(_pin(raw, job_ids))
+    schema = schemathesis.openapi.from_dict(_pin(raw, job_ids, algorithm_id))
 
     session = requests.Session()
     session.auth = RequestsSigner(key)
@@ -210,6 +219,15 @@ def _baselines(job_ids: list[str]) -> dict[str, tuple[str, str, dict[str, Any]]]
         "delete_job_tags": ("DELETE", f"/modelarts-training-job/{done}/tags/delete", one_tag),
         "filter_tagged_jobs": ("POST", "/modelarts-training-job/resource-instances/filter", tag_filter),
         "count_tagged_jobs": ("POST", "/modelarts-training-job/resource-instances/count", tag_filter),
+        "create_algorithm": ("POST", "/algorithms", {
+            "metadata": {"name": "mut-algorithm", "description": "x", "workspace_id": "0"},
+            "job_config": {"command": "true", "engine": {"engine_id": "local-python3"},
+                           "parameters": [{"name": "lr", "value": "0.1", "description": "x", "constraint": {
+                               "type": "Float", "editable": True, "required": False, "valid_type": "Range",
+                               "valid_range": ["0", "1"]}}],
+                           "inputs": [{"name": "data_url", "description": "x"}], "outputs": [{"name": "train_url"}],
+                           "parameters_customization": False},
+            "resource_requirements": [{"key": "flavor_type", "values": ["CPU"], "operator": "in"}]}),
         "create_token": ("POST", "/v3/auth/tokens", {"auth": {"identity": {"methods": ["hw_ak_sk"]},
                                                                "scope": {"project": {"id": PROJECT}}}}),
     }
@@ -277,7 +295,8 @@ def _check(label: str, r: httpx.Response, expect: tuple[int, str] | None, proble
 
 @pytest.mark.timeout(900)
 def test_hostile_values_in_every_field(make_server: Callable[..., Server], tmp_path: Path) -> None:
-    server, _key, client, job_ids = _seeded(make_server, tmp_path)
+    server, _key, client, seeded = _seeded(make_server, tmp_path)
+    job_ids = seeded[:2]
     doc = client.get(f"{server.url}/openapi.json").json()
     ops = {op["operationId"]: op for ops in doc["paths"].values() for op in ops.values()}
     problems: list[str] = []

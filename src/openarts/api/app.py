@@ -176,7 +176,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None,
         app.state.experiments = ExperimentService(db)
         app.state.algorithms = AlgorithmService(db, cat)
         app.state.tags = TagService(db)
-        app.state.attempt_files = AttemptFiles(settings, tokens)
+        app.state.attempt_files = AttemptFiles(settings, tokens, db)
         app.state.stored_jobs = StoredJobs(db)
         app.state.metrics = registry_of([*telemetry.ALL, app.state.stored_jobs])
         tasks = [asyncio.create_task(supervisor.run(), name="supervisor"),

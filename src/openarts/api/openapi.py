@@ -142,6 +142,25 @@ _EXPERIMENT = _obj({
                       "update_time": _INT}, ["id", "name", "create_time", "update_time"]),
     "statistic": _obj({"job_count": _INT}, ["job_count"])}, ["metadata", "statistic"])
 
+# algorithms (core/algorithms.py): the SDK's Algorithm in, AlgorithmResponse out
+_ALGORITHM_IN = _obj({
+    "metadata": _obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                      "description": {"type": "string", "maxLength": 256}, "workspace_id": _STR, "ai_project": _STR},
+                     ["name"]),
+    "job_config": _obj({"code_dir": _STR, "boot_file": _STR, "command": _STR, "engine": {"type": "object"},
+                        "parameters": _arr(_obj({"name": _STR, "value": _STR, "description": _STR,
+                                                 "constraint": {"type": "object"}}, ["name"]), 500),
+                        "inputs": _arr({"type": "object"}, 100), "outputs": _arr({"type": "object"}, 100),
+                        "parameters_customization": {"type": "boolean"}}),
+    "resource_requirements": _arr(_obj({"key": _STR, "values": _arr(_STR), "operator": _STR}, ["key"])),
+    "advanced_config": {"type": "object"}}, ["metadata", "job_config"])
+_ALGORITHM = _obj({
+    "metadata": _obj({"id": _STR, "name": _STR, "description": _STR, "workspace_id": _STR, "ai_project": _STR,
+                      "user_name": _STR, "version_num": _INT, "create_time": _INT, "update_time": _INT},
+                     ["id", "name", "create_time"]),
+    "job_config": {"type": "object"}, "resource_requirements": _arr({"type": "object"}),
+    "advanced_config": {"type": "object"}}, ["metadata", "job_config"])
+
 _SCHEMAS: dict[str, dict[str, Any]] = {
     # operation -> {"body": request schema, "ok": (status, response schema or None), "query": [...]}
     "create_job": {"body": JOB_REQUEST, "ok": ("201", JOB)},
@@ -250,6 +269,23 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "experiment_names": {"query": [("experiment_name", {"type": "string", "minLength": 1}, True),
                                    ("workspace_id", _STR, False)],
                          "ok": ("200", _obj({"is_duplicate": {"type": "boolean"}}, ["is_duplicate"]))},
+    "create_algorithm": {"body": _ALGORITHM_IN, "ok": ("201", _ALGORITHM)},
+    "list_algorithms": {"query": [("workspace_id", {"type": "string", "maxLength": 64}, False),
+                                  ("limit", {"type": "integer", "minimum": 1, "maximum": 100}, False),
+                                  ("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, False),
+                                  ("sort_by", {"type": "string", "enum": ["create_time", "update_time", "name"]},
+                                   False),
+                                  ("order", {"type": "string", "enum": ["asc", "desc"]}, False),
+                                  ("searches", {"type": "string", "pattern": "^name:"}, False)],
+                        "ok": ("200", _obj({"total": _INT, "count": _INT, "limit": _INT, "offset": _INT,
+                                            "sort_by": _STR, "order": _STR, "items": _arr(_ALGORITHM)},
+                                           ["total", "count", "items"]))},
+    "show_algorithm": {"ok": ("200", _ALGORITHM)},
+    "change_algorithm": {"body": _obj(_ALGORITHM_IN["properties"]), "ok": ("200", _ALGORITHM)},
+    "delete_algorithm": {"ok": ("204", None)},
+    "publish_algorithm": {"ok": ("201", _obj({"subscription_id": _STR, "item_version_id": _STR, "version_num": _INT,
+                                              "algorithm_id": _STR, "name": _STR, "create_time": _INT},
+                                             ["subscription_id", "item_version_id"]))},
     "health": {"ok": ("200", _obj({"status": _STR, "version": _STR}, ["status"]))},
     "openapi": {"ok": ("200", _obj({"openapi": _STR, "paths": {"type": "object"}}, ["openapi", "paths"]))},
     "create_token": {"body": _obj({"auth": _obj({
@@ -306,6 +342,13 @@ _SUMMARY = {
     "change_experiment": "Change a training experiment's name or description",
     "delete_experiment": "Delete a training experiment that no training job references",
     "experiment_names": "Check whether a training experiment name is taken",
+    "create_algorithm": "Create an algorithm: a stored job configuration jobs run with algorithm.id",
+    "list_algorithms": "List the project's algorithms",
+    "show_algorithm": "Query the details of an algorithm",
+    "change_algorithm": "Change an algorithm (jobs made from it keep what they resolved)",
+    "delete_algorithm": "Delete an algorithm that no unfinished job was made from",
+    "publish_algorithm": "openarts extension: publish an algorithm's current version to the local catalogue "
+                         "(subscription_id + item_version_id)",
     "health": "Service health",
     "openapi": "This document",
     "create_token": "Get a token (IAM v3): AK/SK-signed, or a user name and password",

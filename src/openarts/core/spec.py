@@ -140,6 +140,8 @@ def exported_log_url(log_export_url: str, job_id: str, task: str, seq: int) -> s
 
 # What a job's own directory holds beside the container paths it re-bases (core/layout.py): the server's
 # attempt files (pids, exit statuses, logs). No container path may name them, or the root above them.
+# (A heterogeneous job's roles' trees, ROLES_DIR, are beside them only in such a job, whose own root
+# holds no container path: core/layout.py role_layouts.)
 SERVER_ENTRIES = ("attempts",)
 
 

@@ -29,6 +29,9 @@ class Mount:
     inside: str
     read_only: bool = False
     shared: bool = False
+    # what the Ray executor names the directory it packs for its nodes: one attempt's mounts are packed
+    # together, every role's of a heterogeneous job, and each task binds its own role's; '': m<position>
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class TaskLaunch:
     image: str = ""  # a custom image to run in (its reference), pulled beforehand
     node: str = ""  # the node it is placed on (its name in the scheduler's catalog)
     outputs: tuple[str, ...] = ()  # the output channels' directories as the worker sees them
+    # every mount of the attempt, when an executor that packs an attempt's directories once (executors/
+    # ray.py) packs at a start: a heterogeneous job's every role's, whose tasks bind only their own; ()
+    # for `mounts`
+    packed: tuple[Mount, ...] = ()
 
 
 @dataclass(frozen=True)

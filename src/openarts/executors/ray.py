@@ -363,8 +363,8 @@ class RayExecutor:
         timeout = CALL_SECONDS
         if attempt not in self._packed:  # once per attempt: what its nodes fetch from the server
             attempts = self.settings.attempts_dir(launch.job_id, launch.seq).parent
-            await asyncio.to_thread(lambda: self._offer(launch.job_id, launch.seq, launch.mounts, image,
-                                                        earlier_inputs(attempts, launch.seq)))
+            await asyncio.to_thread(lambda: self._offer(launch.job_id, launch.seq, launch.packed or launch.mounts,
+                                                        image, earlier_inputs(attempts, launch.seq)))
             timeout = TRANSFER_SECONDS  # not prepared: its nodes fetch its files in the start
         if image is not None and self.images is not None:  # every node runs the very image pulled here
             launch = dataclasses.replace(launch, image=self.images.pinned(launch.image, image.digest))
@@ -431,7 +431,7 @@ class RayExecutor:
             raise StartError("the Ray nodes cannot fetch the job's files: this server's URL is unknown "
                              "(set [server] ray_server_url)")
         where = self.settings.attempts_dir(job_id, seq)
-        dirs = [(m.host, f"m{i}") for i, m in enumerate(mounts) if not m.shared]  # volumes: on each node
+        dirs = [(m.host, m.key or f"m{i}") for i, m in enumerate(mounts) if not m.shared]  # volumes: on each node
         try:
             pack_attempt(where, dirs, inputs)
             if image is not None and self.images is not None:

@@ -51,7 +51,9 @@ from openarts.executors.sandbox import Sandbox, SandboxUnavailable
 from openarts.storage.cache import CachedInputs, Staged, StagingCache
 from openarts.storage.obs import TransferCancelled
 
-PROTOCOL = 2  # what the server expects of its agents (2: cached inputs); an agent of an older one is replaced
+# what the server expects of its agents (2: cached inputs; 3: mounts by key, Mount.key); an agent of an older
+# one is replaced
+PROTOCOL = 3
 LOG_CHUNK = 4 << 20  # most bytes of one task's log that one read returns
 READ_BYTES = 16 << 20  # most log bytes one read_logs call returns, all its tasks together
 
@@ -168,7 +170,7 @@ class RayNodeAgent:
         finally:
             tar.unlink(missing_ok=True)
         # the job's directories from the server; a volume (shared) is this node's own mount of the share
-        mounts = tuple(m if m.shared else Mount(str(task_dir / "ws" / f"m{i}"), m.inside, m.read_only)
+        mounts = tuple(m if m.shared else Mount(str(task_dir / "ws" / (m.key or f"m{i}")), m.inside, m.read_only)
                        for i, m in enumerate(launch.mounts))
         try:
             for m in mounts:

@@ -14,9 +14,12 @@ from pathlib import Path
 
 from openarts.config import Settings
 from openarts.core import errors
-from openarts.core.roles import TASK_RE
+from openarts.core.layout import ROLES_DIR
+from openarts.core.roles import TASK_RE, shapes, task_index
 from openarts.executors.bundles import IMAGE, SERVED, WORKSPACE, unpack
 from openarts.security.attempt_tokens import AttemptTokens
+from openarts.store import queries as q
+from openarts.store.db import Database
 
 JOB_RE = re.compile(r"[0-9a-f-]{1,64}")
 DIGEST_RE = re.compile(r"[0-9a-f]{64}")
@@ -26,9 +29,10 @@ NOT_OUTPUTS = ("attempts",)  # the server's records of the job's attempts; an ag
 
 
 class AttemptFiles:
-    def __init__(self, settings: Settings, tokens: AttemptTokens) -> None:
+    def __init__(self, settings: Settings, tokens: AttemptTokens, db: Database) -> None:
         self.settings = settings
         self.tokens = tokens
+        self.db = db
         self._served_cache: dict[Path, tuple[int, dict[str, tuple[str, int]]]] = {}  # see _served
 
     def _attempt(self, job_id: str, seq: str, authorization: str) -> Path:
@@ -82,6 +86,18 @@ class AttemptFiles:
         self._served_cache[path] = (version, served)
         return served
 
+    def _root(self, job_id: str, task: str) -> Path:
+        """Where a task's container paths are on the server: the job's directory, or for a heterogeneous
+        job its task's role's tree (core/layout.py role_layouts)."""
+        with self.db.connect() as conn:
+            roles = q.job_roles(conn, job_id)
+        job = self.settings.job_dir(job_id)
+        if roles == "":
+            return job
+        if roles is None or task_index(shapes(roles, "", 0), task) is None:
+            raise errors.InvalidRequest(f"Unknown task {task[:40]!r} of job {job_id}.")
+        return job / ROLES_DIR / task.rsplit("-", 1)[0]
+
     async def receive_outputs(self, job_id: str, seq: str, task: str, authorization: str,
                               body: AsyncIterator[bytes]) -> None:
         """Stream the agent's tar of a task's output directories to a file, then unpack it into the
@@ -97,7 +113,7 @@ class AttemptFiles:
                 async for chunk in body:
                     fh.write(chunk)
             try:
-                await asyncio.to_thread(unpack, tmp, self.settings.job_dir(job_id), NOT_OUTPUTS)
+                await asyncio.to_thread(unpack, tmp, self._root(job_id, task), NOT_OUTPUTS)
             except (tarfile.TarError, OSError) as exc:
                 raise errors.InvalidRequest(f"The outputs of {task} could not be unpacked: {exc}") from None
         finally:

@@ -69,12 +69,13 @@ class JobService:
         # checked here, not by parse_job, which also reads back stored requests (a job created before the
         # check must still run); kept in the store's notifications table, where transition() reads it
         notification = parse_notification(spec.request.get("spec", {}).get("notification"))
-        if spec.roles and self.settings.executor != "local":
-            raise errors.NotSupportedHere(
-                "A heterogeneous job (tasks)", "POST", "/v2/{project_id}/training-jobs",
-                f"its roles run on the local executor only in this version, and this server's is "
-                f"{self.settings.executor!r}")
         self._check_satisfiable(spec)
+        images = list(dict.fromkeys(r.spec.image for r in spec.roles if r.spec.image))
+        if len(images) > 1 and self.settings.executor == "ray":
+            i = next(i for i, r in enumerate(spec.roles) if r.spec.image == images[1])
+            raise errors.InvalidRequest(
+                f"Invalid parameter tasks[{i}].algorithm.engine.image_url: on the Ray executor the roles of a "
+                f"job run in one image at most ({images[0]!r} is another role's); use it, or a preset engine.")
         for i, role in enumerate(spec.role_list()):
             if role.spec.image:
                 self._check_image(role.spec.image, f"tasks[{i}].algorithm.engine.image_url" if spec.roles

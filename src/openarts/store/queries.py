@@ -250,6 +250,12 @@ def job_request(conn: Conn, job_id: str) -> str:
     return str(conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
 
+def job_roles(conn: Conn, job_id: str) -> str | None:
+    """A job's jobs.roles ('' for a plain job; core/roles.py), or None when there is no such job."""
+    row = conn.execute("SELECT roles FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 R = TypeVar("R", AttemptRow, TaskRow)
 
 

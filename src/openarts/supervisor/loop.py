@@ -290,9 +290,10 @@ class Supervisor(AttemptStarts):
         on an S3 store that is a request or two."""
         try:
             spec = self._spec(row)
-            if spec.roles and self.settings.executor != "local":  # created before the server moved to Ray
-                raise PreparationError(f"Heterogeneous jobs run on the local executor only; this server's is "
-                                       f"{self.settings.executor!r}.")
+            if self.executor.prepares and len({r.spec.image for r in spec.roles if r.spec.image}) > 1:
+                # checked at create (service/jobs.py); a job created before the server moved to Ray
+                raise PreparationError("Image error: on the Ray executor the roles of a job run in one image "
+                                       "at most (its nodes fetch one per attempt).")
             for role in spec.role_list():
                 try:
                     await asyncio.to_thread(ws.check_code, role.spec, self.store, self._code_rules)

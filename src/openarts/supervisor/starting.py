@@ -62,6 +62,13 @@ def staging_cache(settings: Settings) -> StagingCache | None:
                         f"s3:{storage.get('endpoint', '')}")
 
 
+def _image(spec: JobSpec) -> str:
+    """The image an attempt's nodes fetch ahead of its start, one per attempt: the first role's that has
+    one, or ''. (On the Ray executor, the one that prepares, a heterogeneous job's roles have one image
+    at most: service/jobs.py.)"""
+    return next((r.spec.image for r in spec.role_list() if r.spec.image), "")
+
+
 def resources_of(flavor: Flavor) -> dict[str, float]:
     """What one worker of `flavor` holds of its node, in the executor's terms (Ray's resource names)."""
     return {"CPU": flavor.cpu_cores, "memory": float(flavor.memory_mb * 2**20), "GPU": float(flavor.gpus)}
@@ -150,20 +157,27 @@ class AttemptStarts(AttemptSupervision):
 
         def data() -> tuple[list[str], tuple[Mount, ...]]:
             lines: list[str] = []
-            mounts: tuple[Mount, ...] = ()
             for role, lay in lays:
                 staged = ws.stage(role.spec, lay, self.store, self._code_rules, cancel, self.cache, project_id, cached)
                 lines += [f"{role.name}: {line}" for line in staged] if spec.roles else staged
-                mounts += self._mounts(role.spec, lay)
-            return lines, mounts
+            return lines, tuple(m for ms in self._role_mounts(spec, lays).values() for m in ms)
         try:
             lines, mounts = await asyncio.to_thread(data)
-            lines += await self.executor.prepare(job_id, seq, nodes, mounts, spec.image or "", cancel,
-                                                 tuple(cached))
+            lines += await self.executor.prepare(job_id, seq, nodes, mounts, _image(spec), cancel, tuple(cached))
         except (OSError, StartError) as exc:
             check_cancel(cancel)  # cut short by a terminate: cancelled, not failed
             raise PreparationError(f"Preparation failed: {exc}") from exc
         return [Note(t) for t in [*lines, f"Staged in {time.monotonic() - began:.1f} s."]] if lines else []
+
+    def _role_mounts(self, spec: JobSpec, lays: list[tuple[Role, ws.Layout]]) -> dict[str, tuple[Mount, ...]]:
+        """Each role's mounts; a heterogeneous job's each under a key of its own, as the Ray executor
+        packs every role's together and each task binds its role's (executors/base.py Mount.key)."""
+        out = {}
+        for k, (role, lay) in enumerate(lays):
+            mounts = self._mounts(role.spec, lay)
+            out[role.name] = tuple(m if m.shared or not spec.roles else dataclasses.replace(m, key=f"r{k}m{i}")
+                                   for i, m in enumerate(mounts))
+        return out
 
     def _mounts(self, spec: JobSpec, lay: ws.Layout) -> tuple[Mount, ...]:
         """What a sandboxed worker sees of the host: the job's directories and its volumes (StartError
@@ -200,13 +214,15 @@ class AttemptStarts(AttemptSupervision):
                      workers: list[WorkerPlacement], port: int) -> None:
         """Reserve the attempt's placement, start every worker (each with its role's code, directories and
         environment), and mark the attempt started."""
-        lays = {r.name: lay for r, lay in ws.role_layouts(spec, self.settings.job_dir(row.id), self.executor.sandboxed)}
+        role_lays = ws.role_layouts(spec, self.settings.job_dir(row.id), self.executor.sandboxed)
+        lays = {r.name: lay for r, lay in role_lays}
         names = spec.task_names()
         ips = [wp.ip for wp in workers]
         handles: list[TaskHandle] = []
         nodes = [wp.node for wp in workers]
         try:
-            mounts = {r.name: self._mounts(r.spec, lays[r.name]) for r in spec.role_list()}
+            mounts = self._role_mounts(spec, role_lays)
+            packed = tuple(m for ms in mounts.values() for m in ms) if spec.roles else ()  # what a start packs
             assigned = await self.executor.reserve(row.id, seq, nodes, [
                 resources_of(spec.role_at(i).spec.flavor) for i in range(len(workers))])
             if assigned is not None and assigned != [wp.gpus for wp in workers]:
@@ -222,7 +238,7 @@ class AttemptStarts(AttemptSupervision):
                     row.id, seq, names[i], ws.argv(role.spec, lay), env, lay.seen(lay.cwd),
                     self.settings.attempt_dir(row.id, seq, names[i]), cpus=wp.cpus, mounts=mounts[role.name],
                     gpus=tuple(wp.gpus), image=image, node=wp.node,
-                    outputs=tuple(lay.seen(d.local) for d in lay.uploads))))
+                    outputs=tuple(lay.seen(d.local) for d in lay.uploads), packed=packed)))
         except StartError as exc:
             await self._release(row.id, seq, nodes, handles)
             with self.db.begin() as conn:
