@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_PATH, TERMINAL, TINY_FLAVOR, running_server, summary, table, write_result
+from common import BENCH_PATH, TINY_FLAVOR, run_to_completed, running_server, summary, table, write_result
 
 PROGRAM = """\
 import sys, time, math
@@ -60,17 +60,8 @@ def search_body(name: str, trials: int, parallel: int, work: float) -> dict[str,
 
 
 def run_search(client: httpx.Client, api: str, trials: int, parallel: int, work: float) -> dict[str, Any]:
-    began = time.time()
-    r = client.post(f"{api}/training-jobs", json=search_body(f"bench-p{parallel}", trials, parallel, work))
-    r.raise_for_status()
-    job_id = r.json()["metadata"]["id"]
-    while True:
-        doc = client.get(f"{api}/training-jobs/{job_id}").json()
-        if doc["status"]["phase"] in TERMINAL:
-            break
-        time.sleep(0.02)
-    wall = time.time() - began
-    assert doc["status"]["phase"] == "Completed", doc["status"]
+    doc, wall = run_to_completed(client, api, search_body(f"bench-p{parallel}", trials, parallel, work))
+    job_id = doc["metadata"]["id"]
     items = client.get(f"{api}/training-jobs/{job_id}/autosearch-trials", params={"limit": 1000}).json()["items"]
     rows = [dict(zip(items["header"], row, strict=True)) for row in items["data"]]
     overhead = [float(r["started"]) * 1000 - int(r["create_time"]) for r in rows]

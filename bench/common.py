@@ -300,6 +300,23 @@ def all_jobs(client: httpx.Client, api: str, phases: Sequence[str] | None = None
             return out
 
 
+def run_to_completed(client: httpx.Client, api: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Create a job, poll it every 20 ms until it is final; its document (Completed, or AssertionError) and
+    the seconds from the create request to the poll that saw it final."""
+    began = time.time()
+    r = client.post(f"{api}/training-jobs", json=body)
+    r.raise_for_status()
+    job_id = r.json()["metadata"]["id"]
+    while True:
+        doc: dict[str, Any] = client.get(f"{api}/training-jobs/{job_id}").json()
+        if doc["status"]["phase"] in TERMINAL:
+            break
+        time.sleep(0.02)
+    wall = time.time() - began
+    assert doc["status"]["phase"] == "Completed", doc["status"]
+    return doc, wall
+
+
 def job_events(client: httpx.Client, api: str, job_id: str) -> list[dict[str, Any]]:
     r = client.get(f"{api}/training-jobs/{job_id}/events", params={"limit": 1000})
     r.raise_for_status()

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TERMINAL, TINY_FLAVOR, running_server, summary, table, write_result
+from common import TINY_FLAVOR, run_to_completed, running_server, summary, table, write_result
 
 PROGRAM = """\
 import os, socket, time
@@ -65,19 +64,9 @@ def roles(name: str) -> dict[str, Any]:
 
 
 def run(client: httpx.Client, api: str, body: dict[str, Any]) -> tuple[float, float]:
-    began = time.time()
-    r = client.post(f"{api}/training-jobs", json=body)
-    r.raise_for_status()
-    job_id = r.json()["metadata"]["id"]
-    while True:
-        doc = client.get(f"{api}/training-jobs/{job_id}").json()
-        if doc["status"]["phase"] in TERMINAL:
-            break
-        time.sleep(0.02)
-    wall = (time.time() - began) * 1000
-    assert doc["status"]["phase"] == "Completed", doc["status"]
+    doc, wall = run_to_completed(client, api, body)
     assert len(doc["status"]["tasks"]) == 3
-    return doc["status"]["start_time"] - doc["metadata"]["create_time"], wall
+    return doc["status"]["start_time"] - doc["metadata"]["create_time"], wall * 1000
 
 
 def main() -> None:
