@@ -92,9 +92,9 @@ class AttemptFiles:
         with self.db.connect() as conn:
             roles = q.job_roles(conn, job_id)
         job = self.settings.job_dir(job_id)
-        if roles == "":
+        if not roles:  # a plain job (or none by that id any more: its attempt's files are checked already)
             return job
-        if roles is None or task_index(shapes(roles, "", 0), task) is None:
+        if task_index(shapes(roles, "", 0), task) is None:
             raise errors.InvalidRequest(f"Unknown task {task[:40]!r} of job {job_id}.")
         return job / ROLES_DIR / task.rsplit("-", 1)[0]
 
