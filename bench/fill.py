@@ -124,7 +124,9 @@ def _fill_range(db_path: str, data_dir: str, lo: int, hi: int, first_ms: int, ch
             for i in range(c_lo, min(hi, c_lo + chunk)):
                 job_id = str(uuid.uuid4())
                 spec = parse_job(job_body(f"bulk-{i:07d}", "true"), catalog)
-                doc = static_document(spec, job_id, catalog, ws.layout(spec, settings.job_dir(job_id)))
+                root = settings.job_dir(job_id)  # each role's layout (a snapshot from before roles: the job's)
+                doc = static_document(spec, job_id, catalog, ws.role_layouts(spec, root)
+                                      if hasattr(ws, "role_layouts") else ws.layout(spec, root))
                 batch.append((job_id, spec, doc, first_ms + i * 1000))
             with db.begin() as conn:
                 _insert_created(conn, batch)

@@ -12,6 +12,7 @@ from openarts.core.resources import build_catalog
 from openarts.core.spec import parse_job
 from openarts.store import jobs as w
 from openarts.store import queries as q
+from openarts.store import tags as t
 from openarts.store.db import Database, open_db
 
 PATHS = {  # final phase -> the moves that reach it
@@ -38,6 +39,7 @@ def store() -> tuple[Database, dict[str, dict[str, object]]]:
             job_id = f"{rng.randrange(16**8):08x}-{i:03d}"
             created = 1_000_000 + rng.randrange(100) * 1000  # many equal create times: ties broken by id
             w.create_job(conn, job_id, "p", "u", spec, {}, created)
+            t.set_tags(conn, job_id, [("team", f"t{i % 3}"), *([("env", "prod")] if i % 5 == 0 else [])])
             final = rng.choice(list(PATHS))
             for src, dst in PATHS[final]:
                 sec = Secondary.QUEUING if dst is Phase.PENDING else None
@@ -81,7 +83,8 @@ def test_multi_phase_with_other_filters(store: tuple[Database, dict[str, dict[st
 
 def _rows_by_hand(db: Database) -> list[dict[str, object]]:
     with db.connect() as conn:
-        return [dict(zip(("id", "name", "phase", "create_ms", "update_ms"), r, strict=True))
+        tags = t.tags_of_jobs(conn, [r[0] for r in conn.execute("SELECT id FROM jobs")])
+        return [{**dict(zip(("id", "name", "phase", "create_ms", "update_ms"), r, strict=True)), "tags": tags[r[0]]}
                 for r in conn.execute("SELECT id, name, phase, create_ms, update_ms FROM jobs")]
 
 
@@ -92,6 +95,11 @@ FILTERS = {
     "phase and name": [{"key": "phase", "operator": "in", "value": ["Failed"]},
                        {"key": "name", "operator": "like", "value": ["-0"]}],
     "phases": [{"key": "phase", "operator": "in", "value": ["Completed", "Failed"]}],
+    # JobSearches' tags (core/inputs.py's form): a narrow match is found through the tag's index, a wide one
+    # paged by the ordered walk (NARROW_MAX_ROWS 3 takes the second way for each)
+    "a tag": [{"key": "tags", "operator": "tags", "value": [("team", ["t1"])]}],
+    "two tags and phases": [{"key": "tags", "operator": "tags", "value": [("team", ["t0", "t2"]), ("env", [])]},
+                            {"key": "phase", "operator": "in", "value": ["Completed", "Failed", "Running"]}],
 }
 
 
@@ -103,6 +111,10 @@ def _matches(job: dict[str, object], filters: list[dict[str, object]]) -> bool:
             return False
         if f["key"] == "name" and str(values[0]).lower() not in str(job["name"]).lower():
             return False
+        if f["key"] == "tags":
+            have = dict(job["tags"])  # type: ignore[call-overload]
+            if any(key not in have or (wanted and have[key] not in wanted) for key, wanted in values):
+                return False
     return True
 
 

@@ -84,3 +84,24 @@ def test_the_reads_see_only_the_projects_listed_jobs() -> None:
     with db.connect() as conn:
         assert t.count_jobs(conn, "p1", _all(without_any_tag=True)) == 1
         assert conn.execute("SELECT count(*) FROM job_tags WHERE job_id = ?", (gone,)).fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("walk_from", [t.WALK_FROM, 3])  # 3: pages of many matches walk the project's jobs
+def test_a_page_is_the_same_whichever_way_it_is_read(monkeypatch: pytest.MonkeyPatch, walk_from: int) -> None:
+    """A page of the filter, newest first, is the same read through the tags' index as by a walk of the
+    project's jobs in create_time order (ties broken by id), at every depth."""
+    monkeypatch.setattr(t, "WALK_FROM", walk_from)
+    db = open_db(":memory:")
+    for i in range(40):
+        _job(db, f"j{i:02d}", f"job-{i}", at=1 + i // 3, project="p1" if i % 7 else "p2")
+    with db.begin() as conn:
+        for i in range(40):
+            t.set_tags(conn, f"j{i:02d}", [("team", f"t{i % 2}"), *([("env", "prod")] if i % 3 == 0 else [])])
+    jobs = [(f"j{i:02d}", 1 + i // 3, i) for i in range(40) if i % 7]
+    for tags in ([("team", ["t0"])], [("team", ["t0", "t1"]), ("env", [])], [("env", ["prod"])]):
+        want = [(j, f"job-{i}", "0") for j, at, i in sorted(jobs, key=lambda x: (x[1], x[0]), reverse=True)
+                if all((k == "team" and (not v or f"t{i % 2}" in v)) or (k == "env" and i % 3 == 0) for k, v in tags)]
+        with db.connect() as conn:
+            for offset, limit in ((0, 5), (4, 4), (len(want) - 2, 5), (len(want), 3)):
+                assert t.filter_jobs(conn, "p1", _all(tags=tags), offset, limit) == (
+                    len(want), want[offset:offset + limit]), (tags, offset, limit)

@@ -92,6 +92,7 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
     conds = ["project_id = ?", LIVE_SQL]
     params: list[Any] = [project_id]
     split: tuple[int, int, list[Any]] | None = None  # a multi-value phase IN: its cond, its params, values
+    driven: dict[int, str] = {}  # a tag's cond (an EXISTS, for an ordered walk) -> its form driven by the tag
     if workspace_id:
         conds.append("workspace_id = ?")
         params.append(workspace_id)
@@ -99,8 +100,9 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
         key, op, values = f["key"], f["operator"], f["value"]
         if key == "tags":  # JobSearches' tags (core/inputs.py): every key, with one of its values
             for tag, tag_values in values:
-                conds.append("EXISTS (SELECT 1 FROM job_tags t WHERE t.job_id = jobs.id AND t.key = ?"
-                             + (f" AND t.value IN ({placeholders(tag_values)}))" if tag_values else ")"))
+                value_in = f" AND value IN ({placeholders(tag_values)})" if tag_values else ""
+                driven[len(conds)] = f"id IN (SELECT job_id FROM job_tags WHERE key = ?{value_in})"
+                conds.append(f"EXISTS (SELECT 1 FROM job_tags WHERE job_id = jobs.id AND key = ?{value_in})")
                 params.extend([tag, *tag_values])
             continue
         column = FILTER_COLUMNS.get(key)
@@ -135,6 +137,13 @@ def search_jobs(conn: Conn, project_id: str, *, filters: list[dict[str, Any]], s
     # the phases' own indexes, which would gather every row of those phases to sort them).
     walk = where if split is None else " AND ".join([*conds[:split[0]], "+" + conds[split[0]], *conds[split[0] + 1:]])
     total = _counted(conn, project_id, filters, workspace_id)
+    if driven:  # a tag narrows: its matches counted, and a few found, through the tag's index (store/tags.py);
+        # many are paged by the ordered walk, which meets the first of them soon
+        by_tag = " AND ".join(["+project_id = ?", *(driven.get(i, c) for i, c in enumerate(conds) if i)])
+        total = int(conn.execute(f"SELECT count(*) FROM jobs WHERE {by_tag}", params).fetchone()[0])
+        if total <= NARROW_MAX_ROWS:
+            ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {by_tag} {order_by}", params)]
+            return total, _by_ids(conn, ids[offset:offset + limit])
     if total is None:  # a name search, say: one walk finds every match of a narrow one, in order
         ids = [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE {walk} {order_by} LIMIT ?",
                                           (*params, NARROW_MAX_ROWS + 1))]
