@@ -82,9 +82,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openarts.core.channels import check_obs_url
 from openarts.core.errors import InvalidObsPath
 from openarts.core.notify import WEBHOOK_SCHEMES
-from openarts.core.spec import check_obs_url
 from openarts.core.suggest import did_you_mean
 from openarts.core.volumes import nfs_path
 

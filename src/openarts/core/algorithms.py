@@ -27,9 +27,11 @@ from typing import Any
 import orjson
 
 from openarts.core import errors
+from openarts.core.channels import MAX_CHANNELS, check_obs_url
 from openarts.core.experiments import check_description, parse_create
+from openarts.core.fields import PARAM_NAME_RE
 from openarts.core.resources import Catalog
-from openarts.core.spec import MAX_CHANNELS, MAX_PARAMETERS, PARAM_NAME_RE, check_code, check_obs_url
+from openarts.core.spec import MAX_PARAMETERS, check_code
 
 TYPES = ("String", "Integer", "Float", "Boolean")
 VALID_TYPES = ("None", "Range", "Choice")

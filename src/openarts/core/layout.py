@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openarts.core.spec import Channel, JobSpec, Role
+from openarts.core.channels import Channel
+from openarts.core.spec import JobSpec, Role
 
 MA_HOME = "/home/ma-user"
 MA_MOUNT = f"{MA_HOME}/modelarts"

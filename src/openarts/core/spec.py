@@ -17,7 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openarts.core import arglimits, errors, faults
+from openarts.core.channels import Channel, check_obs_url, parse_channels
 from openarts.core.experiments import ExperimentRef, parse_reference
+from openarts.core.fields import (
+    PARAM_NAME_RE,
+    array,
+    bad,
+    container_path,
+    integer,
+    obj,
+    scalar_text,
+    text,
+)
 from openarts.core.inputs import check_description
 from openarts.core.resources import DEFAULT_POOL, Catalog, Dataset, Engine, Flavor
 from openarts.core.roles import WORKER, Shape, repath, role_bodies, task_entry
@@ -27,42 +38,10 @@ from openarts.core.volumes import JOB_DIRS, MA_HOME, Volume, nfs_path, overlaps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # portable: /bin/sh drops other names
-PARAM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 MAX_ENVIRONMENTS = 100
 MAX_PARAMETERS = 500
-MAX_CHANNELS = 100
 MAX_VOLUMES = 100
 
-
-@dataclass(frozen=True)
-class Channel:
-    name: str
-    index: int  # position among channels of the same name: data_url_0, data_url_1 ...
-    obs_url: str
-    local_dir: str | None  # as the user gave it (a container path), or None for the default
-    mode: str = ""  # an output's: "upload_periodically" (ModelArts' default) or "upload_on_exit"
-    period_s: float | None = None  # an output's upload period as given ("30s"); None: the server's default
-
-
-OUTPUT_MODES = ("upload_periodically", "upload_on_exit")
-PERIOD_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)?$")
-PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600}
-
-
-def _output_mode(item: dict[str, Any], p: str) -> tuple[str, float | None]:
-    """An output's `mode` and `period` ("30s", "5m", "1h" or seconds; at least 1 s)."""
-    mode = _str(item, "mode", p, limit=32) or ""
-    if mode and mode not in OUTPUT_MODES:
-        raise _bad(f"{p}.mode", f"must be one of {', '.join(OUTPUT_MODES)}")
-    raw = item.get("period")
-    if raw is None or raw == "":
-        return mode, None
-    m = PERIOD_RE.match(str(raw).strip()) if isinstance(raw, str | int | float) and not isinstance(raw, bool) \
-        else None
-    seconds = float(m.group(1)) * PERIOD_UNITS[m.group(2) or "s"] if m else 0.0
-    if not m or seconds < 1 or seconds > 86400:
-        raise _bad(f"{p}.period", 'must be a period of 1 s to 24 h, e.g. "30s", "5m"')
-    return mode, seconds
 
 
 @dataclass(frozen=True)
@@ -138,185 +117,6 @@ def exported_log_url(log_export_url: str, job_id: str, task: str, seq: int) -> s
     return f"{log_export_url.rstrip('/')}/{exported_log_name(job_id, task, seq)}"
 
 
-# What a job's own directory holds beside the container paths it re-bases (core/layout.py): the server's
-# attempt files (pids, exit statuses, logs). No container path may name them, or the root above them.
-# (A heterogeneous job's roles' trees, ROLES_DIR, are beside them only in such a job, whose own root
-# holds no container path: core/layout.py role_layouts.)
-SERVER_ENTRIES = ("attempts",)
-
-
-def _container_path(parent: dict[str, Any], key: str, path: str) -> str | None:
-    """A directory as the worker sees it (local_dir, working_dir, local_code_dir): absolute, and neither
-    `/` nor anything under the job directory's server entries (SERVER_ENTRIES)."""
-    value = _str(parent, key, path, limit=1024)
-    if value is None:
-        return None
-    if not value.startswith("/"):
-        raise _bad(f"{path}.{key}", "must be an absolute path")
-    parts = [p for p in posixpath.normpath(value).split("/") if p]
-    if not parts:
-        raise _bad(f"{path}.{key}", "must not be the root directory")
-    if parts[0] in SERVER_ENTRIES:
-        raise _bad(f"{path}.{key}", f"must not lie under /{parts[0]} (the service's own files)")
-    return value
-
-
-def _bad(path: str, why: str) -> errors.InvalidRequest:
-    return errors.InvalidRequest(f"Invalid parameter {path}: {why}.")
-
-
-def _obj(parent: dict[str, Any], key: str, path: str, required: bool = False) -> dict[str, Any]:
-    value = parent.get(key)
-    if value is None:
-        if required:
-            raise _bad(f"{path}.{key}", "it is required")
-        parent.pop(key, None)  # null is absent: the stored request never holds a null object
-        return {}
-    if not isinstance(value, dict):
-        raise _bad(f"{path}.{key}", "must be an object")
-    return value
-
-
-def _list(parent: dict[str, Any], key: str, path: str, limit: int) -> list[Any]:
-    value = parent.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(f"{path}.{key}", "must be an array")
-    if len(value) > limit:
-        raise _bad(f"{path}.{key}", f"at most {limit} items are allowed")
-    return value
-
-
-def _str(parent: dict[str, Any], key: str, path: str, required: bool = False, limit: int = 4096) -> str | None:
-    value = parent.get(key)
-    if value is None or (value == "" and not required):
-        if required:
-            raise _bad(f"{path}.{key}", "it is required")
-        return None
-    if not isinstance(value, str):
-        raise _bad(f"{path}.{key}", "must be a string")
-    if required and not value:
-        raise _bad(f"{path}.{key}", "must not be empty")
-    if len(value) > limit:
-        raise _bad(f"{path}.{key}", f"must be at most {limit} characters")
-    if "\x00" in value:
-        raise _bad(f"{path}.{key}", "must not contain NUL characters")
-    return value
-
-
-
-
-def _int(parent: dict[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
-    value = parent.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(f"{path}.{key}", "must be an integer")
-    if not lo <= value <= hi:
-        raise _bad(f"{path}.{key}", f"must be between {lo} and {hi}")
-    return value
-
-
-def _scalar_str(value: Any, path: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | str):
-        s = str(value)
-        if "\x00" in s:
-            raise _bad(path, "must not contain NUL characters")
-        return s
-    raise _bad(path, "must be a string")
-
-
-def check_obs_url(url: str, path: str) -> str:
-    """An OBS location: obs://bucket/key or /bucket/key. No '..' segments, no NULs."""
-    rest = url[len("obs://"):] if url.startswith("obs://") else url[1:] if url.startswith("/") else None
-    if rest is None or not rest or rest.startswith("/"):
-        raise errors.InvalidObsPath(f"Invalid OBS path {path}={url!r}: use obs://bucket/path or /bucket/path.")
-    if any(seg in ("..", ".") for seg in rest.split("/")) or "\\" in rest:
-        raise errors.InvalidObsPath(f"Invalid OBS path {path}={url!r}: '.' and '..' segments are not allowed.")
-    return url
-
-
-def _channels(algorithm: dict[str, Any], key: str, path: str,
-              datasets: Mapping[str, Dataset] | None = None) -> list[Channel]:
-    try:
-        return _channel_list(algorithm, key, path, datasets)
-    except errors.InvalidObsPath:
-        raise
-    except errors.InvalidRequest as exc:  # any other fault of a channel: ModelArts' InputsOutputsMessageError
-        raise errors.InputsOutputsError(exc.message) from None
-
-
-def _dataset_url(dataset: dict[str, Any], key: str, where: str, datasets: Mapping[str, Dataset] | None) -> str | None:
-    """`remote.dataset`'s obs_url. At create (`datasets`: the registry) its `id` and `version_id` are
-    looked up and the block is rewritten with the version's obs_url and the dataset's name, as ModelArts
-    reports them: the stored request keeps what was resolved, so a registry changed later moves no job.
-    A stored request (`datasets` None) keeps the obs_url it holds. A block without an id is taken by its
-    obs_url alone."""
-    ds_id = _str(dataset, "id", where, limit=64)
-    version = _str(dataset, "version_id", where, limit=64)
-    if not ds_id and not version:
-        return _str(dataset, "obs_url", where)
-    if key != "inputs":
-        raise errors.InputsOutputsError(f"Inputs/outputs error: {where}: only an input can be a dataset; an "
-                                        "output goes to remote.obs.obs_url.")
-    if not ds_id or not version:
-        raise errors.InputsOutputsError(f"Inputs/outputs error: {where} needs both id and version_id.")
-    if datasets is None:
-        return _str(dataset, "obs_url", where)
-    found = datasets.get(ds_id)
-    if found is None:
-        known = ", ".join(sorted(datasets)[:20]) or "none is registered"
-        raise errors.InputsOutputsError(
-            f"Inputs/outputs error: {where}.id: dataset {ds_id!r} is not in this server's dataset registry "
-            f"([datasets] in its config file; known: {known}).")
-    url = found.versions.get(version)
-    if url is None:
-        raise errors.InputsOutputsError(
-            f"Inputs/outputs error: {where}.version_id: dataset {ds_id!r} has no version {version!r} "
-            f"(its versions: {', '.join(sorted(found.versions)[:20])}).")
-    dataset["obs_url"] = url
-    if found.name:
-        dataset["name"] = found.name
-    else:
-        dataset.pop("name", None)  # only the registry names a dataset
-    return url
-
-
-def _channel_list(algorithm: dict[str, Any], key: str, path: str,
-                  datasets: Mapping[str, Dataset] | None = None) -> list[Channel]:
-    seen: dict[str, int] = {}
-    out = []
-    for i, item in enumerate(_list(algorithm, key, path, MAX_CHANNELS)):
-        p = f"{path}.{key}[{i}]"
-        if not isinstance(item, dict):
-            raise _bad(p, "must be an object")
-        name = _str(item, "name", p, required=True, limit=64)
-        assert name is not None
-        if not PARAM_NAME_RE.match(name):
-            raise _bad(f"{p}.name", "use letters, digits, '_', '-' and '.'")
-        remote = _obj(item, "remote", p, required=True)
-        obs = _obj(remote, "obs", f"{p}.remote")
-        dataset = _obj(remote, "dataset", f"{p}.remote")
-        url = _str(obs, "obs_url", f"{p}.remote.obs")
-        if url and (dataset.get("id") or dataset.get("version_id")):
-            raise errors.InputsOutputsError(f"Inputs/outputs error: {p}.remote: use either obs or dataset, "
-                                            "not both.")
-        url = url or _dataset_url(dataset, key, f"{p}.remote.dataset", datasets)
-        if not url:
-            raise errors.InputsOutputsError(
-                f"Inputs/outputs error: {p}.remote needs obs.obs_url"
-                + (" or dataset.id and dataset.version_id." if key == "inputs" else ".")
-            )
-        check_obs_url(url, f"{p}.remote.{'dataset' if dataset and not obs.get('obs_url') else 'obs'}.obs_url")
-        local_dir = _container_path(item, "local_dir", p)
-        index = seen.get(name, 0)
-        seen[name] = index + 1
-        mode, period = _output_mode(item, p) if key == "outputs" else ("", None)
-        out.append(Channel(name, index, url, local_dir, mode, period))
-    return out
 
 
 def check_code(command: str | None, code_dir: str | None, boot_file: str | None, where: str) -> None:
@@ -353,12 +153,12 @@ def _affinity(req: dict[str, Any], node_count: int) -> tuple[str, int] | None:
     if not req:
         return None
     path = "spec.schedule_policy.required_affinity"
-    kind = _str(req, "affinity_type", path, required=True, limit=32)
+    kind = text(req, "affinity_type", path, required=True, limit=32)
     if kind not in AFFINITY_LABELS:
-        raise _bad(f"{path}.affinity_type", f"use one of {sorted(AFFINITY_LABELS)}")
-    size = _int(req, "affinity_group_size", path, 1, 1, 10**6)
+        raise bad(f"{path}.affinity_type", f"use one of {sorted(AFFINITY_LABELS)}")
+    size = integer(req, "affinity_group_size", path, 1, 1, 10**6)
     if node_count % size:
-        raise _bad(f"{path}.affinity_group_size", f"node_count {node_count} is not a multiple of {size}")
+        raise bad(f"{path}.affinity_group_size", f"node_count {node_count} is not a multiple of {size}")
     return AFFINITY_LABELS[kind], size
 
 
@@ -370,36 +170,36 @@ def _volumes(spec: dict[str, Any], taken: list[tuple[str, str]]) -> tuple[Volume
         spec.pop("volumes", None)  # null is absent
         return ()
     out: list[Volume] = []
-    for i, item in enumerate(_list(spec, "volumes", "spec", MAX_VOLUMES)):
+    for i, item in enumerate(array(spec, "volumes", "spec", MAX_VOLUMES)):
         p = f"spec.volumes[{i}]"
         if not isinstance(item, dict):
-            raise _bad(p, "must be an object")
+            raise bad(p, "must be an object")
         other = sorted(k for k, v in item.items() if k != "nfs" and v is not None)
         if other:
-            raise _bad(f"{p}.{other[0]}", "only nfs volumes are supported (as ModelArts' v2 API creates them): "
+            raise bad(f"{p}.{other[0]}", "only nfs volumes are supported (as ModelArts' v2 API creates them): "
                        "nfs{nfs_server_path, local_path, read_only}; use an input channel for OBS data")
-        nfs = _obj(item, "nfs", p, required=True)
-        server = _str(nfs, "nfs_server_path", f"{p}.nfs", required=True, limit=1024)
+        nfs = obj(item, "nfs", p, required=True)
+        server = text(nfs, "nfs_server_path", f"{p}.nfs", required=True, limit=1024)
         if server is None or nfs_path(server) is None:
-            raise _bad(f"{p}.nfs.nfs_server_path", "must be host:/path, e.g. 10.10.10.10:/example/path, "
+            raise bad(f"{p}.nfs.nfs_server_path", "must be host:/path, e.g. 10.10.10.10:/example/path, "
                        "without '..' segments")
-        given = _container_path(nfs, "local_path", f"{p}.nfs")
+        given = container_path(nfs, "local_path", f"{p}.nfs")
         if given is None:
-            raise _bad(f"{p}.nfs.local_path", "it is required")
+            raise bad(f"{p}.nfs.local_path", "it is required")
         local = "/" + posixpath.normpath(given).lstrip("/")  # (normpath keeps a leading //)
         read_only = nfs.get("read_only", False)
         if not isinstance(read_only, bool | None):
-            raise _bad(f"{p}.nfs.read_only", "must be a boolean")
+            raise bad(f"{p}.nfs.read_only", "must be a boolean")
         where = f"{p}.nfs.local_path"
         if overlaps(local, MA_HOME) and not local.startswith(MA_HOME + "/"):
-            raise _bad(where, f"must not be {MA_HOME} or a directory above it (the job's home); a directory "
+            raise bad(where, f"must not be {MA_HOME} or a directory above it (the job's home); a directory "
                        f"inside it, such as {MA_HOME}/work, is fine")
         for d in JOB_DIRS:
             if overlaps(local, d):
-                raise _bad(where, f"must not be, hold or lie in {d} (the job's own directory)")
+                raise bad(where, f"must not be, hold or lie in {d} (the job's own directory)")
         for name, path in [*taken, *((f"spec.volumes[{j}].nfs.local_path", v.local_path) for j, v in enumerate(out))]:
             if overlaps(local, path):
-                raise _bad(where, f"overlaps {name} ({path}): each needs a directory of its own")
+                raise bad(where, f"overlaps {name} ({path}): each needs a directory of its own")
         out.append(Volume(server, local, bool(read_only)))
     return tuple(out)
 
@@ -407,10 +207,10 @@ def _volumes(spec: dict[str, Any], taken: list[tuple[str, str]]) -> tuple[Volume
 def _auto_stop(req: dict[str, Any]) -> int | None:
     if not req:
         return None
-    unit = (_str(req, "time_unit", "spec.auto_stop", required=True, limit=16) or "").upper()
+    unit = (text(req, "time_unit", "spec.auto_stop", required=True, limit=16) or "").upper()
     if unit not in TIME_UNITS:
-        raise _bad("spec.auto_stop.time_unit", f"use one of {sorted(TIME_UNITS)}")
-    return _int(req, "duration", "spec.auto_stop", 1, 1, 10**7) * TIME_UNITS[unit]
+        raise bad("spec.auto_stop.time_unit", f"use one of {sorted(TIME_UNITS)}")
+    return integer(req, "duration", "spec.auto_stop", 1, 1, 10**7) * TIME_UNITS[unit]
 
 
 def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | None = None) -> JobSpec:
@@ -418,33 +218,33 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         raise errors.InvalidJsonBody("The request body must be a JSON object.")
     kind = body.get("kind", "job") or "job"
     if kind not in ("job", SEARCH_KIND):
-        raise _bad("kind", f"{kind!r} is not supported; use 'job', or {SEARCH_KIND!r} for a hyperparameter "
+        raise bad("kind", f"{kind!r} is not supported; use 'job', or {SEARCH_KIND!r} for a hyperparameter "
                    "search")
     if body.get("tasks") is not None and body.get("spec") is not None:
-        raise _bad("tasks", "use either spec or tasks, not both")
+        raise bad("tasks", "use either spec or tasks, not both")
     if body.get("tasks") is not None:
         return _heterogeneous(body, catalog, datasets)
 
-    metadata = _obj(body, "metadata", "", required=True)
-    name = _str(metadata, "name", "metadata", required=True, limit=64)
+    metadata = obj(body, "metadata", "", required=True)
+    name = text(metadata, "name", "metadata", required=True, limit=64)
     assert name is not None
     if not NAME_RE.match(name):
-        raise _bad("metadata.name", "use 1 to 64 letters, digits, '_' or '-'")
+        raise bad("metadata.name", "use 1 to 64 letters, digits, '_' or '-'")
     description = check_description(metadata.get("description"), "metadata.description")
-    workspace_id = _str(metadata, "workspace_id", "metadata", limit=64) or "0"
-    annotations_raw = _obj(metadata, "annotations", "metadata")
+    workspace_id = text(metadata, "workspace_id", "metadata", limit=64) or "0"
+    annotations_raw = obj(metadata, "annotations", "metadata")
     for k in annotations_raw:
         if len(k) > 256 or "\x00" in k:
-            raise _bad(f"metadata.annotations.{k[:64]!r}", "a key is at most 256 characters, without NUL")
-    annotations = {str(k): _scalar_str(v, f"metadata.annotations.{k}") for k, v in annotations_raw.items()}
+            raise bad(f"metadata.annotations.{k[:64]!r}", "a key is at most 256 characters, without NUL")
+    annotations = {str(k): scalar_text(v, f"metadata.annotations.{k}") for k, v in annotations_raw.items()}
     if len(annotations) > 100:
-        raise _bad("metadata.annotations", "at most 100 annotations are allowed")
+        raise bad("metadata.annotations", "at most 100 annotations are allowed")
     faults.parse_policy(annotations)  # refuses invalid fault-tolerance values now, not at the first failure
     experiment = parse_reference(metadata.get("training_experiment_reference"))
     if experiment is None:
         metadata.pop("training_experiment_reference", None)
 
-    algorithm = _obj(body, "algorithm", "", required=True)
+    algorithm = obj(body, "algorithm", "", required=True)
     if (algorithm.get("id") or algorithm.get("subscription_id") or algorithm.get("item_version_id")) and not (
             algorithm.get("command") or algorithm.get("boot_file")):
         # the service resolves an algorithm.id or a subscription before (service/algorithms.py) and stores
@@ -452,17 +252,17 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         raise errors.AlgorithmNotFound(
             "AI algorithm not found: algorithm.id or the subscription names no algorithm known here."
         )
-    command = _str(algorithm, "command", "algorithm", limit=65536)
-    code_dir = _str(algorithm, "code_dir", "algorithm", limit=1024)
-    boot_file = _str(algorithm, "boot_file", "algorithm", limit=1024)
+    command = text(algorithm, "command", "algorithm", limit=65536)
+    code_dir = text(algorithm, "code_dir", "algorithm", limit=1024)
+    boot_file = text(algorithm, "boot_file", "algorithm", limit=1024)
     check_code(command, code_dir, boot_file, "algorithm")
     boot_rel = _split_boot_file(code_dir, boot_file) if boot_file and code_dir else None
 
-    engine_req = _obj(algorithm, "engine", "algorithm")
-    engine_id = _str(engine_req, "engine_id", "algorithm.engine")
-    engine_name = _str(engine_req, "engine_name", "algorithm.engine")
-    engine_version = _str(engine_req, "engine_version", "algorithm.engine")
-    image_url = _str(engine_req, "image_url", "algorithm.engine", limit=1024)
+    engine_req = obj(algorithm, "engine", "algorithm")
+    engine_id = text(engine_req, "engine_id", "algorithm.engine")
+    engine_name = text(engine_req, "engine_name", "algorithm.engine")
+    engine_version = text(engine_req, "engine_version", "algorithm.engine")
+    image_url = text(engine_req, "image_url", "algorithm.engine", limit=1024)
     engine = catalog.find_engine(engine_id, engine_name, engine_version)
     if image_url:
         # a custom image, alone or beside a preset framework's name: the image's python runs boot files
@@ -480,40 +280,40 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
         )
 
     parameters = []
-    for i, p in enumerate(_list(algorithm, "parameters", "algorithm", MAX_PARAMETERS)):
+    for i, p in enumerate(array(algorithm, "parameters", "algorithm", MAX_PARAMETERS)):
         path = f"algorithm.parameters[{i}]"
         if not isinstance(p, dict):
-            raise _bad(path, "must be an object")
-        pname = _str(p, "name", path, required=True, limit=128)
+            raise bad(path, "must be an object")
+        pname = text(p, "name", path, required=True, limit=128)
         assert pname is not None
         if not PARAM_NAME_RE.match(pname):
-            raise _bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
-        parameters.append((pname, _scalar_str(p.get("value", ""), f"{path}.value")))
+            raise bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
+        parameters.append((pname, scalar_text(p.get("value", ""), f"{path}.value")))
 
     search, metrics = _search(algorithm, kind, parameters)
-    inputs = _channels(algorithm, "inputs", "algorithm", datasets)
-    outputs = _channels(algorithm, "outputs", "algorithm")
+    inputs = parse_channels(algorithm, "inputs", "algorithm", datasets)
+    outputs = parse_channels(algorithm, "outputs", "algorithm")
 
     env_raw = algorithm.get("environments") or {}
     if isinstance(env_raw, list):  # the response form: a list of maps
         merged: dict[str, Any] = {}
         for item in env_raw:
             if not isinstance(item, dict):
-                raise _bad("algorithm.environments", "must be a map of strings")
+                raise bad("algorithm.environments", "must be a map of strings")
             merged.update(item)
         env_raw = merged
     if not isinstance(env_raw, dict):
-        raise _bad("algorithm.environments", "must be a map of strings")
+        raise bad("algorithm.environments", "must be a map of strings")
     if len(env_raw) > MAX_ENVIRONMENTS:
-        raise _bad("algorithm.environments", f"at most {MAX_ENVIRONMENTS} variables are allowed")
+        raise bad("algorithm.environments", f"at most {MAX_ENVIRONMENTS} variables are allowed")
     environments = {}
     for k, v in env_raw.items():
         if not ENV_NAME_RE.fullmatch(k) or len(k) > 256:
-            raise _bad(f"algorithm.environments.{k}", "is not a valid variable name: use letters, digits and "
+            raise bad(f"algorithm.environments.{k}", "is not a valid variable name: use letters, digits and "
                        "'_', not starting with a digit (a shell drops other names before the program sees them)")
-        value = _scalar_str(v, f"algorithm.environments.{k}")
+        value = scalar_text(v, f"algorithm.environments.{k}")
         if "$" in value:
-            raise _bad(f"algorithm.environments.{k}", "values must not contain '$'")
+            raise bad(f"algorithm.environments.{k}", "values must not contain '$'")
         environments[k] = value
     faults.check_hang_env(environments)
     try:
@@ -521,49 +321,49 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
             "algorithm.inputs": [(c.name, c.local_dir) for c in inputs],
             "algorithm.outputs": [(c.name, c.local_dir) for c in outputs]})
     except arglimits.ArgLimitError as exc:
-        raise _bad(exc.field, exc.message) from None
-    working_dir = _container_path(algorithm, "working_dir", "algorithm")
-    local_code_dir = _container_path(algorithm, "local_code_dir", "algorithm")
+        raise bad(exc.field, exc.message) from None
+    working_dir = container_path(algorithm, "working_dir", "algorithm")
+    local_code_dir = container_path(algorithm, "local_code_dir", "algorithm")
 
-    spec = _obj(body, "spec", "", required=True)
-    resource = _obj(spec, "resource", "spec", required=True)
-    flavor_id = _str(resource, "flavor_id", "spec.resource", required=True, limit=128)
+    spec = obj(body, "spec", "", required=True)
+    resource = obj(spec, "resource", "spec", required=True)
+    flavor_id = text(resource, "flavor_id", "spec.resource", required=True, limit=128)
     assert flavor_id is not None
     flavor = catalog.flavors.get(flavor_id)
     if flavor is None:
         raise errors.FlavorNotFound(
             f"Flavor {flavor_id!r} not found; available: {', '.join(sorted(catalog.flavors))}."
         )
-    pool_id = _str(resource, "pool_id", "spec.resource", limit=128) or DEFAULT_POOL
+    pool_id = text(resource, "pool_id", "spec.resource", limit=128) or DEFAULT_POOL
     if pool_id not in catalog.pools():
-        raise _bad("spec.resource.pool_id", f"pool {pool_id!r} does not exist")
-    node_count = _int(resource, "node_count", "spec.resource", 1, 1, 10**6)
+        raise bad("spec.resource.pool_id", f"pool {pool_id!r} does not exist")
+    node_count = integer(resource, "node_count", "spec.resource", 1, 1, 10**6)
     max_num = catalog.max_num(flavor, pool_id)
     if node_count > max_num:
         raise errors.FlavorOutOfRange(
             f"spec.resource.node_count={node_count} is out of range for flavor {flavor_id}: "
             f"at most {max_num} node(s) of it fit in pool {pool_id}."
         )
-    policy = _obj(spec, "schedule_policy", "spec")
-    priority = _int(policy, "priority", "spec.schedule_policy", 1, 1, 3)
+    policy = obj(spec, "schedule_policy", "spec")
+    priority = integer(policy, "priority", "spec.schedule_policy", 1, 1, 3)
     preemptible = policy.get("preemptible", False)
     if not isinstance(preemptible, bool):
-        raise _bad("spec.schedule_policy.preemptible", "must be a boolean")
-    affinity = _affinity(_obj(policy, "required_affinity", "spec.schedule_policy"), node_count)
-    auto_stop = _auto_stop(_obj(spec, "auto_stop", "spec"))
+        raise bad("spec.schedule_policy.preemptible", "must be a boolean")
+    affinity = _affinity(obj(policy, "required_affinity", "spec.schedule_policy"), node_count)
+    auto_stop = _auto_stop(obj(spec, "auto_stop", "spec"))
     summary = _summary(algorithm)
-    log_export = _obj(spec, "log_export_path", "spec")
-    log_export_url = _str(log_export, "obs_url", "spec.log_export_path", limit=1024)
+    log_export = obj(spec, "log_export_path", "spec")
+    log_export_url = text(log_export, "obs_url", "spec.log_export_path", limit=1024)
     if log_export_url:
         check_obs_url(log_export_url, "spec.log_export_path.obs_url")
     taken = [(f"algorithm.{key}[{i}].local_dir", c.local_dir) for key, channels in
              (("inputs", inputs), ("outputs", outputs)) for i, c in enumerate(channels) if c.local_dir]
     volumes = _volumes(spec, taken + ([("algorithm.local_code_dir", local_code_dir)] if local_code_dir else []))
-    if _str(log_export, "host_path", "spec.log_export_path", limit=1024):
-        raise _bad("spec.log_export_path.host_path", "exporting logs to a host path is not supported here; "
+    if text(log_export, "host_path", "spec.log_export_path", limit=1024):
+        raise bad("spec.log_export_path.host_path", "exporting logs to a host path is not supported here; "
                    "use obs_url")
 
-    endpoints = _obj(body, "endpoints", "")
+    endpoints = obj(body, "endpoints", "")
     request = {
         "kind": kind,
         "metadata": {**metadata, "name": name, "description": description, "workspace_id": workspace_id,
@@ -587,7 +387,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
 def _heterogeneous(body: dict[str, Any], catalog: Catalog, datasets: Mapping[str, Dataset] | None) -> JobSpec:
     """A `tasks[]` body: each role parsed as a plain job (core/roles.py), in one pool, as one job."""
     if body.get("algorithm") is not None:
-        raise _bad("algorithm", "a heterogeneous job gives each role its algorithm in tasks[].algorithm")
+        raise bad("algorithm", "a heterogeneous job gives each role its algorithm in tasks[].algorithm")
     parsed: list[Role] = []
     first = 0
     for i, (name, plain) in enumerate(role_bodies(body)):
@@ -596,12 +396,12 @@ def _heterogeneous(body: dict[str, Any], catalog: Catalog, datasets: Mapping[str
         except errors.OpenartsError as exc:
             raise repath(exc, i) from None
         if parsed and spec.pool_id != parsed[0].spec.pool_id:
-            raise _bad(f"tasks[{i}].task_resource.pool_id", f"every role runs in one pool: {spec.pool_id!r} is "
+            raise bad(f"tasks[{i}].task_resource.pool_id", f"every role runs in one pool: {spec.pool_id!r} is "
                        f"not {parsed[0].spec.pool_id!r} (tasks[0])")
         parsed.append(Role(name, spec, first))
         first += spec.node_count
     head = parsed[0].spec
-    endpoints = _obj(body, "endpoints", "")
+    endpoints = obj(body, "endpoints", "")
     request = {"kind": "job", "metadata": head.request["metadata"],
                "tasks": [task_entry(r.name, r.spec.request) for r in parsed],
                **({"endpoints": endpoints} if endpoints else {})}
@@ -612,7 +412,7 @@ def _search(algorithm: dict[str, Any], kind: str,
             parameters: list[tuple[str, str]]) -> tuple[SearchSpec | None, tuple[Reward, ...]]:
     """algorithm.policies.auto_search: the search of a job of kind autosearch_job, and the metrics read
     from the job's logs: the search's rewards, or a plain job's reward_attrs alone (core/search.py)."""
-    policies = _obj(algorithm, "policies", "algorithm")
+    policies = obj(algorithm, "policies", "algorithm")
     auto_search = policies.get("auto_search")
     if kind != SEARCH_KIND:
         return None, parse_metrics(auto_search)
@@ -626,15 +426,15 @@ SUMMARY_TYPES = ("tensorboard", "mindstudio-insight")
 def _summary(algorithm: dict[str, Any]) -> Channel | None:
     """algorithm.summary: with a log_type, its log_dir.pfs.pfs_path (an OBS location) receives what the
     job writes to its summary directory (core/layout.py SUMMARY_DIR), as a periodic output does."""
-    summary = _obj(algorithm, "summary", "algorithm")
-    log_type = _str(summary, "log_type", "algorithm.summary", limit=32)
+    summary = obj(algorithm, "summary", "algorithm")
+    log_type = text(summary, "log_type", "algorithm.summary", limit=32)
     if not log_type:
         return None
     if log_type not in SUMMARY_TYPES:
-        raise _bad("algorithm.summary.log_type", f"must be one of {', '.join(SUMMARY_TYPES)}")
-    pfs = _obj(_obj(summary, "log_dir", "algorithm.summary", required=True), "pfs", "algorithm.summary.log_dir",
+        raise bad("algorithm.summary.log_type", f"must be one of {', '.join(SUMMARY_TYPES)}")
+    pfs = obj(obj(summary, "log_dir", "algorithm.summary", required=True), "pfs", "algorithm.summary.log_dir",
                required=True)
-    url = _str(pfs, "pfs_path", "algorithm.summary.log_dir.pfs", required=True, limit=1024)
+    url = text(pfs, "pfs_path", "algorithm.summary.log_dir.pfs", required=True, limit=1024)
     assert url is not None
     check_obs_url(url, "algorithm.summary.log_dir.pfs.pfs_path")
     return Channel("summary", 0, url, None, "upload_periodically")

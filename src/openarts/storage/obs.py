@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from openarts.core.channels import check_obs_url
 from openarts.core.errors import InvalidObsPath
-from openarts.core.spec import check_obs_url
 
 CHUNK = 64 << 20  # a large file is copied in pieces of this size, a cancellation looked at between them
 

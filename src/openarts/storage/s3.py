@@ -27,8 +27,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from openarts.core.channels import check_obs_url
 from openarts.core.errors import InvalidObsPath
-from openarts.core.spec import check_obs_url
 from openarts.storage.obs import Manifest, ObjectInfo, changed_files, check_cancel, file_md5, record_sent
 
 MAX_CONCURRENCY = 16  # objects moved at once
