@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openarts.core import errors
-from openarts.core.fields import PARAM_NAME_RE, array, bad, container_path, obj, text
+from openarts.core.fields import array, bad, container_path, item_name, obj, text
 from openarts.core.resources import Dataset
 
 MAX_CHANNELS = 100
@@ -108,12 +108,7 @@ def _channel_list(algorithm: dict[str, Any], key: str, path: str,
     out = []
     for i, item in enumerate(array(algorithm, key, path, MAX_CHANNELS)):
         p = f"{path}.{key}[{i}]"
-        if not isinstance(item, dict):
-            raise bad(p, "must be an object")
-        name = text(item, "name", p, required=True, limit=64)
-        assert name is not None
-        if not PARAM_NAME_RE.match(name):
-            raise bad(f"{p}.name", "use letters, digits, '_', '-' and '.'")
+        name = item_name(item, p, 64)
         remote = obj(item, "remote", p, required=True)
         obs = obj(remote, "obs", f"{p}.remote")
         dataset = obj(remote, "dataset", f"{p}.remote")

@@ -36,6 +36,18 @@ def container_path(parent: dict[str, Any], key: str, path: str) -> str | None:
     return value
 
 
+def item_name(item: Any, path: str, limit: int) -> str:
+    """The `name` of an array's item (a parameter, a channel): the item an object, the name given, in
+    PARAM_NAME_RE's characters."""
+    if not isinstance(item, dict):
+        raise bad(path, "must be an object")
+    name = text(item, "name", path, required=True, limit=limit)
+    assert name is not None
+    if not PARAM_NAME_RE.match(name):
+        raise bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
+    return name
+
+
 def bad(path: str, why: str) -> errors.InvalidRequest:
     return errors.InvalidRequest(f"Invalid parameter {path}: {why}.")
 

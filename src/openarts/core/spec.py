@@ -20,11 +20,11 @@ from openarts.core import arglimits, errors, faults
 from openarts.core.channels import Channel, check_obs_url, parse_channels
 from openarts.core.experiments import ExperimentRef, parse_reference
 from openarts.core.fields import (
-    PARAM_NAME_RE,
     array,
     bad,
     container_path,
     integer,
+    item_name,
     obj,
     scalar_text,
     text,
@@ -282,12 +282,7 @@ def parse_job(body: Any, catalog: Catalog, datasets: Mapping[str, Dataset] | Non
     parameters = []
     for i, p in enumerate(array(algorithm, "parameters", "algorithm", MAX_PARAMETERS)):
         path = f"algorithm.parameters[{i}]"
-        if not isinstance(p, dict):
-            raise bad(path, "must be an object")
-        pname = text(p, "name", path, required=True, limit=128)
-        assert pname is not None
-        if not PARAM_NAME_RE.match(pname):
-            raise bad(f"{path}.name", "use letters, digits, '_', '-' and '.'")
+        pname = item_name(p, path, 128)
         parameters.append((pname, scalar_text(p.get("value", ""), f"{path}.value")))
 
     search, metrics = _search(algorithm, kind, parameters)
