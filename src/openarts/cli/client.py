@@ -42,6 +42,7 @@ from openarts.cli.output import (
     print_json,
     show,
 )
+from openarts.core.roles import role_of
 from openarts.security.client import SdkHmacAuth
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -170,7 +171,7 @@ def details_grid(job: dict[str, Any]) -> Table:
     grid.add_column()
     names = status.get("tasks") or []
     roles = [(f"role {t.get('role')}", f"{(t.get('task_resource') or {}).get('flavor_id')} x "
-              f"{sum(1 for n in names if n.rsplit('-', 1)[0] == t.get('role'))}") for t in job.get("tasks") or []]
+              f"{sum(1 for n in names if role_of(n) == t.get('role'))}") for t in job.get("tasks") or []]
     rows = [("name", meta.get("name")), ("id", meta.get("id")), ("phase", phase_text(status)),
             *(roles or [("flavor", resource.get("flavor_id")), ("node_count", resource.get("node_count"))]),
             ("created", fmt_time_ms(meta.get("create_time"))), ("started", fmt_time_ms(status.get("start_time"))),

@@ -28,6 +28,7 @@ from openarts.console.usage import USAGE_ROUTES, usage_columns
 from openarts.core import errors
 from openarts.core.inputs import MAX_SEARCH_OFFSET
 from openarts.core.phases import TERMINAL, Phase
+from openarts.core.roles import role_of
 from openarts.core.search import SEARCH_KIND
 from openarts.security.credentials import PROJECT_RE
 from openarts.security.guard import Guard
@@ -51,7 +52,7 @@ def ms_duration(ms: int) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-TEMPLATES.env.filters.update(ms_time=ms_time, ms_duration=ms_duration)
+TEMPLATES.env.filters.update(ms_time=ms_time, ms_duration=ms_duration, role_of=role_of)
 
 
 SESSION_COOKIE = "openarts_session"  # api/auth.py reads it back as the request's X-Auth-Token

@@ -55,6 +55,11 @@ def task_names(roles: Sequence[Shape]) -> list[str]:
     return [f"{s.role}-{i}" for s in roles for i in range(s.count)]
 
 
+def role_of(task: str) -> str:
+    """The role a task's name names: actor for actor-1 (whether the job has it is `task_index`'s)."""
+    return task.rsplit("-", 1)[0]
+
+
 def task_index(roles: Sequence[Shape], task: str) -> int | None:
     """The index in the job of task `task` (e.g. actor-1), or None if the job has no such task."""
     m = TASK_RE.fullmatch(task)

@@ -15,7 +15,7 @@ from pathlib import Path
 from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.layout import ROLES_DIR
-from openarts.core.roles import TASK_RE, shapes, task_index
+from openarts.core.roles import TASK_RE, role_of, shapes, task_index
 from openarts.executors.bundles import IMAGE, SERVED, WORKSPACE, unpack
 from openarts.security.attempt_tokens import AttemptTokens
 from openarts.store import queries as q
@@ -96,7 +96,7 @@ class AttemptFiles:
             return job
         if task_index(shapes(roles, "", 0), task) is None:
             raise errors.InvalidRequest(f"Unknown task {task[:40]!r} of job {job_id}.")
-        return job / ROLES_DIR / task.rsplit("-", 1)[0]
+        return job / ROLES_DIR / role_of(task)
 
     async def receive_outputs(self, job_id: str, seq: str, task: str, authorization: str,
                               body: AsyncIterator[bytes]) -> None:

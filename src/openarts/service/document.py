@@ -88,9 +88,9 @@ def task_document(role: Role, lay: Layout, catalog: Catalog) -> dict[str, Any]:
         if dirs:
             algorithm[key] = _channel(given[key][0], lay.seen(dirs[0].local), key == "outputs")
     flavor = spec.flavor
-    resource: dict[str, Any] = {"pool_id": spec.pool_id, "flavor_id": flavor.flavor_id,
-                                "max_num": catalog.max_num(flavor, spec.pool_id), "flavor_type": flavor.flavor_type,
-                                "flavor_info": flavor_info(flavor, catalog.max_num(flavor, spec.pool_id))}
+    max_num = catalog.max_num(flavor, spec.pool_id)
+    resource: dict[str, Any] = {"pool_id": spec.pool_id, "flavor_id": flavor.flavor_id, "max_num": max_num,
+                                "flavor_type": flavor.flavor_type, "flavor_info": flavor_info(flavor, max_num)}
     if flavor.flavor_name:
         resource["flavor_name"] = flavor.flavor_name
     out: dict[str, Any] = {"role": role.name, "algorithm": algorithm, "task_resource": resource}

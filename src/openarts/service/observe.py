@@ -18,7 +18,7 @@ from openarts.config import Settings
 from openarts.core import errors
 from openarts.core.inputs import INT64_MAX, INT64_MIN, query_int
 from openarts.core.phases import is_terminal
-from openarts.core.roles import task_index
+from openarts.core.roles import role_of, task_index
 from openarts.core.search import request_metrics
 from openarts.core.spec import exported_log_url
 from openarts.security.log_links import VALID_SECONDS, LogLinks
@@ -109,8 +109,7 @@ class ObserveService:
             return None
         request = orjson.loads(row.request)
         if "tasks" in request:  # a heterogeneous job: the task's role's
-            role = task_id.rsplit("-", 1)[0]
-            holder: dict[str, Any] = next((t for t in request["tasks"] if t.get("role") == role), {})
+            holder: dict[str, Any] = next((t for t in request["tasks"] if t.get("role") == role_of(task_id)), {})
         else:
             holder = request.get("spec") or {}
         base = (holder.get("log_export_path") or {}).get("obs_url")
